@@ -1,0 +1,210 @@
+"""The generator interface: the one seam every edit method stands on.
+
+Drag methods, direction methods, inversion and the server only ever talk to a
+:class:`Generator`. Whether the network underneath is a DCGAN or a StyleGAN2 is
+the adapter's business. An adapter exposes:
+
+* its resolution and the latent spaces it can be edited in (``z`` for a DCGAN;
+  ``z``, ``w`` and ``w+`` for StyleGAN);
+* ``sample(seed, truncation)`` giving a reproducible :class:`Latent`;
+* ``synthesize`` which returns the image *and* the activation of a named layer,
+  and which can stop at that layer (a drag step needs no more than that);
+* ``drag_variables``: which part of the latent an optimiser may change;
+* ``first_linear_map``: the first linear map applied to the latent (SeFa).
+
+Early activations (GANSpace, DP-LaSE, SFVQ) are read with
+``synthesize(latent, feature_layer=name, stop_at_feature=True)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Latent:
+    """A point in a generator's latent space, plus optional spatial offsets.
+
+    ``code`` is ``[N, D]`` for ``z`` and ``w``, ``[N, L, D]`` for ``w+``.
+    ``offsets`` maps a layer name to an additive offset on that layer's
+    activation (``[N, C, h, w]``): the "spatial latent" a drag may optimise on
+    models whose vector latent is too coarse. Empty for most latents.
+    """
+
+    space: str
+    code: Tensor
+    offsets: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return int(self.code.shape[0])
+
+    def detach(self) -> "Latent":
+        return Latent(self.space, self.code.detach().clone(),
+                      {k: v.detach().clone() for k, v in self.offsets.items()})
+
+    def to(self, device: torch.device | str) -> "Latent":
+        return Latent(self.space, self.code.to(device),
+                      {k: v.to(device) for k, v in self.offsets.items()})
+
+    def with_code(self, code: Tensor) -> "Latent":
+        """Same space and offsets, another code (used by walks)."""
+        return Latent(self.space, code, dict(self.offsets))
+
+
+@dataclass
+class Synthesis:
+    """What one forward pass produced.
+
+    ``image`` is ``[N, 3, H, W]`` in ``[-1, 1]``, or ``None`` when the pass
+    stopped at the feature layer. ``features`` is the activation of the
+    requested layer (``None`` if none was asked for).
+    """
+
+    image: Tensor | None
+    features: Tensor | None
+
+
+@dataclass
+class DragVariables:
+    """The trainable part of a latent during a drag.
+
+    ``params`` are leaf tensors with ``requires_grad`` for the optimiser;
+    ``latent()`` rebuilds the full latent from them (differentiably).
+    """
+
+    params: list[Tensor]
+    build: Callable[[], Latent]
+
+    def latent(self) -> Latent:
+        return self.build()
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A named activation a caller may ask ``synthesize`` for."""
+
+    name: str
+    channels: int
+    size: int
+
+
+class Generator(nn.Module, abc.ABC):
+    """Base class of every model adapter. Subclasses set the attributes below."""
+
+    #: registry name or file the model came from
+    name: str = "generator"
+    #: output image side in pixels (images are square)
+    resolution: int = 0
+    #: latent spaces this model can be edited in, the first is the sampling space
+    latent_spaces: tuple[str, ...] = ("z",)
+    #: the space sessions edit in unless told otherwise
+    default_space: str = "z"
+    #: dimension of one latent vector
+    latent_dim: int = 0
+    #: number of style vectors in w+ (1 for models without w+)
+    num_ws: int = 1
+    #: the layer a drag reads features from unless told otherwise
+    default_feature_layer: str = ""
+    #: drag modes (which part of the latent is optimised), the first is the default
+    drag_modes: tuple[str, ...] = ("code",)
+
+    # ----------------------------------------------------------------- latents
+    @abc.abstractmethod
+    def sample(self, seed: int, truncation: float = 1.0, space: str | None = None,
+               batch: int = 1) -> Latent:
+        """A reproducible latent for ``seed``: the same seed gives the same image everywhere."""
+
+    def sample_codes(self, n: int, seed: int = 0, space: str | None = None,
+                     truncation: float = 1.0) -> Latent:
+        """``n`` latents at once, for methods that need statistics of the latent space."""
+        return self.sample(seed, truncation=truncation, space=space, batch=n)
+
+    def convert(self, latent: Latent, space: str) -> Latent:
+        """Express ``latent`` in another space (e.g. z -> w -> w+)."""
+        if latent.space == space:
+            return latent
+        raise ValueError(f"{self.name}: cannot convert a {latent.space!r} latent to {space!r}")
+
+    # ----------------------------------------------------------------- forward
+    @property
+    @abc.abstractmethod
+    def layers(self) -> Sequence[LayerInfo]:
+        """The activations ``synthesize`` can return, from earliest to last."""
+
+    @abc.abstractmethod
+    def synthesize(self, latent: Latent, feature_layer: str | None = None,
+                   stop_at_feature: bool = False) -> Synthesis:
+        """Run the generator; return the image and the activation of ``feature_layer``.
+
+        With ``stop_at_feature`` the blocks after ``feature_layer`` are skipped and
+        ``image`` is ``None``: a drag step only needs the features.
+        """
+
+    def render(self, latent: Latent) -> Tensor:
+        """The image alone, ``[N, 3, H, W]`` in ``[-1, 1]``."""
+        out = self.synthesize(latent)
+        assert out.image is not None
+        return out.image
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                return info
+        known = ", ".join(i.name for i in self.layers)
+        raise ValueError(f"{self.name}: no layer named {name!r} (known: {known})")
+
+    # ----------------------------------------------------------------- editing
+    @abc.abstractmethod
+    def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:
+        """The part of ``latent`` a drag optimises, as trainable leaf tensors."""
+
+    @abc.abstractmethod
+    def first_linear_map(self, layers: Sequence[int] | None = None) -> Tensor:
+        """Weight ``[latent_dim, out]`` of the first linear map applied to the latent.
+
+        For StyleGAN this stacks the style affines of ``layers`` (indices into w+);
+        SeFa eigen-decomposes it.
+        """
+
+    # ----------------------------------------------------------------- misc
+    #: short architecture key used by the project's own file format
+    architecture: str = ""
+
+    def config(self) -> dict:
+        """Constructor keyword arguments that rebuild this network (the own format's JSON)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved in the project's format")
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def describe(self) -> dict:
+        """A JSON-friendly summary for ``models info`` and ``/api/models``."""
+        return {
+            "name": self.name,
+            "architecture": type(self).__name__,
+            "resolution": self.resolution,
+            "latent_spaces": list(self.latent_spaces),
+            "default_space": self.default_space,
+            "latent_dim": self.latent_dim,
+            "num_ws": self.num_ws,
+            "drag_modes": list(self.drag_modes),
+            "default_feature_layer": self.default_feature_layer,
+            "layers": [{"name": i.name, "channels": i.channels, "size": i.size} for i in self.layers],
+        }
+
+
+def seeded_normal(seed: int, shape: Sequence[int]) -> Tensor:
+    """Standard normal samples from a CPU generator, so a seed means the same on every device."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.randn(*shape, generator=gen, dtype=torch.float32)

@@ -1,0 +1,161 @@
+"""The classic DCGAN generator behind the generator interface.
+
+Architecture (Radford et al. 2016, as in PyTorch's face tutorial): ``z`` of
+``nz`` values goes through five transposed convolutions; the first four are
+followed by batch norm (in eval mode, i.e. a fixed affine map) and ReLU, the
+last by tanh. Sizes 4 -> 8 -> 16 -> 32 -> 64 px for ``ngf=64``.
+
+Layer names: ``b0`` .. ``b3`` are the activations after each ReLU, ``image``
+the tanh output. A "spatial latent" for drags is an additive offset on one of
+these activations (drag mode ``z+b1`` optimises z and an 8x8 offset map).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
+
+
+class UpBlock(nn.Module):
+    """Transposed conv, then batch norm and ReLU (or tanh for the last block).
+
+    Args:
+        in_channels: channels coming in.
+        out_channels: channels going out.
+        first: the first block maps a 1x1 latent to 4x4 (stride 1, no padding);
+            the others double the size (stride 2, padding 1).
+        last: the last block ends in tanh and has no batch norm.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, first: bool = False, last: bool = False):
+        super().__init__()
+        stride, padding = (1, 0) if first else (2, 1)
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride, padding, bias=False)
+        self.norm = None if last else nn.BatchNorm2d(out_channels)
+        self.last = last
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.last:
+            return torch.tanh(x)
+        return torch.relu(self.norm(x))
+
+
+class DCGANGenerator(Generator):
+    """DCGAN generator; the latent is ``z`` of shape ``[N, nz]``.
+
+    Args:
+        nz: latent size.
+        ngf: width multiplier (channels of the last hidden block).
+        nc: image channels.
+        resolution: output side; 64 gives the classic five-block network.
+        name: registry name.
+    """
+
+    architecture = "dcgan"
+    latent_spaces = ("z",)
+    default_space = "z"
+    num_ws = 1
+    drag_modes = ("z+b1", "z", "z+b0", "z+b2")
+
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, resolution: int = 64,
+                 name: str = "dcgan"):
+        super().__init__()
+        n_up = resolution.bit_length() - 3  # 64 -> 4 blocks after the first
+        if 4 * 2 ** n_up != resolution:
+            raise ValueError(f"DCGAN resolution must be a power of two >= 8, got {resolution}")
+        widths = [ngf * 2 ** (n_up - 1 - i) for i in range(n_up)]  # 512, 256, 128, 64
+        blocks = [UpBlock(nz, widths[0], first=True)]
+        for a, b in zip(widths[:-1], widths[1:]):
+            blocks.append(UpBlock(a, b))
+        blocks.append(UpBlock(widths[-1], nc, last=True))
+        self.blocks = nn.ModuleList(blocks)
+        self.name = name
+        self.resolution = resolution
+        self.latent_dim = nz
+        self._layers = [LayerInfo(f"b{i}", w, 4 * 2 ** i) for i, w in enumerate(widths)]
+        self._layers.append(LayerInfo("image", nc, resolution))
+        self.default_feature_layer = f"b{n_up - 1}"  # the 32x32 block at 64 px
+        self._config = {"nz": nz, "ngf": ngf, "nc": nc, "resolution": resolution}
+        self.eval()
+
+    def config(self) -> dict:
+        return dict(self._config)
+
+    # ----------------------------------------------------------------- latents
+    def sample(self, seed: int, truncation: float = 1.0, space: str | None = None,
+               batch: int = 1) -> Latent:
+        if space not in (None, "z"):
+            raise ValueError(f"{self.name} has only a 'z' latent space, not {space!r}")
+        z = seeded_normal(seed, (batch, self.latent_dim)) * float(truncation)
+        return Latent("z", z.to(self.device))
+
+    # ----------------------------------------------------------------- forward
+    @property
+    def layers(self) -> Sequence[LayerInfo]:
+        return self._layers
+
+    def synthesize(self, latent: Latent, feature_layer: str | None = None,
+                   stop_at_feature: bool = False) -> Synthesis:
+        if latent.space != "z":
+            raise ValueError(f"{self.name} expects a 'z' latent, got {latent.space!r}")
+        if feature_layer is not None:
+            self.layer(feature_layer)  # validates the name
+        for name in latent.offsets:
+            self.layer(name)
+        x = latent.code.reshape(latent.batch, self.latent_dim, 1, 1)
+        features = None
+        for info, block in zip(self._layers, self.blocks):
+            x = block(x)
+            offset = latent.offsets.get(info.name)
+            if offset is not None:
+                x = x + offset
+            if info.name == feature_layer:
+                features = x
+                if stop_at_feature:
+                    return Synthesis(None, features)
+        return Synthesis(x, features)
+
+    # ----------------------------------------------------------------- editing
+    def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:
+        mode = mode or self.drag_modes[0]
+        if mode not in self.drag_modes:
+            raise ValueError(f"{self.name}: unknown drag mode {mode!r} (known: {', '.join(self.drag_modes)})")
+        z = latent.code.detach().clone().requires_grad_(True)
+        offsets = {k: v.detach().clone().requires_grad_(True) for k, v in latent.offsets.items()}
+        if mode != "z":
+            name = mode.split("+", 1)[1]
+            if name not in offsets:
+                info = self.layer(name)
+                offsets[name] = torch.zeros(latent.batch, info.channels, info.size, info.size,
+                                            device=z.device, requires_grad=True)
+        params = [z, *offsets.values()]
+        return DragVariables(params, lambda: Latent("z", z, dict(offsets)))
+
+    def first_linear_map(self, layers: Sequence[int] | None = None) -> Tensor:
+        weight = self.blocks[0].conv.weight  # [nz, C, 4, 4]
+        return weight.detach().reshape(self.latent_dim, -1)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def from_tutorial_state_dict(cls, state: dict[str, Tensor], name: str = "dcgan") -> "DCGANGenerator":
+        """Build from a state dict of PyTorch's DCGAN tutorial layout (``main.<i>.*``)."""
+        convs = sorted({int(k.split(".")[1]) for k in state if k.endswith(".weight") and state[k].dim() == 4})
+        first = state[f"main.{convs[0]}.weight"]
+        last = state[f"main.{convs[-1]}.weight"]
+        nz, nc, ngf = first.shape[0], last.shape[1], last.shape[0]
+        resolution = 4 * 2 ** (len(convs) - 1)
+        model = cls(nz=nz, ngf=ngf, nc=nc, resolution=resolution, name=name)
+        mapped: dict[str, Tensor] = {}
+        for b, conv_index in enumerate(convs):
+            mapped[f"blocks.{b}.conv.weight"] = state[f"main.{conv_index}.weight"]
+            if b < len(convs) - 1:
+                norm_index = conv_index + 1
+                for part in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                    mapped[f"blocks.{b}.norm.{part}"] = state[f"main.{norm_index}.{part}"]
+        model.load_state_dict(mapped, strict=True)
+        return model.eval().requires_grad_(False)

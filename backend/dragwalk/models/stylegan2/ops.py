@@ -1,0 +1,166 @@
+"""The arithmetic of StyleGAN2 in plain PyTorch: no custom CUDA kernels to compile.
+
+NVIDIA's reference ships fused CUDA ops (``upfirdn2d``, ``bias_act``); every one of
+them is a short composition of ordinary tensor operations, written here as pure
+functions so they run on any device PyTorch supports and can be checked by hand.
+
+Conventions follow the network-pickle format (they decide the numbers a pickle's
+weights produce, so they are facts to match, not choices):
+
+* an FIR filter is stored as a normalised 2-D kernel (``[1,3,3,1]`` outer itself / 64);
+* upsampling by 2 inserts zeros after each sample, pads (2, 1) and filters with gain 4;
+* a 3x3 convolution that also upsamples is a stride-2 transposed convolution followed
+  by the FIR filter with padding 1 (gain 4) — so its kernel acts as a true convolution,
+  while a plain 3x3 convolution is a cross-correlation;
+* leaky ReLU has slope 0.2 and output gain sqrt(2); the clamp applies after the gain.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: (slope, default gain) of the activations the format names
+ACTIVATIONS: dict[str, tuple[float, float]] = {
+    "linear": (1.0, 1.0),
+    "lrelu": (0.2, math.sqrt(2.0)),
+    "relu": (0.0, math.sqrt(2.0)),
+}
+
+
+def activation_gain(name: str) -> float:
+    """The default output gain of an activation (keeps activations at unit variance)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r} (known: {', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name][1]
+
+
+def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """Scale each vector to unit mean square: the mapping network's input normalisation."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def bias_act(x: Tensor, bias: Tensor | None = None, act: str = "linear", gain: float | None = None,
+             clamp: float | None = None) -> Tensor:
+    """Add a per-channel bias (dim 1), apply the activation, multiply by gain, clamp.
+
+    ``gain`` defaults to the activation's own gain; ``clamp`` (the pickle's
+    ``conv_clamp``) bounds the output to ``[-clamp, clamp]`` after the gain, which keeps
+    fp16 layers from overflowing.
+    """
+    g = activation_gain(act) if gain is None else float(gain)  # also validates ``act``
+    slope = ACTIVATIONS[act][0]
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
+    if act != "linear":
+        x = F.leaky_relu(x, slope) if slope > 0 else F.relu(x)
+    if g != 1:
+        x = x * g
+    if clamp is not None and clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def setup_filter(taps: Sequence[float] | Tensor) -> Tensor:
+    """A normalised 2-D FIR kernel from 1-D taps (outer product), summing to 1."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    if f.dim() == 1:
+        f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
+              padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0,
+              flip_filter: bool = False) -> Tensor:
+    """Upsample by zero insertion, pad, convolve with the FIR ``f``, downsample.
+
+    ``x`` is ``[N, C, H, W]``, ``f`` a 2-D kernel ``[fh, fw]`` applied to every channel,
+    ``padding`` is ``(left, right, top, bottom)`` (negative values crop). The filter is
+    applied as a true convolution (flipped) unless ``flip_filter``; ``gain`` scales it
+    (``up ** 2`` keeps the mean when zeros were inserted).
+    """
+    c = x.shape[1]
+    fh, fw = f.shape
+    px0, px1, py0, py1 = (int(p) for p in padding)
+    k = (f * gain).to(x.dtype)
+    if up > 1:
+        # zero insertion + filtering == a strided transposed conv with the (unflipped) filter,
+        # which never builds the mostly-zero upsampled tensor; then crop/pad to the window
+        k = k.flip([0, 1]) if flip_filter else k
+        x = F.conv_transpose2d(x, k[None, None].repeat(c, 1, 1, 1), stride=up, groups=c)
+        x = F.pad(x, [px0 - fw + 1, px1 + up - fw, py0 - fh + 1, py1 + up - fh])
+    else:
+        x = F.pad(x, [px0, px1, py0, py1])  # negative values crop
+        k = k if flip_filter else k.flip([0, 1])
+        x = F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: Tensor, f: Tensor, up: int = 2) -> Tensor:
+    """Double (``up``) the size with the FIR ``f``: the skip path's image upsampling."""
+    fh, fw = f.shape
+    padding = ((fw + up - 1) // 2, (fw - up) // 2, (fh + up - 1) // 2, (fh - up) // 2)
+    return upfirdn2d(x, f, up=up, padding=padding, gain=up ** 2)
+
+
+def conv2d_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1) -> Tensor:
+    """A ``k x k`` convolution that doubles the size: transposed conv (stride 2), then the FIR.
+
+    ``weight`` is ``[out, in/groups, k, k]``. The kernel acts as a true convolution
+    here (the format's convention for its upsampling layers). For ``k = 1`` this is
+    the same as upsampling with the FIR first and convolving after.
+    """
+    out_ch, in_per_group, kh, kw = weight.shape
+    fh, fw = f.shape
+    if kh == 1 and kw == 1:
+        return F.conv2d(upsample2d(x, f), weight, groups=groups)
+    # conv_transpose2d wants [in, out/groups, k, k]
+    w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
+    w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
+    x = F.conv_transpose2d(x, w, stride=2, groups=groups)
+    # after the transposed conv the result is (k-1) samples too long; pad so the FIR lands
+    # the output on the doubled grid (this is where the format's padding conventions go)
+    pad = kw // 2
+    px0 = pad + (fw + 1) // 2 - (kw - 1)
+    px1 = pad + (fw - 2) // 2 - (kw - 2)
+    py0 = pad + (fh + 1) // 2 - (kh - 1)
+    py1 = pad + (fh - 2) // 2 - (kh - 2)
+    return upfirdn2d(x, f, padding=(px0, px1, py0, py1), gain=4)
+
+
+def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,
+                     up: bool = False, f: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+    """StyleGAN2's style-modulated convolution, one grouped conv for the whole batch.
+
+    Each sample ``i`` convolves with ``weight * styles[i]`` (scaling input channels);
+    with ``demodulate`` each output channel of that kernel is rescaled to unit norm,
+    which replaces AdaIN's instance normalisation. ``noise`` is added after the conv.
+    ``x`` ``[N, I, H, W]``, ``weight`` ``[O, I, k, k]``, ``styles`` ``[N, I]``.
+    """
+    n = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # fp16 guard: rescale before multiplying; demodulation cancels both factors
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw)
+                           / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    w = weight.float().unsqueeze(0) * styles.float().reshape(n, 1, in_ch, 1, 1)
+    if demodulate:
+        w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
+    w = w.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype)
+    x = x.reshape(1, n * in_ch, *x.shape[2:])
+    if up:
+        assert f is not None, "an upsampling conv needs its FIR filter"
+        x = conv2d_up2(x, w, f, groups=n)
+    else:
+        x = F.conv2d(x, w, padding=kh // 2, groups=n)
+    x = x.reshape(n, out_ch, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", default=None, help="access token required on every request "
                        "(also DRAGWALK_TOKEN)")
-    serve.add_argument("--store", default=None, help="session database (default .dragwalk/sessions.sqlite3)")
+    serve.add_argument("--store", default=None, help="session store: a SQLite path or postgresql:// URL (default $DRAGWALK_HOME/sessions.sqlite3; also DRAGWALK_STORE)")
     serve.set_defaults(func=_cmd_serve)
 
     for module_name in COMMAND_MODULES:

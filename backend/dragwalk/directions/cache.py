@@ -1,0 +1,117 @@
+"""Direction sets computed once per model and reused: memory first, then disk.
+
+A slider must never wait for a computation that was already done, in this
+process or an earlier one. The key is the model (its name and a fingerprint of
+its first linear map, so two different files with one name do not collide), the
+method, and the parameters after defaults are filled in (so ``num=32`` and "no
+num" are the same entry). Person-given ``codes``/``labels`` enter the key by a
+hash of their values. REDs with a mask depend on the image and the painted
+region: they are kept only in a small in-memory table, never on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import weakref
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..models.base import Generator
+from .base import DirectionSet
+from .labelled import dragwalk_home, model_dir
+from .methods import INPUTS, check_method, compute_directions, resolved_params
+
+_fingerprints: "weakref.WeakKeyDictionary[Generator, str]" = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(generator: Generator) -> str:
+    """Short hash of the generator's first linear map (cached per generator object)."""
+    fp = _fingerprints.get(generator)
+    if fp is None:
+        weight = generator.first_linear_map().detach().float().cpu().contiguous().numpy()
+        fp = hashlib.sha1(weight.tobytes()).hexdigest()[:10]
+        _fingerprints[generator] = fp
+    return fp
+
+
+def _value_hash(value: Any) -> str:
+    if hasattr(value, "code"):  # a Latent
+        value = value.code
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    array = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+    return hashlib.sha1(array.tobytes() + str(array.shape).encode()).hexdigest()[:16]
+
+
+def cache_key(generator: Generator, method: str, params: dict[str, Any]) -> str:
+    """Stable hex key of (model, method, resolved parameters, hashed inputs)."""
+    merged = resolved_params(method, params)
+    inputs = {k: _value_hash(params[k]) for k in INPUTS if params.get(k) is not None}
+    blob = json.dumps({"model": generator.name, "fp": model_fingerprint(generator), "method": method,
+                       "params": merged, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+class DirectionCache:
+    """``get(generator, method, **params)``: computed once, then from memory or disk.
+
+    Args:
+        root: folder for the files (default ``$DRAGWALK_HOME/directions``, else
+            ``~/.dragwalk/directions``); one sub-folder per model.
+        memory: how many sets to keep in memory (REDs included).
+    """
+
+    def __init__(self, root: str | Path | None = None, memory: int = 64):
+        self.root = Path(root).expanduser() if root is not None else dragwalk_home() / "directions"
+        self.memory = int(memory)
+        self._sets: OrderedDict[str, DirectionSet] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    def path(self, generator: Generator, method: str, **params: Any) -> Path:
+        """Where the set for these arguments is (or would be) stored."""
+        return model_dir(self.root, generator.name) / f"{method}-{cache_key(generator, method, params)}.safetensors"
+
+    def on_disk(self, generator: Generator, method: str, **params: Any) -> bool:
+        return self._persistent(method, params) and self.path(generator, method, **params).is_file()
+
+    @staticmethod
+    def _persistent(method: str, params: dict[str, Any]) -> bool:
+        return bool(check_method(method)["cacheable"]) and params.get("mask") is None \
+            and params.get("latent") is None
+
+    def get(self, generator: Generator, method: str, **params: Any) -> DirectionSet:
+        key = cache_key(generator, method, params)
+        with self._lock:
+            hit = self._sets.get(key)
+            if hit is not None:
+                self._sets.move_to_end(key)
+                return hit
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # one computation per key, however many callers wait for it
+            with self._lock:
+                hit = self._sets.get(key)
+            if hit is not None:
+                return hit
+            persistent = self._persistent(method, params)
+            path = model_dir(self.root, generator.name) / f"{method}-{key}.safetensors"
+            result = None
+            if persistent and path.is_file():
+                try:
+                    result = DirectionSet.load(path)
+                except ValueError:
+                    result = None  # a damaged file is recomputed and overwritten
+            if result is None:
+                result = compute_directions(generator, method, **params)
+                if persistent:
+                    result.save(path)
+            with self._lock:
+                self._sets[key] = result
+                while len(self._sets) > self.memory:
+                    self._sets.popitem(last=False)
+            return result

@@ -1,0 +1,115 @@
+"""The method table the UI's picker reads, and the one entry point that runs a method.
+
+``METHODS`` is plain JSON-friendly data (the server can send it as is):
+``name -> {label, description, params: {name: default}, needs_mask, needs_labels,
+needs_latent, walk_kinds, cacheable}``. Methods live in their own modules; this
+file only knows their names and defaults.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..models.base import Generator
+from .base import DirectionSet
+
+#: per-request inputs (not parameters: they are not part of a cache key by value)
+INPUTS = ("latent", "mask", "codes", "labels")
+
+METHODS: dict[str, dict[str, Any]] = {
+    "sefa": {
+        "label": "SeFa",
+        "description": "Closed-form factorisation of the first linear map: directions that change "
+                       "the generator's first layer most. Instant.",
+        "params": {"num": 32, "layers": None},
+        "needs_mask": False, "needs_labels": False, "needs_latent": False,
+        "walk_kinds": ["linear", "density"], "cacheable": True,
+    },
+    "ganspace": {
+        "label": "GANSpace",
+        "description": "Principal components of sampled latents (or of an early activation, "
+                       "regressed back to z). A few seconds.",
+        "params": {"num": 80, "samples": 10_000, "layer": None, "layers": None, "seed": 0},
+        "needs_mask": False, "needs_labels": False, "needs_latent": False,
+        "walk_kinds": ["linear", "density"], "cacheable": True,
+    },
+    "dplase": {
+        "label": "DP-LaSE",
+        "description": "Learned directions: maximal, uncorrelated change of an early layer with "
+                       "density-preserving endpoints, refined to channel groups. About a minute "
+                       "or two on a CPU; computed once per model.",
+        "params": {"k": 20, "layer": None, "iters": 1500, "batch": 16, "lr": 3e-3, "eps_max": 10.0,
+                   "groups": 6, "refine": True, "seed": 0, "time_limit": 240.0},
+        "needs_mask": False, "needs_labels": False, "needs_latent": False,
+        "walk_kinds": ["density", "linear"], "cacheable": True,
+    },
+    "reds": {
+        "label": "REDs (painted region)",
+        "description": "Rayleigh EigenDirections: edits that change the pixels inside the painted "
+                       "region and hold those outside, at the current image. Under a second.",
+        "params": {"num": 8, "beta_f": 0.99, "beta_c": 0.999, "solver": "generalized",
+                   "layers": None, "seed": 0},
+        "needs_mask": True, "needs_labels": False, "needs_latent": True,
+        "walk_kinds": ["linear", "curved"], "cacheable": False,
+    },
+    "sfvq": {
+        "label": "SFVQ curve",
+        "description": "A space-filling curve through the latent data; each segment is a direction "
+                       "and points along it give controllable variations. A few seconds.",
+        "params": {"bits": 5, "samples": 10_000, "pcs": 20, "layer": None, "epochs": 2, "lr": 1e-2,
+                   "layers": None, "seed": 0},
+        "needs_mask": False, "needs_labels": False, "needs_latent": False,
+        "walk_kinds": ["linear"], "cacheable": True,
+    },
+    "interfacegan": {
+        "label": "InterFaceGAN (attributes)",
+        "description": "Normal of a linear boundary between faces scored high and low on an "
+                       "attribute (dlib landmarks: mouth open, smile width, eye openness, head yaw, "
+                       "face size) or tagged by you.",
+        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "condition": None,
+                   "layers": None},
+        "needs_mask": False, "needs_labels": True, "needs_latent": False,
+        "walk_kinds": ["linear", "density"], "cacheable": True,
+    },
+    "lsd": {
+        "label": "LSD quasi-eigenvectors",
+        "description": "Quasi-eigenvectors of labelled latents (one per label, completed to a "
+                       "basis); the slider moves weight from the low label's vector to the high's.",
+        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "shrink": 0.9,
+                   "layers": None},
+        "needs_mask": False, "needs_labels": True, "needs_latent": False,
+        "walk_kinds": ["linear", "density"], "cacheable": True,
+    },
+}
+
+
+def check_method(method: str) -> dict[str, Any]:
+    info = METHODS.get(method)
+    if info is None:
+        raise ValueError(f"unknown direction method {method!r} (known: {', '.join(METHODS)})")
+    return info
+
+
+def resolved_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` over the method's defaults; unknown names are refused with the known ones."""
+    info = check_method(method)
+    unknown = sorted(set(params) - set(info["params"]) - set(INPUTS))
+    if unknown:
+        raise ValueError(f"{method}: unknown parameter(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(info['params'])})")
+    merged = dict(info["params"])
+    merged.update({k: v for k, v in params.items() if k not in INPUTS})
+    if isinstance(merged.get("layers"), (list, tuple)):
+        merged["layers"] = [int(x) for x in merged["layers"]]
+    return merged
+
+
+def compute_directions(generator: Generator, method: str, **params: Any) -> DirectionSet:
+    """Run ``method`` on ``generator`` (defaults from ``METHODS``; ValueError on a bad input)."""
+    merged = resolved_params(method, params)
+    inputs = {k: params[k] for k in INPUTS if params.get(k) is not None}
+    if METHODS[method]["needs_mask"] and "mask" not in inputs:
+        raise ValueError(f"{method} needs a region mask (mask=H x W array, 1 = region)")
+    module = importlib.import_module(f"dragwalk.directions.{method}")
+    return module.compute(generator, **merged, **inputs)

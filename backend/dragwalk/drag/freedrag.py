@@ -1,0 +1,134 @@
+"""FreeDrag (Ling et al., CVPR 2024), GAN version: templates, line search, fuzzy localisation.
+
+Written from the paper's description (see /work/shared/specs/drag.md), not from its code.
+
+Instead of tracking every step, each handle carries a *template* (a 3x3 grid of feature
+samples around it) and a current position ``p``. The optimiser pulls the features at
+``p`` onto the template for a short *sub-motion* (at most ``sub_steps`` steps). Then:
+
+* the template adapts to what is at ``p`` now, the more the better the match
+  (lam = 1 / (1 + exp(alpha (L_end - beta))), alpha = ln 9 / (0.6 l), beta = 0.2 l);
+* the next ``p`` is found by a line search towards the target:
+  - good match (L_end < 0.5 l): of 10 candidates up to ``d_max`` ahead, take the one whose
+    distance to the template is closest to ``l`` — deliberately not the best match
+    ("fuzzy localisation"), so every sub-motion has a bounded amount of work;
+  - some progress (L_end < L_init): stay and keep optimising;
+  - no progress: back off — search ``d_max`` behind to ``d_max`` ahead for the best match.
+
+Distances are mean L1 over the template, divided by the template's mean magnitude, so
+``l`` means the same on feature maps of any scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from . import features as fx
+from .method import DragMethod, MethodContext, Param, register
+
+
+@register
+class FreeDrag(DragMethod):
+    name = "freedrag"
+    label = "FreeDrag"
+    description = ("Adaptive feature templates with line search and backtracking instead of "
+                   "per-step point tracking (Ling et al. 2024).")
+    lr = 1e-2   # as for DragGAN: the paper's 2e-3 is for StyleGAN's w (see draggan.py)
+    lambda_mask = 10.0
+    params = {
+        "l": Param(0.3, 0.05, 1.0, "Expected distance l", "per-sub-motion feature change the line search aims for"),
+        "d_max": Param(2.0, 0.25, 16.0, "Max move per sub-motion (px)", "line-search reach"),
+        "spacing": Param(2.0, 0.5, 16.0, "Template spacing (px)", "offsets of the 3x3 template grid"),
+        "sub_steps": Param(5.0, 1.0, 50.0, "Steps per sub-motion", integer=True),
+        "candidates": Param(10.0, 2.0, 50.0, "Line-search candidates", integer=True),
+    }
+
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None):
+        super().__init__(context, values)
+        s = self.values["spacing"]
+        grid = torch.tensor([-s, 0.0, s], device=context.device)
+        yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+        self.grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # [9, 2]
+        l = self.values["l"]
+        self.alpha = math.log(9.0) / (0.6 * l)
+        self.beta = 0.2 * l
+        self.position: Tensor | None = None
+
+    # ----------------------------------------------------------------- helpers
+    def _read(self, features: Tensor, points: Tensor) -> Tensor:
+        """Template-shaped samples at ``points`` ``[..., 2]`` -> ``[..., 9, C]``."""
+        return fx.sample(features, points[..., None, :] + self.grid, self.ctx.resolution)
+
+    def _distance(self, samples: Tensor) -> Tensor:
+        """Relative mean L1 distance of samples ``[K, ..., 9, C]`` to the templates."""
+        t = self.template.view(self.template.shape[0], *([1] * (samples.dim() - 3)), *self.template.shape[1:])
+        return (samples - t).abs().mean(dim=(-1, -2)) / self.scale.view(-1, *([1] * (samples.dim() - 3)))
+
+    # ----------------------------------------------------------------- hooks
+    def start(self, features: Tensor, handles: Tensor) -> None:
+        self.position = handles.clone()
+        self.template = self._read(features, handles)                         # [K, 9, C]
+        self.scale = self.template.abs().mean(dim=(1, 2)).clamp_min(1e-6)    # [K]
+        k = handles.shape[0]
+        self.count = torch.zeros(k, dtype=torch.long, device=handles.device)
+        self.l_init = torch.zeros(k, device=handles.device)
+        self.last = torch.zeros(k, device=handles.device)
+
+    def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
+        assert self.position is not None, "start() must run before track()"
+        l = self.values["l"]
+        p = self.position
+        now = self._distance(self._read(features, p))
+        ended = (self.count >= self.values["sub_steps"]) | ((self.count > 0) & (now < 0.25 * l))
+        for k in torch.nonzero(ended).flatten().tolist():
+            p[k] = self._next_position(features, k, p[k], targets[k], float(now[k]))
+            self.count[k] = 0
+        if bool(ended.any()):
+            now = self._distance(self._read(features, p))
+        fresh = self.count == 0
+        self.l_init = torch.where(fresh, now, self.l_init)
+        self.count += 1
+        self.last = now
+        self.position = p
+        return p.clone()
+
+    def _next_position(self, features: Tensor, k: int, p: Tensor, target: Tensor, l_end: float) -> Tensor:
+        """End of a sub-motion for handle ``k``: adapt its template, then line-search."""
+        l, d_max = self.values["l"], self.values["d_max"]
+        here = self._read(features, p[None])[0]
+        arrived = float((target - p).norm()) < 0.5
+        lam = 1.0 if arrived else 1.0 / (1.0 + math.exp(self.alpha * (l_end - self.beta)))
+        self.template[k] = lam * here + (1 - lam) * self.template[k]
+        delta = target - p
+        dist = float(delta.norm())
+        if dist < 1e-3:
+            return p
+        direction = delta / dist
+        n = int(self.values["candidates"])
+        if l_end < 0.5 * l:
+            steps = torch.arange(1, n + 1, device=p.device, dtype=p.dtype) / n * min(d_max, dist)
+            pick = "fuzzy"
+        elif l_end < float(self.l_init[k]):
+            return p
+        else:
+            reach = min(d_max, dist)
+            steps = -d_max + torch.arange(0, n + 1, device=p.device, dtype=p.dtype) / n * (d_max + reach)
+            pick = "best"
+        cands = (p[None] + steps[:, None] * direction[None]).clamp(0, self.ctx.resolution - 1)
+        samples = self._read(features, cands)                               # [n, 9, C]
+        cost = (samples - self.template[k][None]).abs().mean(dim=(1, 2)) / self.scale[k]
+        index = (cost - l).abs().argmin() if pick == "fuzzy" else cost.argmin()
+        return cands[index]
+
+    def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
+        if not bool(active.any()):
+            return features.sum() * 0
+        samples = self._read(features, self.position[active])                # [K', 9, C]
+        return ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()
+
+    def arrived(self, handles: Tensor, targets: Tensor, stop_distance: float) -> Tensor:
+        close = (targets - handles).norm(dim=1) <= stop_distance
+        return close & (self.last <= 0.5 * self.values["l"])

@@ -1,0 +1,153 @@
+"""The one small interface every drag method implements, and the method registry.
+
+A drag step, whatever the method, is: forward the generator to the feature layer,
+move the handles on those features without gradient (:meth:`DragMethod.track`),
+then build a loss that pushes the content under each handle towards its target
+(:meth:`DragMethod.loss`). The run (:mod:`.run`) owns the generator, the optimiser,
+the mask term and the bookkeeping; a method owns only its per-point state
+(templates, sub-motions). Methods see feature maps and points, never the network.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Param:
+    """A tunable method parameter, described for the UI's method picker."""
+
+    default: float
+    minimum: float
+    maximum: float
+    label: str
+    help: str = ""
+    integer: bool = False
+
+    def check(self, name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"parameter {name!r} must be a number, got {value!r}")
+        value = float(value)
+        if not (self.minimum <= value <= self.maximum):
+            raise ValueError(f"parameter {name!r} = {value:g} is outside [{self.minimum:g}, {self.maximum:g}]")
+        if self.integer and value != int(value):
+            raise ValueError(f"parameter {name!r} must be a whole number, got {value:g}")
+        return value
+
+
+@dataclass
+class MethodContext:
+    """What a method may know about the run: sizes, never the architecture."""
+
+    resolution: int          # image side in px
+    feature_size: int        # feature map side
+    device: torch.device
+
+
+class DragMethod(abc.ABC):
+    """Base class of drag methods. Subclasses set the class attributes and implement the hooks.
+
+    ``lr``, ``lambda_mask`` and ``stop_distance`` are the method's defaults for the
+    shared :class:`~dragwalk.drag.config.DragConfig` fields (``stop_distance`` in
+    image px, ``0`` = the method's resolution-scaled rule); ``params`` are its own knobs.
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    lr: ClassVar[float] = 2e-3
+    lambda_mask: ClassVar[float] = 20.0
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None):
+        self.ctx = context
+        self.values = self.resolve(values or {})
+
+    # ----------------------------------------------------------------- description
+    @classmethod
+    def resolve(cls, values: dict[str, Any]) -> dict[str, float]:
+        """Method parameters with defaults filled in; ValueError for unknown or bad values."""
+        unknown = sorted(set(values) - set(cls.params))
+        if unknown:
+            known = ", ".join(cls.params) or "none"
+            raise ValueError(f"method {cls.name!r} has no parameter(s) {', '.join(unknown)} (known: {known})")
+        out = {k: p.default for k, p in cls.params.items()}
+        for k, v in values.items():
+            out[k] = cls.params[k].check(k, v)
+        return out
+
+    @classmethod
+    def default_stop_distance(cls, resolution: int, points: int = 1) -> float:
+        """DragGAN's rule: 1 px at 512 px, 2 px with more than 5 points, scaled with the
+        resolution; never under 1 px (one pixel is a lot on a 64 px face already)."""
+        base = 2.0 if points > 5 else 1.0
+        return max(base * resolution / 512.0, base)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """JSON-friendly description for the method picker: label, defaults, tunable parameters."""
+        return {
+            "name": cls.name,
+            "label": cls.label,
+            "description": cls.description,
+            "defaults": {"lr": cls.lr, "lambda_mask": cls.lambda_mask, "stop_distance": None},
+            "params": {k: {"default": p.default, "min": p.minimum, "max": p.maximum, "label": p.label,
+                           "help": p.help, "integer": p.integer} for k, p in cls.params.items()},
+        }
+
+    # ----------------------------------------------------------------- hooks
+    def scaled(self, name: str, reference_512: float, floor: float) -> float:
+        """Parameter ``name`` in image px; ``0`` (auto) means the reference value at 512 px scaled
+        to this resolution, but at least ``floor`` px: on a 64 px model DragGAN's radii would
+        shrink below one feature cell and see nothing."""
+        value = self.values[name]
+        if value > 0:
+            return value
+        return max(reference_512 * self.ctx.resolution / 512.0, floor)
+
+    @abc.abstractmethod
+    def start(self, features: Tensor, handles: Tensor) -> None:
+        """(Re)initialise per-point state from the features where the handles are now."""
+
+    @abc.abstractmethod
+    def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
+        """New handle positions ``[K, 2]`` on ``features`` (called without gradient)."""
+
+    @abc.abstractmethod
+    def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
+        """Motion-supervision loss for the ``active`` handles (differentiable in ``features``)."""
+
+    def arrived(self, handles: Tensor, targets: Tensor, stop_distance: float) -> Tensor:
+        """Which handles count as done (``[K]`` bool); plain distance by default."""
+        return (targets - handles).norm(dim=1) <= stop_distance
+
+
+#: knobs every method has: how the run treats the latent, whatever the loss
+COMMON_PARAMS: dict[str, Param] = {
+    "offset_lr": Param(0.1, 0.0, 10.0, "Spatial-latent lr factor",
+                       "learning rate of spatial offsets (4-D drag variables) relative to lr: "
+                       "activations are small, so a full lr wrecks the image"),
+    "offset_decay": Param(0.0, 0.0, 100.0, "Spatial-latent decay",
+                          "weight of the mean squared spatial offset in the loss: keeps the "
+                          "edit small where the motion does not need it"),
+    "smooth": Param(1.0, 0.0, 4.0, "Feature smoothing passes",
+                    "binomial low-pass of the feature map before tracking and supervision: removes "
+                    "the checkerboard of transposed convolutions that makes tracking jump",
+                    integer=True),
+}
+
+
+#: method name -> class; filled by the method modules via :func:`register`
+METHODS: dict[str, type[DragMethod]] = {}
+
+
+def register(cls: type[DragMethod]) -> type[DragMethod]:
+    """Class decorator adding a method to :data:`METHODS`."""
+    cls.params = {**COMMON_PARAMS, **cls.params}
+    METHODS[cls.name] = cls
+    return cls

@@ -1,0 +1,122 @@
+"""The FastAPI application and ``dragwalk serve``.
+
+``create_app(settings)`` builds the app (tests call it directly); ``serve(args)`` merges flags with
+``DRAGWALK_*`` environment variables and runs uvicorn. The page is the repository's ``frontend/``
+directory (or ``DRAGWALK_FRONTEND``); without one, a tiny built-in page shows a seed's face.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .config import Settings
+from .errors import ApiError
+from .fallback import PAGE as FALLBACK_PAGE
+from .hub import Hub
+from .security import TokenMiddleware
+
+log = logging.getLogger("dragwalk.server")
+
+
+def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
+    """The app for ``settings`` (fields may also be given as keyword arguments)."""
+    settings = settings or Settings()
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub = Hub(settings)
+        app.state.hub = hub
+        from .editor import Editor
+        app.state.editor = Editor(hub)
+        try:
+            await hub.generator(settings.model)     # load the default model before serving
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(title="dragwalk", version=__version__, lifespan=lifespan, redirect_slashes=False,
+                  description="Drag and walk editing of GAN images (docs/PROTOCOL.md)")
+    app.state.settings = settings
+    _install_error_handlers(app)
+
+    from .routes import router
+    app.include_router(router)
+    from .ws import router as ws_router
+    app.include_router(ws_router)
+    _install_frontend(app, Path(settings.frontend))
+    app.add_middleware(TokenMiddleware, token=settings.token)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": {"code": "bad_request", "message": f"{where}: {first.get('msg', 'invalid')}"}},
+                            status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "bad_request", 401: "unauthorized", 403: "forbidden",
+                413: "too_large"}.get(exc.status_code, "bad_request")
+        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s", request.url.path)
+        return JSONResponse({"error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}},
+                            status_code=500)
+
+
+def _install_frontend(app: FastAPI, frontend: Path) -> None:
+    index = frontend / "index.html"
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def unknown_api(rest: str) -> JSONResponse:
+        # an unknown API path is an API 404, never a static-file lookup
+        raise ApiError("not_found", "no such API endpoint")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Any:
+        if index.is_file():
+            return FileResponse(index, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(FALLBACK_PAGE, headers={"Cache-Control": "no-cache"})
+
+    if frontend.is_dir():
+        app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
+
+
+def serve(args: Any = None) -> int:
+    """Run the server until interrupted (``dragwalk serve``)."""
+    import uvicorn
+
+    settings = Settings.from_args(args)
+    # fail early, as one clear line, on a bad device or model (the app reuses the loaded model)
+    from ..device import pick_device
+    from ..models import load_model
+    load_model(settings.model, pick_device(settings.device))
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        log.warning("serving on %s without an access token: anyone who can reach it can edit",
+                    settings.host)
+    app = create_app(settings)
+    print(f"dragwalk: serving http://{settings.host}:{settings.port}/ (model {settings.model})", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                ws_max_size=16 * 1024 * 1024, timeout_graceful_shutdown=3)
+    return 0

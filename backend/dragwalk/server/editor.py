@@ -1,0 +1,107 @@
+"""What each websocket command does to a live session: the glue between messages, the document,
+the compute worker and the pages watching the session.
+
+All methods run on the event loop. Torch work goes to the scheduler (one step at a time) or, for
+direction sets that are computed in one long call, to a side thread so they cannot stall the
+round robin. Every completed operation is stored before its ``done``/``state`` event goes out.
+The families of commands live in their own modules (``ops_drag``, ``ops_walk``, ``ops_photo``);
+this class adds the small ones and the dispatch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ApiError
+from .frames import KIND_STATE
+from .hub import Hub, LiveSession
+from .ops_base import _engine, error_event  # noqa: F401  (re-exported for routes and ws)
+from .ops_drag import DragCommands
+from .ops_photo import InversionCommands
+from .ops_walk import DirectionCommands
+from .session import HistoryError, PointsError, decode_base64, mask_from_png
+
+
+class Editor(DragCommands, DirectionCommands, InversionCommands):
+    """Runs commands on sessions. One per server process."""
+
+    def __init__(self, hub: Hub) -> None:
+        super().__init__(hub)
+
+    # ------------------------------------------------------------ dispatch
+    async def handle(self, live: LiveSession, msg: Any, client: Any = None, http: bool = False) -> dict | None:
+        """Run one validated message; returns a direct reply (or None). Raises ApiError/MessageError."""
+        kind = msg.type
+        if http and kind in ("start_drag", "stop_drag", "set_lr", "ack", "hello", "frame"):
+            raise ApiError("bad_request", f"{kind} is a websocket command (use /ws/sessions/{{id}})")
+        handler = getattr(self, f"on_{kind}")
+        return await handler(live, msg, client)
+
+    # ------------------------------------------------------------ simple commands
+    async def on_ping(self, live: LiveSession, msg: Any, client: Any) -> dict:
+        return {"type": "pong"}
+
+    async def on_frame(self, live: LiveSession, msg: Any, client: Any) -> None:
+        await self.send_image(live, KIND_STATE, client)
+
+    async def on_set_points(self, live: LiveSession, msg: Any, client: Any) -> None:
+        try:
+            live.doc.set_points(msg.handles, msg.targets, self.limits.max_points)
+        except PointsError as exc:
+            raise ApiError("invalid_points", str(exc)) from None
+        control = getattr(live, "drag_control", None)
+        if live.busy == "drag" and control is not None:
+            control.points = ([list(p) for p in live.doc.handles], [list(p) for p in live.doc.targets])
+        self.hub.persist_soon(live)
+        self.state(live)
+
+    async def on_set_mask(self, live: LiveSession, msg: Any, client: Any) -> None:
+        if msg.mask is None:
+            live.doc.set_mask(None)
+        else:
+            try:
+                data = decode_base64(msg.mask, self.limits.message_bytes)
+                live.doc.set_mask(mask_from_png(data, live.doc.resolution))
+            except ValueError as exc:
+                raise ApiError("bad_request", f"mask: {exc}") from None
+        self.hub.persist_soon(live)
+        self.state(live)
+
+    async def on_undo(self, live: LiveSession, msg: Any, client: Any) -> None:
+        await self._move(live, lambda: live.doc.undo())
+
+    async def on_redo(self, live: LiveSession, msg: Any, client: Any) -> None:
+        await self._move(live, lambda: live.doc.redo())
+
+    async def on_goto(self, live: LiveSession, msg: Any, client: Any) -> None:
+        await self._move(live, lambda: live.doc.goto(msg.index))
+
+    async def _move(self, live: LiveSession, move: Any) -> None:
+        self.refuse_while_inverting(live)
+        async with live.lock:
+            await self.settle(live)
+            try:
+                move()
+            except HistoryError as exc:
+                raise ApiError("bad_request", str(exc)) from None
+            await self.committed(live)
+
+    async def on_reseed(self, live: LiveSession, msg: Any, client: Any) -> None:
+        self.refuse_while_inverting(live)
+        gen = live.generator
+        if msg.space is not None and msg.space not in gen.latent_spaces:
+            raise ApiError("bad_request", f"model has no latent space {msg.space!r}")
+        async with live.lock:
+            await self.settle(live)
+            latent = await self.hub.scheduler.call(
+                lambda: gen.sample(msg.seed, truncation=msg.truncation, space=msg.space), owner=live.id)
+            live.doc.push("reseed", f"seed {msg.seed}", latent,
+                          {"seed": msg.seed, "truncation": msg.truncation, "space": latent.space})
+            await self.committed(live)
+
+    # ------------------------------------------------------------ connections
+    def detach(self, live: LiveSession, client: Any) -> None:
+        """A page went away: when nobody watches the session any more, its running job stops."""
+        live.clients.discard(client)
+        if not live.clients and live.job is not None:
+            live.job.cancel("cancelled")

@@ -1,0 +1,373 @@
+"""The server's engine room: live sessions, the compute worker, the store, and the loaded models.
+
+HTTP routes and websocket connections ask the hub for a session; the hub keeps recently used
+sessions in memory and restores any other from the store on first use (lazy restore), which is
+also how a session moves to another server process after its worker died. Every completed
+operation is written to the store before the client hears it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .. import __version__
+from ..device import pick_device
+from ..imaging import encode
+from ..models import ModelError, list_models, load_model
+from ..models.base import Generator, Latent
+from .config import Settings, directions_root
+from .errors import ApiError, check_session_id
+from .scheduler import Job, Scheduler
+from .session import SessionDocument
+from .store import SessionStore, open_store
+
+
+class Client(Protocol):
+    """What the hub needs from a connected page (a websocket connection)."""
+
+    def send_event(self, event: dict[str, Any]) -> None: ...
+    def offer_frame(self, kind: int, step: int, jpeg: bytes) -> None: ...
+    def has_credit(self) -> bool: ...
+
+
+@dataclass(eq=False)
+class LiveSession:
+    """A session held in memory: its document plus what only exists while the server runs."""
+
+    doc: SessionDocument
+    generator: Generator
+    job: Job | None = None
+    busy: str | None = None
+    clients: set[Client] = field(default_factory=set)
+    #: JPEG frames of the last drag, for the animation export (capped)
+    animation: list[bytes] = field(default_factory=list)
+    #: direction sets computed in this process: set id -> DirectionSet
+    sets: dict[str, Any] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    #: set when the session was deleted; jobs still running must not store it again
+    deleted: bool = False
+    #: mailbox of the running drag (new points, new lr), None when no drag runs
+    drag_control: Any = None
+    #: newest walk preview waiting to be rendered, and whether one is rendering
+    walk_pending: Any = None
+    walk_running: bool = False
+    #: a background store write is in flight / another was asked for meanwhile
+    store_busy: bool = False
+    store_dirty: bool = False
+    #: the payload this process last wrote or read for the session: another worker sharing the
+    #: store may have edited it since (scale-out failover), which a differing row reveals
+    stored: bytes | None = None
+
+    def frame_wanted(self) -> bool:
+        """Whether some page could take a frame now (read by the worker between steps)."""
+        try:
+            clients = list(self.clients)
+        except RuntimeError:        # the loop changed the set while this thread copied it
+            return True
+        return any(c.has_credit() for c in clients)
+
+    @property
+    def id(self) -> str:
+        return self.doc.id
+
+    def summary(self) -> dict[str, Any]:
+        return self.doc.summary(self.busy)
+
+    def broadcast(self, event: dict[str, Any]) -> None:
+        for client in list(self.clients):
+            client.send_event(event)
+
+    def broadcast_frame(self, kind: int, step: int, jpeg: bytes) -> None:
+        for client in list(self.clients):
+            client.offer_frame(kind, step, jpeg)
+
+
+class Hub:
+    """Everything one server process shares between its requests."""
+
+    def __init__(self, settings: Settings, store: SessionStore | None = None) -> None:
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.store = store if store is not None else open_store(settings.store)
+        self.scheduler = Scheduler(str(self.device))
+        self.sessions: OrderedDict[str, LiveSession] = OrderedDict()
+        self._restoring: dict[str, asyncio.Future[LiveSession]] = {}
+        self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dragwalk-store")
+        self._generators: dict[str, Generator] = {}
+        self.started = time.time()
+
+    # ------------------------------------------------------------ lifecycle
+    async def close(self) -> None:
+        for live in list(self.sessions.values()):
+            if live.job is not None:
+                live.job.cancel("shutdown")
+        await asyncio.get_running_loop().run_in_executor(None, self.scheduler.shutdown)
+        # let the cancelled jobs commit and store what they reached before the store closes
+        deadline = time.monotonic() + 5
+        while any(live.job is not None for live in self.sessions.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._store_pool.shutdown(wait=True)
+        self.store.close()
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "device": str(self.device),
+                "sessions": len(self.sessions), "jobs": len(self.scheduler.active()), "protocol": 1}
+
+    # ------------------------------------------------------------ models
+    def allowed_models(self) -> list[str]:
+        """Model names a client may ask for: the built-ins and the one the server was started with
+        (a client never names a file)."""
+        names = [m["name"] for m in list_models()]
+        if self.settings.model not in names:
+            names.insert(0, self.settings.model)
+        return names
+
+    async def generator(self, name: str | None = None) -> Generator:
+        name = name or self.settings.model
+        if name not in self.allowed_models():
+            raise ApiError("bad_request", f"unknown model {name!r} (available: {', '.join(self.allowed_models())})")
+        if name not in self._generators:
+            try:
+                self._generators[name] = await self.scheduler.call(
+                    lambda: load_model(name, self.device), name="load-model")
+            except ModelError as exc:
+                raise ApiError("internal", f"model {name} cannot be loaded: {exc}") from None
+        return self._generators[name]
+
+    async def models(self) -> list[dict[str, Any]]:
+        described = {m["name"]: m["description"] for m in list_models()}
+        out = []
+        for name in self.allowed_models():
+            try:
+                gen = await self.generator(name)
+            except ApiError:
+                continue
+            out.append({"name": name, "description": described.get(name, name),
+                        "resolution": gen.resolution, "latent_spaces": list(gen.latent_spaces),
+                        "default_space": gen.default_space, "num_ws": gen.num_ws})
+        return out
+
+    # ------------------------------------------------------------ sessions
+    def new_id(self) -> str:
+        return secrets.token_urlsafe(12)
+
+    async def create(self, model: str | None, seed: int, truncation: float = 1.0,
+                     space: str | None = None) -> LiveSession:
+        gen = await self.generator(model)
+        if space is not None and space not in gen.latent_spaces:
+            raise ApiError("bad_request", f"model {gen.name} has no latent space {space!r} "
+                           f"(it has {', '.join(gen.latent_spaces)})")
+        try:
+            latent = await self.scheduler.call(lambda: gen.sample(seed, truncation=truncation, space=space),
+                                               name="sample")
+        except ValueError as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        record = {"seed": seed, "truncation": truncation, "space": latent.space}
+        doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.resolution, latent,
+                                     "start", f"seed {seed}", record,
+                                     max_history=self.settings.limits.history)
+        return await self.adopt(doc, gen)
+
+    async def adopt(self, doc: SessionDocument, gen: Generator) -> LiveSession:
+        """Hold a new document in memory and store it."""
+        live = LiveSession(doc, gen)
+        self._hold(live)
+        await self.persist(live)
+        return live
+
+    async def get(self, session_id: str) -> LiveSession:
+        """The live session, restored from the store when this process does not hold it."""
+        check_session_id(session_id)
+        live = self.sessions.get(session_id)
+        if live is not None and self._idle(live) and not await self._still_current(live):
+            self.sessions.pop(session_id, None)     # another worker edited it: read it afresh
+            live = None
+        if live is not None:
+            self.sessions.move_to_end(session_id)
+            live.last_used = time.monotonic()
+            return live
+        pending = self._restoring.get(session_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[LiveSession] = asyncio.get_running_loop().create_future()
+        self._restoring[session_id] = future
+        try:
+            live = await self._restore(session_id)
+            future.set_result(live)
+            return live
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved
+            raise
+        finally:
+            del self._restoring[session_id]
+
+    @staticmethod
+    def _idle(live: LiveSession) -> bool:
+        """No page, job or pending write: the copy in memory may be behind the shared store."""
+        return not live.clients and live.job is None and live.busy is None and not live.store_busy
+
+    async def _still_current(self, live: LiveSession) -> bool:
+        """Whether the store still holds what this process last wrote or read for the session."""
+        row = await asyncio.get_running_loop().run_in_executor(self._store_pool, self.store.get, live.id)
+        return row is not None and row[1] == live.stored
+
+    async def _restore(self, session_id: str) -> LiveSession:
+        loop = asyncio.get_running_loop()
+        row = await loop.run_in_executor(self._store_pool, self.store.get, session_id)
+        if row is None:
+            raise ApiError("not_found", "no such session")
+        model, payload = row
+        try:
+            doc = SessionDocument.from_payload(payload)
+        except Exception as exc:  # noqa: BLE001 - a damaged row must not take the server down
+            raise ApiError("internal", f"stored session {session_id} cannot be read: {exc}") from None
+        doc.max_history = self.settings.limits.history
+        gen = await self.generator(model)
+        if doc.history[0].record.get("tuned"):
+            gen = await self._tuned_generator(session_id, gen)
+        live = LiveSession(doc, gen)
+        live.stored = payload
+        self._hold(live)
+        if any(e.record.get("interrupted") for e in doc.history[-1:]):
+            await self.persist(live)   # the interrupted drag is now a plain history entry
+        return live
+
+    # ------------------------------------------------------------ tuned (PTI) generators
+    @staticmethod
+    def weights_key(session_id: str) -> str:
+        """Store key of a session's tuned weights; the ``~`` keeps it outside the id pattern, so no
+        client can ever address it as a session."""
+        return f"{session_id}~pti"
+
+    async def persist_weights(self, live: LiveSession) -> None:
+        """Store the tuned generator of a PTI session once (a second record beside the session)."""
+        from safetensors.torch import save
+
+        state = {k: v.detach().contiguous().cpu() for k, v in live.generator.state_dict().items()}
+        data = save(state)
+        await asyncio.get_running_loop().run_in_executor(
+            self._store_pool, self.store.put, self.weights_key(live.id), live.doc.model, data)
+
+    async def _tuned_generator(self, session_id: str, base: Generator) -> Generator:
+        import copy
+
+        from safetensors.torch import load
+
+        row = await asyncio.get_running_loop().run_in_executor(
+            self._store_pool, self.store.get, self.weights_key(session_id))
+        if row is None:
+            raise ApiError("internal", f"the tuned generator of session {session_id} is missing from the store")
+
+        def build() -> Generator:
+            tuned = copy.deepcopy(base)
+            tuned.load_state_dict(load(row[1]))
+            return tuned.eval().requires_grad_(False)
+
+        return await self.scheduler.call(build, owner=session_id, name="load-tuned")
+
+    def _hold(self, live: LiveSession) -> None:
+        self.sessions[live.id] = live
+        self.sessions.move_to_end(live.id)
+        # bounded memory: forget idle sessions nobody is connected to (they stay in the store)
+        while len(self.sessions) > self.settings.limits.sessions:
+            for sid, other in self.sessions.items():
+                if not other.clients and other.job is None and other is not live:
+                    del self.sessions[sid]
+                    break
+            else:
+                break
+
+    async def delete(self, session_id: str) -> None:
+        check_session_id(session_id)
+        live = self.sessions.pop(session_id, None)
+        loop = asyncio.get_running_loop()
+        if live is None:
+            row = await loop.run_in_executor(self._store_pool, self.store.get, session_id)
+            if row is None:
+                raise ApiError("not_found", "no such session")
+        else:
+            live.deleted = True
+            if live.job is not None:
+                live.job.cancel("cancelled")
+            live.broadcast({"type": "error", "code": "not_found", "message": "session deleted"})
+        await loop.run_in_executor(self._store_pool, self.store.delete, session_id)
+        await loop.run_in_executor(self._store_pool, self.store.delete, self.weights_key(session_id))
+
+    async def persist(self, live: LiveSession) -> None:
+        """Write the session to the store (in the store thread, in order) and wait for it."""
+        if live.deleted:
+            return
+        payload = live.doc.to_payload()
+        live.stored = payload
+        await asyncio.get_running_loop().run_in_executor(
+            self._store_pool, self.store.put, live.id, live.doc.model, payload)
+
+    def persist_soon(self, live: LiveSession) -> None:
+        """Queue a store write without waiting (periodic saves of a running drag, new points).
+
+        At most one such write per session is in flight; requests meanwhile are folded into one
+        more write when it lands, so a fast drag cannot pile payloads up in the store queue.
+        """
+        if live.deleted:
+            return
+        if live.store_busy:
+            live.store_dirty = True
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            payload = live.doc.to_payload()
+            future = self._store_pool.submit(self.store.put, live.id, live.doc.model, payload)
+        except RuntimeError:        # shutting down: the final store is done by the closing path
+            return
+        live.store_busy = True
+        live.stored = payload
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._stored_soon, live))
+
+    def _stored_soon(self, live: LiveSession) -> None:
+        live.store_busy = False
+        if live.store_dirty:
+            live.store_dirty = False
+            self.persist_soon(live)
+
+    def directions_root(self) -> Path:
+        """Where direction sets are cached (computed once per model)."""
+        return directions_root()
+
+    # ------------------------------------------------------------ images
+    def _render(self, gen: Generator, latent: Latent, fmt: str) -> bytes:
+        with torch.no_grad():
+            image = gen.render(latent.to(gen.device))
+        return encode(image, fmt, self.settings.jpeg_quality)
+
+    async def image(self, live: LiveSession, fmt: str = "PNG", latent: Latent | None = None) -> bytes:
+        latent = latent if latent is not None else live.doc.current
+        return await self.scheduler.call(lambda: self._render(live.generator, latent, fmt),
+                                         owner=live.id, name="render")
+
+    def run_job(self, live: LiveSession, steps: Any, name: str,
+                on_step: Callable[[Any], None] | None, on_done: Callable[[str, BaseException | None], None]
+                ) -> Job:
+        """Start a long job for ``live``; callbacks are delivered on the event loop."""
+        loop = asyncio.get_running_loop()
+
+        def step_cb(value: Any) -> None:
+            if on_step is not None:
+                loop.call_soon_threadsafe(on_step, value)
+
+        def done_cb(reason: str, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(on_done, reason, error)
+
+        job = self.scheduler.submit(steps, owner=live.id, name=name, on_step=step_cb, on_done=done_cb)
+        live.job = job
+        return job

@@ -1,0 +1,297 @@
+"""The HTTP API of docs/PROTOCOL.md: health, models, sessions, uploads and exports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..latent_io import LatentFileError, latent_to_dict, latent_to_npz_bytes, load_latent
+from .errors import ApiError
+from .hub import Hub
+from .session import LOG_FORMAT, SessionDocument
+
+router = APIRouter(prefix="/api")
+
+
+class CreateSession(BaseModel):
+    """Body of ``POST /api/sessions``."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model: str | None = Field(default=None, max_length=200)
+    seed: int = Field(ge=0, le=2**32 - 1)
+    truncation: float = Field(default=1.0, ge=0.0, le=2.0)
+    space: str | None = Field(default=None, max_length=8)
+
+
+def hub_of(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing more than ``limit`` bytes while reading."""
+    body = await read_body(request, limit)
+    try:
+        return json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError("bad_request", f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError("too_large", f"request body larger than {limit} bytes")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise ApiError("too_large", f"request body larger than {limit} bytes")
+    return bytes(chunks)
+
+
+async def read_form(request: Request, limit: int) -> Any:
+    """A multipart form read with a size cap (the body is counted before it is parsed)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError("unsupported_media", "expected multipart/form-data with a 'file' field")
+    body = await read_body(request, limit)
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, receive).form(max_files=1, max_fields=8)
+    except Exception as exc:  # noqa: BLE001 - a malformed multipart body
+        raise ApiError("bad_request", f"cannot read the form: {exc}") from None
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    return hub_of(request).health()
+
+
+@router.get("/models")
+async def models(request: Request) -> list[dict[str, Any]]:
+    return await hub_of(request).models()
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(request: Request) -> JSONResponse:
+    hub = hub_of(request)
+    data = await read_json(request, 64 * 1024)
+    try:
+        body = CreateSession.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError("bad_request", _validation_message(exc)) from None
+    live = await hub.create(body.model, body.seed, body.truncation, body.space)
+    return JSONResponse(live.summary(), status_code=201)
+
+
+@router.post("/sessions/upload", status_code=201)
+async def upload_session(request: Request) -> JSONResponse:
+    """A session from an uploaded latent (.npz/.json/.npy) or edit log (.json)."""
+    hub = hub_of(request)
+    form = await read_form(request, hub.settings.limits.upload_bytes)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ApiError("bad_request", "the form needs a 'file' field")
+    model = form.get("model")
+    data = await upload.read()
+    name = (upload.filename or "").lower()
+    suffix = next((s for s in (".npz", ".json", ".npy") if name.endswith(s)), None)
+    if suffix is None:
+        suffix = ".json" if data[:1] in (b"{", b"[") else ".npz" if data[:2] == b"PK" else ".npy"
+    parsed: Any = None
+    if suffix == ".json":
+        try:
+            parsed = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError("bad_request", f"file is not valid JSON: {exc}") from None
+    if isinstance(parsed, dict) and parsed.get("format") == LOG_FORMAT:
+        model_name = str(model or parsed.get("model") or hub.settings.model)
+        gen = await hub.generator(model_name)
+        parsed["model"] = model_name
+        try:
+            doc = SessionDocument.from_edit_log(hub.new_id(), parsed, gen.resolution, gen,
+                                                hub.settings.limits.history)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ApiError("bad_request", f"edit log cannot be used: {exc}") from None
+    else:
+        model_name = str(model or (parsed or {}).get("model") or hub.settings.model) \
+            if isinstance(parsed, dict) else str(model or hub.settings.model)
+        gen = await hub.generator(model_name)
+        try:
+            latent = load_latent(data, gen, suffix=suffix)
+        except LatentFileError as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        doc = SessionDocument.create(hub.new_id(), model_name, gen.resolution, latent, "upload",
+                                     "uploaded latent", max_history=hub.settings.limits.history)
+    live = await hub.adopt(doc, gen)
+    return JSONResponse(live.summary(), status_code=201)
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: str, request: Request) -> dict[str, Any]:
+    return (await hub_of(request).get(session_id)).summary()
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: str, request: Request) -> Response:
+    await hub_of(request).delete(session_id)
+    return Response(status_code=204)
+
+
+@router.get("/sessions/{session_id}/image.png")
+async def image_png(session_id: str, request: Request) -> Response:
+    hub = hub_of(request)
+    live = await hub.get(session_id)
+    return Response(await hub.image(live, "PNG"), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})
+
+
+@router.get("/sessions/{session_id}/latent.{ext}")
+async def latent_file(session_id: str, ext: str, request: Request) -> Response:
+    live = await hub_of(request).get(session_id)
+    latent, model = live.doc.current, live.doc.model
+    disposition = {"Content-Disposition": f'attachment; filename="{session_id}.{ext}"'}
+    if ext == "npz":
+        return Response(latent_to_npz_bytes(latent, model), media_type="application/octet-stream",
+                        headers=disposition)
+    if ext == "json":
+        return JSONResponse(latent_to_dict(latent, model), headers=disposition)
+    if ext == "npy":
+        if latent.offsets:
+            raise ApiError("bad_request", "this latent has spatial offsets a .npy cannot hold; use .npz or .json")
+        import io
+
+        import numpy as np
+        buffer = io.BytesIO()
+        np.save(buffer, latent.code[0].detach().cpu().float().numpy())
+        return Response(buffer.getvalue(), media_type="application/octet-stream", headers=disposition)
+    raise ApiError("not_found", "latent exports are .npz, .json or .npy")
+
+
+@router.get("/sessions/{session_id}/log.json")
+async def edit_log(session_id: str, request: Request) -> JSONResponse:
+    live = await hub_of(request).get(session_id)
+    return JSONResponse(live.doc.edit_log(),
+                        headers={"Content-Disposition": f'attachment; filename="{session_id}-log.json"'})
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        parts.append(f"{where}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+@router.get("/sessions/{session_id}/animation.{ext}")
+async def animation(session_id: str, ext: str, request: Request) -> Response:
+    from .exports import ExportUnavailable, gif_bytes, mp4_bytes
+    hub = hub_of(request)
+    live = await hub.get(session_id)
+    if ext not in ("gif", "mp4"):
+        raise ApiError("not_found", "animations are .gif or .mp4")
+    frames = list(live.animation)
+    if not frames:
+        raise ApiError("not_found", "no drag has run in this session since the server started")
+    encode = gif_bytes if ext == "gif" else mp4_bytes
+    import asyncio
+    try:
+        data = await asyncio.get_running_loop().run_in_executor(None, encode, frames)
+    except ExportUnavailable as exc:
+        raise ApiError("unavailable", str(exc)) from None
+    return Response(data, media_type="image/gif" if ext == "gif" else "video/mp4",
+                    headers={"Content-Disposition": f'attachment; filename="{session_id}-drag.{ext}"'})
+
+
+@router.get("/methods")
+async def methods(request: Request) -> dict[str, Any]:
+    """Drag and direction methods of this build, with their parameters (empty while an engine is missing)."""
+    out: dict[str, Any] = {"drag": [], "directions": []}
+    try:
+        from ..drag import METHODS as DRAG_METHODS
+        for name, cls in DRAG_METHODS.items():
+            info = cls.describe()
+            out["drag"].append({"name": name, "label": info.get("label", name),
+                                "params": {**info.get("defaults", {}), **{k: v.get("default") for k, v in
+                                                                         info.get("params", {}).items()}},
+                                "details": info})
+    except ImportError:
+        pass
+    try:
+        from .. import directions as dirs
+        for name, entry in getattr(dirs, "METHODS", {}).items():
+            describe = getattr(entry, "describe", None)
+            info = describe() if callable(describe) else (entry if isinstance(entry, dict) else {})
+            out["directions"].append({"name": name, "label": info.get("label", name),
+                                      "needs_mask": bool(info.get("needs_mask", name == "reds")),
+                                      "needs_labels": bool(info.get("needs_labels", name in ("interfacegan", "lsd"))),
+                                      "params": info.get("params", {})})
+    except ImportError:
+        pass
+    return out
+
+
+@router.post("/sessions/{session_id}/commands")
+async def command(session_id: str, request: Request) -> JSONResponse:
+    """One websocket command over HTTP (no drags: they stream, use the websocket)."""
+    from .messages import MessageError, parse_message
+    hub = hub_of(request)
+    live = await hub.get(session_id)
+    body = await read_body(request, hub.settings.limits.message_bytes)
+    try:
+        msg = parse_message(body, hub.settings.limits.message_bytes)
+    except MessageError as exc:
+        raise ApiError(exc.code if exc.code != "invalid_message" else "bad_request", exc.message) from None
+    reply = await request.app.state.editor.handle(live, msg, None, http=True)
+    return JSONResponse({"reply": reply, "session": live.summary()})
+
+
+@router.post("/sessions/photo", status_code=201)
+async def photo_session(request: Request) -> JSONResponse:
+    """A session from a photo: inverted step by step, progress on the websocket."""
+    from .ops_base import _engine
+    hub = hub_of(request)
+    inversion = _engine("inversion")
+    form = await read_form(request, hub.settings.limits.upload_bytes)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise ApiError("bad_request", "the form needs a 'file' field with the photo")
+    data = await upload.read()
+    pti = str(form.get("pti", "false")).lower() in ("1", "true", "yes", "on")
+    model = form.get("model")
+    gen = await hub.generator(str(model) if model else None)
+    try:
+        image = inversion.decode_photo(data, max_bytes=hub.settings.limits.upload_bytes,
+                                       max_pixels=hub.settings.limits.photo_pixels)
+    except inversion.PhotoError as exc:
+        code = "too_large" if "limit" in str(exc) else "unsupported_media" \
+            if "PNG, JPEG or WebP" in str(exc) else "bad_request"
+        raise ApiError(code, str(exc)) from None
+    target = await hub.scheduler.call(lambda: inversion.prepare_photo(image, gen), name="prepare-photo")
+    try:
+        extra = {name: int(str(form[name])) for name in ("steps", "pti_steps") if form.get(name) not in (None, "")}
+    except ValueError:
+        raise ApiError("bad_request", "steps and pti_steps must be whole numbers") from None
+    if not 1 <= extra.get("steps", 1) <= 5000 or not 0 <= extra.get("pti_steps", 0) <= 5000:
+        raise ApiError("bad_request", "steps must be 1..5000 and pti_steps 0..5000")
+    try:
+        config = inversion.InversionConfig(pti=pti, **extra)
+    except ValueError as exc:
+        raise ApiError("bad_request", str(exc)) from None
+    placeholder = await hub.scheduler.call(lambda: gen.sample(0), name="sample")
+    doc = SessionDocument.create(hub.new_id(), str(model or hub.settings.model), gen.resolution, placeholder,
+                                 "photo", "photo" + (" (PTI)" if pti else ""), {"photo": True, "pti": pti},
+                                 max_history=hub.settings.limits.history)
+    live = await hub.adopt(doc, gen)
+    request.app.state.editor.start_inversion(live, target, config)
+    return JSONResponse(live.summary(), status_code=201)

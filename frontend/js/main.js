@@ -1,0 +1,50 @@
+/**
+ * Entry point: build the controller, attach the panels, render on every state
+ * change, and start (or resume) a session.
+ */
+
+import { createApp } from "./app.js";
+import { $ } from "./dom.js";
+import { initDirectionsPanel } from "./panels/directions.js";
+import { initDragPanel } from "./panels/drag.js";
+import { initHistoryPanel } from "./panels/history.js";
+import { initSessionPanel } from "./panels/session.js";
+import { initTools } from "./panels/tools.js";
+import { initTopbar } from "./panels/topbar.js";
+
+const app = createApp({ stageRoot: $("#stage") });
+
+const notice = $("#notice");
+const errorBox = $("#error");
+const errorText = $("#error-text");
+$("#error-close").addEventListener("click", () => app.clearError());
+
+function renderStatus(s) {
+  notice.textContent = s.notice;
+  errorBox.hidden = !s.error;
+  errorText.textContent = s.error;
+}
+
+const renderers = [
+  initTopbar(app),
+  initSessionPanel(app),
+  initHistoryPanel(app),
+  initTools(app),
+  initDragPanel(app),
+  initDirectionsPanel(app),
+  renderStatus,
+];
+
+let scheduled = false;
+app.store.subscribe(() => {
+  // Many events can arrive in one tick (progress + frame); render once per animation frame.
+  if (scheduled) return;
+  scheduled = true;
+  requestAnimationFrame(() => {
+    scheduled = false;
+    const s = app.store.get();
+    for (const render of renderers) render(s);
+  });
+});
+
+app.boot();

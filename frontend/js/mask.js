@@ -1,0 +1,102 @@
+/**
+ * The editable region, painted at model resolution (one mask pixel per model
+ * pixel), so what the user sees is exactly what the server receives.
+ */
+
+/** Binary mask bytes (1 = may change) from RGBA pixels: alpha above half counts. Pure. */
+export function alphaToBinary(rgba) {
+  const out = new Uint8Array(rgba.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = rgba[i * 4 + 3] > 127 ? 1 : 0;
+  return out;
+}
+
+/** Points from a to b spaced at most `step` apart (brush strokes without gaps). Pure. */
+export function strokePoints(a, b, step) {
+  const d = Math.hypot(b[0] - a[0], b[1] - a[1]);
+  const n = Math.max(1, Math.ceil(d / Math.max(step, 1e-6)));
+  const pts = [];
+  for (let i = 1; i <= n; i++) pts.push([a[0] + ((b[0] - a[0]) * i) / n, a[1] + ((b[1] - a[1]) * i) / n]);
+  return pts;
+}
+
+export class MaskLayer {
+  /** @param {number} resolution model image side */
+  constructor(resolution) {
+    this.resolution = resolution;
+    this.canvas = document.createElement("canvas");
+    this.canvas.width = this.canvas.height = resolution;
+    this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
+    this.ctx.imageSmoothingEnabled = false;
+    this.tint = document.createElement("canvas");
+    this.tint.width = this.tint.height = resolution;
+    this.last = null;
+  }
+
+  /** Paint (or erase) a disc of `radius` model pixels centred on a model point. */
+  dab([x, y], radius, erase) {
+    const ctx = this.ctx;
+    ctx.globalCompositeOperation = erase ? "destination-out" : "source-over";
+    ctx.fillStyle = "#fff";
+    ctx.beginPath();
+    ctx.arc(x + 0.5, y + 0.5, Math.max(0.5, radius), 0, Math.PI * 2);
+    ctx.fill();
+    ctx.globalCompositeOperation = "source-over";
+  }
+
+  begin(xy, radius, erase) {
+    this.last = xy;
+    this.dab(xy, radius, erase);
+  }
+
+  extend(xy, radius, erase) {
+    if (!this.last) return this.begin(xy, radius, erase);
+    for (const p of strokePoints(this.last, xy, Math.max(0.5, radius / 2))) this.dab(p, radius, erase);
+    this.last = xy;
+  }
+
+  end() {
+    this.last = null;
+  }
+
+  clear() {
+    this.ctx.clearRect(0, 0, this.resolution, this.resolution);
+  }
+
+  /** Number of mask pixels set (0 = no mask). */
+  count() {
+    const bin = alphaToBinary(this.ctx.getImageData(0, 0, this.resolution, this.resolution).data);
+    return bin.reduce((a, b) => a + b, 0);
+  }
+
+  /** Base64 PNG (no data: prefix), white = may change, as set_mask expects; null when empty. */
+  toBase64Png() {
+    const n = this.resolution;
+    const bin = alphaToBinary(this.ctx.getImageData(0, 0, n, n).data);
+    if (!bin.some((v) => v)) return null;
+    const out = document.createElement("canvas");
+    out.width = out.height = n;
+    const octx = out.getContext("2d");
+    const img = octx.createImageData(n, n);
+    for (let i = 0; i < bin.length; i++) {
+      const v = bin[i] ? 255 : 0;
+      img.data.set([v, v, v, 255], i * 4);
+    }
+    octx.putImageData(img, 0, 0);
+    return out.toDataURL("image/png").split(",", 2)[1];
+  }
+
+  /** Draw the mask as a translucent colour over a display canvas of size w x h. */
+  drawTinted(ctx, w, h, color = "rgba(64, 200, 120, 0.45)") {
+    const t = this.tint.getContext("2d");
+    t.globalCompositeOperation = "copy";
+    t.drawImage(this.canvas, 0, 0);
+    t.globalCompositeOperation = "source-in";
+    t.fillStyle = color;
+    t.fillRect(0, 0, this.resolution, this.resolution);
+    t.globalCompositeOperation = "source-over";
+    ctx.save();
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(this.tint, 0, 0, w, h);
+    ctx.restore();
+  }
+}

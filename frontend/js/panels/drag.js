@@ -1,0 +1,98 @@
+/** Drag panel: method and its settings, Start/Stop, live step, remaining distance and frame rate. */
+
+import { $, fmt, h, setOptions } from "../dom.js";
+import { toMessage } from "../points.js";
+
+export function initDragPanel(app) {
+  const method = $("#drag-method");
+  const lr = $("#drag-lr");
+  const lambda = $("#drag-lambda");
+  const steps = $("#drag-steps");
+  const paramsBox = $("#drag-params");
+  const start = $("#drag-start");
+  const stop = $("#drag-stop");
+  const stepOut = $("#drag-step");
+  const remainingOut = $("#drag-remaining");
+  const fpsOut = $("#drag-fps");
+  const statusOut = $("#drag-status");
+  let defaultsFor = null;
+
+  const current = () => app.store.get().methods.drag.find((x) => x.name === method.value);
+
+  /** Fill the common fields and build the method's own settings from GET /api/methods. */
+  function applyDefaults() {
+    const m = current();
+    const p = m?.params ?? {};
+    lr.value = typeof p.lr === "number" ? String(p.lr) : "";
+    lambda.value = typeof p.lambda_mask === "number" ? String(p.lambda_mask) : "";
+    if (typeof p.max_steps === "number") steps.value = String(p.max_steps);
+    const specs = m?.details?.params ?? {};
+    paramsBox.replaceChildren(...Object.entries(specs).flatMap(([key, spec]) => methodField(key, spec)));
+    defaultsFor = method.value;
+  }
+
+  /** Only settings that differ from the method's defaults are sent (short messages, clean logs). */
+  function readParams() {
+    const params = { max_steps: Number.parseInt(steps.value, 10) };
+    if (lr.value !== "") params.lr = Number(lr.value);
+    if (lambda.value !== "") params.lambda_mask = Number(lambda.value);
+    for (const input of paramsBox.querySelectorAll("[data-param]")) {
+      const value = Number(input.value);
+      if (input.value !== "" && value !== Number(input.dataset.default)) params[input.dataset.param] = value;
+    }
+    return params;
+  }
+
+  method.addEventListener("change", applyDefaults);
+  start.addEventListener("click", () => {
+    for (const input of [lr, lambda, steps, ...paramsBox.querySelectorAll("input")]) {
+      if (!input.checkValidity()) {
+        app.showError(`${input.labels?.[0]?.textContent ?? input.id}: ${input.validationMessage}`);
+        input.focus();
+        return;
+      }
+    }
+    app.startDrag(method.value || undefined, readParams());
+  });
+  stop.addEventListener("click", () => app.stopDrag());
+  lr.addEventListener("change", () => {
+    if (app.store.get().drag.running && lr.value !== "" && lr.checkValidity()) app.setLr(Number(lr.value));
+  });
+
+  return (s) => {
+    setOptions(method, s.methods.drag.map((m) => ({ value: m.name, label: m.label ?? m.name })));
+    if (method.value && defaultsFor !== method.value) applyDefaults();
+    const live = s.conn.state === "open" && !!s.session;
+    const running = s.drag.running;
+    const complete = toMessage(s.pairs).handles.length;
+    start.disabled = !live || running || !!s.session?.busy || complete === 0;
+    start.title = complete === 0 ? "Add a handle and its target on the image first" : "Start dragging";
+    stop.disabled = !live || !running;
+    method.disabled = running;
+    stepOut.textContent = s.drag.step === null ? "–" : String(s.drag.step);
+    remainingOut.textContent = typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–";
+    const sps = typeof s.drag.stepsPerSecond === "number" ? ` (${fmt(s.drag.stepsPerSecond)} steps/s)` : "";
+    fpsOut.textContent = `${fmt(s.drag.fps)}${sps}`;
+    statusOut.textContent = running ? "dragging…" : s.drag.reason ? `done: ${s.drag.reason}` : "idle";
+  };
+}
+
+/** Label and number input for one method setting ({default, min, max, label, help, integer}). */
+function methodField(key, spec) {
+  const id = `drag-param-${key}`;
+  const value = spec?.default;
+  return [
+    h("label", { for: id, title: spec?.help ?? "" }, spec?.label ?? key),
+    h("input", {
+      id,
+      type: "number",
+      step: spec?.integer ? "1" : "any",
+      min: spec?.min ?? false,
+      max: spec?.max ?? false,
+      value: typeof value === "number" ? String(value) : "",
+      placeholder: "auto",
+      title: spec?.help ?? "",
+      dataset: { param: key, default: String(value ?? "") },
+    }),
+  ];
+}

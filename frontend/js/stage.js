@@ -1,0 +1,286 @@
+/**
+ * The canvas in the middle: the current frame (drawn at model resolution and
+ * scaled by CSS, pixelated or smooth) and an overlay layer for points, arrows,
+ * the mask and the brush cursor. Pointer and keyboard input on the canvas turn
+ * into point and mask edits through the callbacks it is given.
+ */
+
+import { clamp, pickPoint, toModel, toScreen } from "./geometry.js";
+import { MaskLayer } from "./mask.js";
+import { addPoint, deletePair, movePoint } from "./points.js";
+
+const HANDLE = "#e5383b";
+const TARGET = "#2f6fed";
+const PICK_RADIUS_CSS = 10;
+
+export class Stage {
+  /**
+   * @param {HTMLElement} root element holding the two canvases
+   * @param {{get: () => object, set: (patch: object) => void}} store
+   * @param {{onPointsCommitted: () => void, onMaskCommitted: () => void}} actions
+   */
+  constructor(root, store, actions) {
+    this.root = root;
+    this.store = store;
+    this.actions = actions;
+    this.image = root.querySelector("[data-role=image]");
+    this.overlay = root.querySelector("[data-role=overlay]");
+    this.resolution = 0;
+    this.mask = null;
+    this.drag = null; // {mode: "move"|"paint", target, moved}
+    this.cursor = null; // brush cursor in model coordinates
+    this.keyCursor = null; // keyboard cursor (model coordinates) while the canvas has focus
+    this.overlay.addEventListener("pointerdown", (e) => this.onPointerDown(e));
+    this.overlay.addEventListener("pointermove", (e) => this.onPointerMove(e));
+    this.overlay.addEventListener("pointerup", (e) => this.onPointerUp(e));
+    this.overlay.addEventListener("pointercancel", (e) => this.onPointerUp(e));
+    this.overlay.addEventListener("pointerleave", () => {
+      this.cursor = null;
+      this.render();
+    });
+    this.overlay.addEventListener("contextmenu", (e) => this.onContextMenu(e));
+    this.overlay.addEventListener("keydown", (e) => this.onKeyDown(e));
+    this.overlay.addEventListener("focus", () => {
+      if (!this.keyCursor && this.resolution) this.keyCursor = [(this.resolution - 1) / 2, (this.resolution - 1) / 2];
+      this.render();
+    });
+    this.overlay.addEventListener("blur", () => this.render());
+    new ResizeObserver(() => this.render()).observe(this.overlay);
+  }
+
+  setResolution(resolution) {
+    if (resolution === this.resolution) return;
+    this.resolution = resolution;
+    this.image.width = this.image.height = resolution;
+    this.mask = new MaskLayer(resolution);
+    this.render();
+  }
+
+  /** Draw a decoded frame; the image canvas is at model resolution, CSS scales it. */
+  drawFrame(bitmap) {
+    if (bitmap.width !== this.resolution) this.setResolution(bitmap.width);
+    const ctx = this.image.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0, this.resolution, this.resolution);
+  }
+
+  /** Model coordinates of a pointer event. */
+  eventToModel(e) {
+    const rect = this.overlay.getBoundingClientRect();
+    return toModel(e.clientX - rect.left, e.clientY - rect.top, rect.width, rect.height, this.resolution);
+  }
+
+  /** Pick radius in model pixels for the current display scale. */
+  pickRadius() {
+    const rect = this.overlay.getBoundingClientRect();
+    return (PICK_RADIUS_CSS / Math.max(1, rect.width)) * this.resolution;
+  }
+
+  onPointerDown(e) {
+    if (!this.resolution || e.button !== 0) return;
+    this.overlay.focus({ preventScroll: true });
+    const s = this.store.get();
+    const at = this.eventToModel(e);
+    this.keyCursor = at;
+    if (s.tool === "brush" || s.tool === "eraser") {
+      this.mask.begin(at, s.brushRadius, s.tool === "eraser");
+      this.drag = { mode: "paint" };
+      this.store.set({ maskVisible: true });
+    } else {
+      const hit = pickPoint(s.pairs, at, this.pickRadius());
+      if (hit) {
+        this.drag = { mode: "move", target: hit, moved: false };
+        this.store.set({ selected: hit });
+      } else {
+        const { pairs, selected } = addPoint(s.pairs, at);
+        this.drag = { mode: "move", target: selected, moved: true };
+        this.store.set({ pairs, selected });
+      }
+    }
+    this.overlay.setPointerCapture(e.pointerId);
+    e.preventDefault();
+    this.render();
+  }
+
+  onPointerMove(e) {
+    if (!this.resolution) return;
+    const s = this.store.get();
+    const at = this.eventToModel(e);
+    this.cursor = s.tool === "brush" || s.tool === "eraser" ? at : null;
+    if (this.drag?.mode === "paint") {
+      this.mask.extend(at, s.brushRadius, s.tool === "eraser");
+    } else if (this.drag?.mode === "move") {
+      this.drag.moved = true;
+      this.store.set({ pairs: movePoint(s.pairs, this.drag.target, at) });
+    }
+    this.render();
+  }
+
+  onPointerUp(e) {
+    const drag = this.drag;
+    this.drag = null;
+    if (this.overlay.hasPointerCapture?.(e.pointerId)) this.overlay.releasePointerCapture(e.pointerId);
+    if (!drag) return;
+    if (drag.mode === "paint") {
+      this.mask.end();
+      this.actions.onMaskCommitted();
+    } else if (drag.moved) {
+      this.actions.onPointsCommitted();
+    }
+    this.render();
+  }
+
+  onContextMenu(e) {
+    e.preventDefault();
+    if (!this.resolution) return;
+    const s = this.store.get();
+    const hit = pickPoint(s.pairs, this.eventToModel(e), this.pickRadius());
+    if (hit) this.deletePairAt(hit.index);
+  }
+
+  deletePairAt(index) {
+    const s = this.store.get();
+    this.store.set({ pairs: deletePair(s.pairs, index), selected: null });
+    this.actions.onPointsCommitted();
+    this.render();
+  }
+
+  /** Keyboard on the focused canvas: Delete removes, arrows nudge, Escape deselects. */
+  onKeyDown(e) {
+    const s = this.store.get();
+    const sel = s.selected;
+    if ((e.key === "Delete" || e.key === "Backspace") && sel) {
+      e.preventDefault();
+      this.deletePairAt(sel.index);
+      return;
+    }
+    if (e.key === "Escape") {
+      this.store.set({ selected: null });
+      this.render();
+      return;
+    }
+    const nudge = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+    const step = e.shiftKey ? 4 : 1;
+    const max = this.resolution - 1;
+    const moved = (p) => [clamp(p[0] + nudge[0] * step, 0, max), clamp(p[1] + nudge[1] * step, 0, max)];
+    if (nudge && sel && s.pairs[sel.index]?.[sel.role]) {
+      // arrows nudge the selected point
+      e.preventDefault();
+      this.store.set({ pairs: movePoint(s.pairs, sel, moved(s.pairs[sel.index][sel.role])) });
+      this.actions.onPointsCommitted();
+      this.render();
+    } else if (nudge && this.keyCursor) {
+      // with nothing selected they move the keyboard cursor...
+      e.preventDefault();
+      this.keyCursor = moved(this.keyCursor);
+      this.render();
+    } else if ((e.key === "Enter" || e.key === " ") && this.keyCursor) {
+      // ...and Enter places a point (or paints a dab) there, as a click would
+      e.preventDefault();
+      if (s.tool === "brush" || s.tool === "eraser") {
+        this.mask.begin(this.keyCursor, s.brushRadius, s.tool === "eraser");
+        this.mask.end();
+        this.store.set({ maskVisible: true });
+        this.actions.onMaskCommitted();
+      } else {
+        // nothing gets selected, so the arrows go on moving the cursor (to the target, say)
+        this.store.set({ pairs: addPoint(s.pairs, this.keyCursor).pairs, selected: null });
+        this.actions.onPointsCommitted();
+      }
+      this.render();
+    }
+  }
+
+  clearMask() {
+    this.mask?.clear();
+    this.render();
+  }
+
+  /** Redraw the overlay: mask, arrows, handles (red), targets (blue), brush cursor. */
+  render() {
+    const canvas = this.overlay;
+    const rect = canvas.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    const w = Math.max(1, Math.round(rect.width * dpr));
+    const h = Math.max(1, Math.round(rect.height * dpr));
+    if (canvas.width !== w || canvas.height !== h) {
+      canvas.width = w;
+      canvas.height = h;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, w, h);
+    if (!this.resolution) return;
+    const s = this.store.get();
+    if (s.maskVisible && this.mask) this.mask.drawTinted(ctx, w, h);
+    const res = this.resolution;
+    const scr = (p) => toScreen(p[0], p[1], w, h, res);
+    const r = Math.max(4, 5 * dpr);
+    s.pairs.forEach((pair, i) => {
+      const hp = scr(pair.handle);
+      if (pair.target) drawArrow(ctx, hp, scr(pair.target), r, dpr);
+      const selected = s.selected?.index === i;
+      drawDot(ctx, hp, r, HANDLE, selected && s.selected.role === "handle", dpr);
+      if (pair.target) drawDot(ctx, scr(pair.target), r, TARGET, selected && s.selected.role === "target", dpr);
+    });
+    if (this.keyCursor && document.activeElement === canvas && !s.selected) {
+      const [cx, cy] = scr(this.keyCursor);
+      const arm = 8 * dpr;
+      ctx.save();
+      ctx.strokeStyle = "#ffd166";
+      ctx.lineWidth = 1.5 * dpr;
+      ctx.beginPath();
+      ctx.moveTo(cx - arm, cy);
+      ctx.lineTo(cx + arm, cy);
+      ctx.moveTo(cx, cy - arm);
+      ctx.lineTo(cx, cy + arm);
+      ctx.stroke();
+      ctx.restore();
+    }
+    if (this.cursor && (s.tool === "brush" || s.tool === "eraser")) {
+      const c = scr(this.cursor);
+      ctx.beginPath();
+      ctx.arc(c[0], c[1], (s.brushRadius / res) * w, 0, Math.PI * 2);
+      ctx.lineWidth = dpr;
+      ctx.strokeStyle = s.tool === "eraser" ? "#ffb703" : "#40c878";
+      ctx.stroke();
+    }
+  }
+}
+
+function drawDot(ctx, [x, y], r, color, selected, dpr) {
+  ctx.beginPath();
+  ctx.arc(x, y, r, 0, Math.PI * 2);
+  ctx.fillStyle = color;
+  ctx.fill();
+  ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
+  ctx.strokeStyle = selected ? "#ffd166" : "#fff";
+  ctx.stroke();
+}
+
+function drawArrow(ctx, [x0, y0], [x1, y1], r, dpr) {
+  const len = Math.hypot(x1 - x0, y1 - y0);
+  if (len < 2 * r) return;
+  const ux = (x1 - x0) / len;
+  const uy = (y1 - y0) / len;
+  const sx = x0 + ux * r;
+  const sy = y0 + uy * r;
+  const ex = x1 - ux * r;
+  const ey = y1 - uy * r;
+  const head = Math.min(10 * dpr, len / 3);
+  ctx.save();
+  ctx.strokeStyle = "rgba(255,255,255,0.95)";
+  ctx.fillStyle = "rgba(255,255,255,0.95)";
+  ctx.shadowColor = "rgba(0,0,0,0.7)";
+  ctx.shadowBlur = 2 * dpr;
+  ctx.lineWidth = 2 * dpr;
+  ctx.beginPath();
+  ctx.moveTo(sx, sy);
+  ctx.lineTo(ex - ux * head * 0.6, ey - uy * head * 0.6);
+  ctx.stroke();
+  ctx.beginPath();
+  ctx.moveTo(ex, ey);
+  ctx.lineTo(ex - ux * head - uy * head * 0.5, ey - uy * head + ux * head * 0.5);
+  ctx.lineTo(ex - ux * head + uy * head * 0.5, ey - uy * head - ux * head * 0.5);
+  ctx.closePath();
+  ctx.fill();
+  ctx.restore();
+}

@@ -1,0 +1,131 @@
+// Unit tests of the page's pure helpers (run by tests/test_browser_js.py with `node --test`).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { backoffDelay } from "../../frontend/js/backoff.js";
+import { buildFrame, parseFrame } from "../../frontend/js/frames.js";
+import { pickPoint, toModel, toScreen } from "../../frontend/js/geometry.js";
+import { alphaToBinary, strokePoints } from "../../frontend/js/mask.js";
+import { addPoint, deletePair, fromServer, maxRemaining, movePoint, toMessage, withTrackedHandles } from "../../frontend/js/points.js";
+import { throttle } from "../../frontend/js/throttle.js";
+import { withToken } from "../../frontend/js/api.js";
+
+test("frame header round trip, big-endian seq and step", () => {
+  const image = new Uint8Array([0xff, 0xd8, 0xff]);
+  const buf = buildFrame({ kindCode: 1, seq: 0x01020304, step: 77 }, image);
+  const bytes = new Uint8Array(buf);
+  assert.deepEqual([...bytes.slice(0, 12)], [0x44, 0x57, 1, 1, 1, 2, 3, 4, 0, 0, 0, 77]);
+  const f = parseFrame(buf);
+  assert.equal(f.kind, "drag");
+  assert.equal(f.seq, 0x01020304);
+  assert.equal(f.step, 77);
+  assert.deepEqual([...f.image], [...image]);
+});
+
+test("frames without magic or too short are refused", () => {
+  assert.throws(() => parseFrame(new ArrayBuffer(5)), /too short/);
+  const buf = buildFrame({ seq: 1 });
+  new Uint8Array(buf)[0] = 0;
+  assert.throws(() => parseFrame(buf), /magic/);
+});
+
+test("screen <-> model mapping puts pixel centres on integers and clamps", () => {
+  // 64 px model shown at 512 CSS px: pixel 10 spans 80..88, centre 84.
+  assert.deepEqual(toModel(84, 84, 512, 512, 64), [10, 10]);
+  assert.deepEqual(toScreen(10, 10, 512, 512, 64), [84, 84]);
+  assert.deepEqual(toModel(-20, 1000, 512, 512, 64), [0, 63]);
+  const [x, y] = toModel(123.4, 300.2, 512, 512, 64);
+  const [sx, sy] = toScreen(x, y, 512, 512, 64);
+  assert.ok(Math.abs(sx - 123.4) < 0.1 && Math.abs(sy - 300.2) < 0.1);
+});
+
+test("points: add handle then target, move, delete, message only complete pairs", () => {
+  let { pairs, selected } = addPoint([], [10, 20]);
+  assert.deepEqual(selected, { index: 0, role: "handle" });
+  assert.deepEqual(toMessage(pairs), { handles: [], targets: [] });
+  ({ pairs, selected } = addPoint(pairs, [30, 20]));
+  assert.deepEqual(selected, { index: 0, role: "target" });
+  ({ pairs } = addPoint(pairs, [5, 5]));
+  assert.deepEqual(toMessage(pairs), { handles: [[10, 20]], targets: [[30, 20]] });
+  pairs = movePoint(pairs, { index: 0, role: "target" }, [12, 20]);
+  assert.equal(maxRemaining(pairs), 2);
+  assert.deepEqual(pickPoint(pairs, [12.5, 20], 1), { index: 0, role: "target" });
+  assert.equal(pickPoint(pairs, [40, 40], 1), null);
+  pairs = deletePair(pairs, 0);
+  assert.equal(pairs.length, 1);
+  assert.equal(pairs[0].target, null);
+});
+
+test("server points replace complete pairs, keep a half-placed one, tracked handles move", () => {
+  const local = [{ handle: [1, 1], target: [2, 2] }, { handle: [9, 9], target: null }];
+  const pairs = fromServer({ handles: [[3, 3]], targets: [[4, 4]] }, local);
+  assert.deepEqual(pairs, [{ handle: [3, 3], target: [4, 4] }, { handle: [9, 9], target: null }]);
+  const tracked = withTrackedHandles(pairs, [[3.5, 3.5]]);
+  assert.deepEqual(tracked[0].handle, [3.5, 3.5]);
+  assert.deepEqual(tracked[1], pairs[1]);
+});
+
+test("backoff grows exponentially up to the cap", () => {
+  const noJitter = { jitter: 0 };
+  assert.deepEqual([0, 1, 2, 3].map((a) => backoffDelay(a, noJitter)), [500, 1000, 2000, 4000]);
+  assert.equal(backoffDelay(20, noJitter), 10000);
+  const d = backoffDelay(2, { random: () => 1 });
+  assert.ok(d > 2000 && d <= 2400);
+});
+
+test("throttle sends at most once per interval and always the last value", () => {
+  let now = 0;
+  const timers = [];
+  const clock = { now: () => now, setTimer: (cb, ms) => timers.push({ cb, at: now + ms }) - 1, clearTimer: () => {} };
+  const calls = [];
+  const t = throttle((v) => calls.push(v), 100, clock);
+  t(1); // immediate
+  t(2);
+  t(3); // replaces 2
+  assert.deepEqual(calls, [1]);
+  now = 100;
+  timers.shift().cb();
+  assert.deepEqual(calls, [1, 3]);
+});
+
+test("mask alpha threshold and gap-free strokes", () => {
+  const rgba = new Uint8ClampedArray([0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255, 100]);
+  assert.deepEqual([...alphaToBinary(rgba)], [0, 1, 0]);
+  const pts = strokePoints([0, 0], [10, 0], 2);
+  assert.equal(pts.length, 5);
+  assert.deepEqual(pts.at(-1), [10, 0]);
+});
+
+test("token goes into the query of export and websocket URLs", () => {
+  assert.equal(withToken("/api/x", "s3cret", { v: 2 }), "/api/x?v=2&token=s3cret");
+  assert.equal(withToken("/api/x", ""), "/api/x");
+});
+
+test("handles follow the frame of their own step, in either arrival order", async () => {
+  const { TrackedHandles } = await import("../../frontend/js/tracking.js");
+  const t = new TrackedHandles(4);
+  assert.equal(t.progress(1, [[1, 1]]), null); // frame 1 not drawn yet
+  assert.deepEqual(t.frame("drag", 1), [[1, 1]]); // now it is: show step 1's handles
+  assert.equal(t.frame("drag", 2), null); // frame 2 before its progress
+  assert.deepEqual(t.progress(2, [[2, 2]]), [[2, 2]]);
+  assert.equal(t.progress(3, [[3, 3]]), null); // its frame was skipped (credits): keep showing step 2
+  assert.equal(t.frame("state", 0), null);
+  for (let i = 4; i < 10; i++) t.progress(i, [[i, i]]);
+  assert.equal(t.frame("drag", 1), null, "old steps are forgotten");
+});
+
+test("sliders send only what is not yet committed", async () => {
+  const { walkDeltas } = await import("../../frontend/js/walks.js");
+  assert.deepEqual(walkDeltas([1.5, 0, -2], [1.5, 0, 0]), [{ index: 2, amount: -2 }]);
+  assert.deepEqual(walkDeltas([0, 0], [2, 0]), [{ index: 0, amount: -2 }]);
+  assert.deepEqual(walkDeltas([0.1 + 0.2], [0.3]), []);
+});
+
+test("rate meter counts events per second over its window", async () => {
+  const { RateMeter } = await import("../../frontend/js/rate.js");
+  const m = new RateMeter(1000);
+  assert.equal(m.tick(0), null);
+  assert.equal(m.tick(500), 2);
+  assert.equal(m.tick(1000), 2);
+  assert.equal(m.tick(3000), null, "events older than the window are dropped");
+});

@@ -1,0 +1,239 @@
+"""Start a real ``dragwalk serve`` in a subprocess for tests (server, frontend and deployment tests).
+
+Usage::
+
+    from server_harness import running_server
+
+    def test_something(tmp_path):
+        with running_server(tmp_path, token="secret") as server:
+            httpx.get(server.url("/api/health"), headers=server.headers)
+            server.ws_url(session_id)          # ws://127.0.0.1:PORT/ws/sessions/ID?token=...
+
+The server gets its own DRAGWALK_HOME and SQLite store under ``tmp_path`` (pass ``store=`` to share
+one between two servers, or to restart on the same store), binds a free port on 127.0.0.1, and is
+stopped (terminate, then kill) when the block ends. ``server.kill()`` sends SIGKILL (the crash test);
+``server.restart()`` starts it again on the same port and store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dragwalk_command() -> list[str]:
+    exe = Path(sys.executable).with_name("dragwalk")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dragwalk"]
+
+
+@dataclass
+class RunningServer:
+    """A ``dragwalk serve`` subprocess and how to reach it."""
+
+    port: int
+    home: Path
+    store: str
+    token: str | None = None
+    model: str | None = None
+    frontend: Path | None = None
+    env_extra: dict[str, str] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    startup_timeout: float = 90.0
+
+    # ----------------------------------------------------------- addresses
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return self.base
+
+    def url(self, path: str = "/") -> str:
+        return self.base + path
+
+    def ws_url(self, session_id: str, token: bool = True) -> str:
+        query = f"?token={self.token}" if (token and self.token) else ""
+        return f"ws://127.0.0.1:{self.port}/ws/sessions/{session_id}{query}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.base, headers=self.headers, timeout=60, **kwargs)
+
+    def create_session(self, seed: int = 0, **body) -> dict:
+        with self.client() as client:
+            response = client.post("/api/sessions", json={"seed": seed, **body})
+            response.raise_for_status()
+            return response.json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self) -> "RunningServer":
+        env = dict(os.environ)
+        env.update({"DRAGWALK_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        for key in ("DRAGWALK_TOKEN", "DRAGWALK_HOST", "DRAGWALK_PORT", "DRAGWALK_STORE", "DRAGWALK_MODEL"):
+            env.pop(key, None)
+        if self.frontend is not None:
+            env["DRAGWALK_FRONTEND"] = str(self.frontend)
+        env.update(self.env_extra)
+        cmd = [*_dragwalk_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--store", self.store, "--device", "cpu"]
+        if self.token:
+            cmd += ["--token", self.token]
+        if self.model:
+            cmd += ["--model", self.model]
+        cmd += list(self.extra_args)
+        self.log_path = self.home / f"server-{self.port}.log"
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        log.close()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"dragwalk serve exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                r = httpx.get(self.url("/api/health"), headers=self.headers, timeout=2)
+                if r.status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"dragwalk serve did not become ready in {self.startup_timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown handler runs."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def restart(self) -> "RunningServer":
+        self.stop()
+        return self.start()
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, *, token: str | None = None, model: str | None = None,
+                   store: str | Path | None = None, port: int | None = None,
+                   frontend: Path | None = None, env: dict[str, str] | None = None,
+                   extra_args: tuple[str, ...] = (), home: Path | None = None) -> Iterator[RunningServer]:
+    """A started ``dragwalk serve`` subprocess, stopped when the block ends."""
+    home = Path(home or tmp_path / "dragwalk-home")
+    home.mkdir(parents=True, exist_ok=True)
+    server = RunningServer(port=port or free_port(), home=home,
+                           store=str(store or home / "sessions.sqlite3"), token=token, model=model,
+                           frontend=frontend, env_extra=dict(env or {}), extra_args=tuple(extra_args))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class PageClient:
+    """A websocket client that behaves like the page: says hello, acks frames, records everything.
+
+    ``async with PageClient(server.ws_url(sid)) as page: await page.send(type="ping")``;
+    ``await page.until(lambda e: e["type"] == "done")`` returns that event; ``page.events`` and
+    ``page.frames`` (``(kind, seq, step, jpeg)``) keep what arrived.
+    """
+
+    def __init__(self, url: str, credits: int = 2, auto_ack: bool = True, hello: bool = True,
+                 origin: str | None = None) -> None:
+        self.url = url
+        self.credits = credits
+        self.auto_ack = auto_ack
+        self.hello = hello
+        self.origin = origin
+        self.events: list[dict] = []
+        self.frames: list[tuple[int, int, int, bytes]] = []
+        self.ws = None
+
+    async def __aenter__(self) -> "PageClient":
+        import websockets
+
+        kwargs = {"max_size": 32 * 1024 * 1024}
+        if self.origin is not None:
+            kwargs["origin"] = self.origin
+        self.ws = await websockets.connect(self.url, **kwargs)
+        if self.hello:
+            await self.send(type="hello", version=1, credits=self.credits)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.ws.close()
+
+    async def send(self, **message) -> None:
+        import json
+        await self.ws.send(json.dumps(message))
+
+    async def send_raw(self, data) -> None:
+        await self.ws.send(data)
+
+    async def receive(self, timeout: float = 60.0):
+        """The next message: a dict for JSON, a tuple for a frame (acked when auto_ack)."""
+        import asyncio
+        import json
+
+        from dragwalk.server.frames import unpack_frame
+        message = await asyncio.wait_for(self.ws.recv(), timeout)
+        if isinstance(message, bytes):
+            frame = unpack_frame(message)
+            self.frames.append(frame)
+            if self.auto_ack:
+                await self.send(type="ack", seq=frame[1])
+            return frame
+        event = json.loads(message)
+        self.events.append(event)
+        return event
+
+    async def until(self, predicate, timeout: float = 60.0) -> dict:
+        """Receive until a JSON event satisfies ``predicate``; return it."""
+        import time
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching event in {timeout} s; last events: {self.events[-5:]}")
+            item = await self.receive(left)
+            if isinstance(item, dict) and predicate(item):
+                return item

@@ -1,0 +1,235 @@
+"""Direction methods and walks on the real default model (digiface-dcgan64, CPU)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dragwalk.directions import (METHODS, DirectionCache, DirectionSet, Walk, apply_walks,
+                                 compute_directions)
+from dragwalk.directions.measures import latent_norms, locality, matched_amount, orthogonality, walk_change
+
+#: small settings so every method runs in seconds; the benchmark times the real ones
+FAST = {
+    "sefa": {},
+    "ganspace": {"num": 20, "samples": 2000},
+    "dplase": {"k": 8, "iters": 40, "refine": True},
+    "sfvq": {"bits": 4, "samples": 2000},
+}
+
+#: the mouth of seed 1's face (dlib landmarks 48-59 span x 21..42, y 48..53)
+MOUTH = np.zeros((64, 64), np.float32)
+MOUTH[45:57, 18:46] = 1
+
+
+@pytest.fixture(scope="session")
+def sets(generator) -> dict[str, DirectionSet]:
+    return {name: compute_directions(generator, name, **params) for name, params in FAST.items()}
+
+
+@pytest.fixture(scope="session")
+def base(generator):
+    return generator.sample(1)
+
+
+def image_change(generator, latent, walks) -> float:
+    with torch.no_grad():
+        before = generator.render(latent)
+        after = generator.render(apply_walks(generator, latent, walks))
+    return float((after - before).abs().mean())
+
+
+def test_methods_table_is_json_and_complete():
+    assert set(METHODS) == {"sefa", "ganspace", "dplase", "reds", "sfvq", "interfacegan", "lsd"}
+    data = json.loads(json.dumps(METHODS))
+    for info in data.values():
+        assert {"label", "description", "params", "needs_mask", "needs_labels"} <= set(info)
+    assert data["reds"]["needs_mask"] and data["interfacegan"]["needs_labels"]
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_every_method_gives_unit_vectors_that_change_the_face(generator, sets, base, method):
+    ds = sets[method]
+    assert ds.model == generator.name and ds.space == "z" and len(ds) > 0
+    assert torch.allclose(ds.vectors.norm(dim=1), torch.ones(len(ds)), atol=1e-4)
+    assert torch.isfinite(ds.scales).all() and (ds.scales > 0).all()
+    for kind in ("linear", "density"):
+        assert image_change(generator, base, [Walk(ds, 0, 3.0, kind)]) > 0.01, (method, kind)
+
+
+def test_sefa_is_sorted_orthonormal_and_fast(generator, sets):
+    ds = sets["sefa"]
+    assert all(a >= b for a, b in zip(ds.values, ds.values[1:]))
+    assert orthogonality(ds.vectors) < 1e-4
+    compute_directions(generator, "sefa")
+    started = time.perf_counter()
+    compute_directions(generator, "sefa")
+    assert time.perf_counter() - started < 2.0  # target 0.1 s; loose for a shared CI box
+
+
+def test_dplase_directions_are_orthonormal_with_channel_groups(sets):
+    ds = sets["dplase"]
+    assert orthogonality(ds.vectors) < 0.05
+    masks = ds.extras["channel_masks"]
+    assert masks.shape == (len(ds), 512) and (masks.sum(dim=1) > 0).all()
+
+
+def test_set_save_load_roundtrip(tmp_path, sets):
+    ds = sets["dplase"]
+    path = ds.save(tmp_path / "d.safetensors")
+    back = DirectionSet.load(path)
+    assert torch.equal(back.vectors, ds.vectors) and torch.equal(back.scales, ds.scales)
+    assert torch.equal(back.extras["channel_masks"], ds.extras["channel_masks"])
+    assert back.to_dict() == ds.to_dict()
+    json.dumps(ds.to_dict())
+    with pytest.raises(ValueError):
+        (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+        DirectionSet.load(tmp_path / "junk.safetensors")
+
+
+def test_reds_region_edit_is_local_and_fast(generator, sets, base):
+    mask = torch.tensor(MOUTH)
+    compute_directions(generator, "reds", latent=base, mask=MOUTH, num=3)  # warm-up (vmap)
+    started = time.perf_counter()
+    reds = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=3)
+    seconds = time.perf_counter() - started
+    assert seconds < 5.0  # target < 1 s alone; the CI box is shared
+    target = 0.01  # mean |pixel change| both directions are matched to
+    a = matched_amount(generator, base, reds, 0, target, iters=10)
+    reds_loc = locality(walk_change(generator, base, reds, 0, a), mask)
+    sefa = sets["sefa"]
+    sefa_loc = max(locality(walk_change(generator, base, sefa, i,
+                                        matched_amount(generator, base, sefa, i, target, iters=10)), mask)
+                   for i in range(3))
+    change = walk_change(generator, base, reds, 0, a).abs().sum(0)
+    inside = float((change * mask).sum() / mask.sum())
+    outside = float((change * (1 - mask)).sum() / (1 - mask).sum())
+    assert inside > 2.5 * outside
+    assert reds_loc > 3 * sefa_loc, (reds_loc, sefa_loc)
+
+
+def test_curved_reds_walk_follows_the_region(generator, base):
+    reds = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=2)
+    straight = apply_walks(generator, base, [Walk(reds, 0, 2.0, "linear")])
+    curved = apply_walks(generator, base, [Walk(reds, 0, 2.0, "curved", steps=2)])
+    assert not torch.allclose(straight.code, curved.code)
+    with torch.no_grad():
+        change = (generator.render(curved) - generator.render(base))[0]
+    assert float(change.abs().mean()) > 0.005
+    assert locality(change, torch.tensor(MOUTH)) > 1.5
+
+
+def test_density_walk_keeps_the_norm(generator, sets, base):
+    ds = sets["sefa"]
+    start = float(latent_norms(base.code)[0])
+    for amount in (2.0, 5.0, -8.0):
+        dens = apply_walks(generator, base, [Walk(ds, 1, amount, "density")])
+        lin = apply_walks(generator, base, [Walk(ds, 1, amount, "linear")])
+        assert abs(float(latent_norms(dens.code)[0]) - start) < 1e-3
+        assert float(latent_norms(lin.code)[0]) > start + 0.1
+
+
+def test_several_sliders_combine(generator, sets, base):
+    a, b = Walk(sets["sefa"], 0, 2.0), Walk(sets["ganspace"], 1, -1.5)
+    both = apply_walks(generator, base, [a, b])
+    expected = base.code + a.step + b.step
+    assert torch.allclose(both.code, expected, atol=1e-5)
+    assert image_change(generator, apply_walks(generator, base, [a]), [b]) > 0.005
+    assert torch.equal(base.code, generator.sample(1).code)  # the base is untouched
+    # density sliders are combined and put back on the shell once
+    dens = apply_walks(generator, base, [Walk(sets["sefa"], 0, 3.0, "density"),
+                                         Walk(sets["sfvq"], 2, 3.0, "density")])
+    assert abs(float(dens.code.norm() - base.code.norm())) < 1e-3
+
+
+def test_walk_validation(sets):
+    with pytest.raises(ValueError, match="out of range"):
+        Walk(sets["sefa"], 999, 1.0)
+    with pytest.raises(ValueError, match="kind"):
+        Walk(sets["sefa"], 0, 1.0, "zigzag")
+    with pytest.raises(ValueError, match="curved"):
+        Walk(sets["sefa"], 0, 1.0, "curved")
+    with pytest.raises(ValueError, match="finite"):
+        Walk(sets["sefa"], 0, float("nan"))
+
+
+def test_bad_method_and_params_are_refused(generator):
+    with pytest.raises(ValueError, match="unknown direction method"):
+        compute_directions(generator, "magic")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        compute_directions(generator, "sefa", nmu=3)
+    with pytest.raises(ValueError, match="mask"):
+        compute_directions(generator, "reds")
+    with pytest.raises(ValueError, match="empty"):
+        compute_directions(generator, "reds", mask=np.zeros((64, 64)))
+
+
+def test_cache_hit_is_fast_identical_and_persistent(generator, tmp_path):
+    cache = DirectionCache(tmp_path)
+    first = cache.get(generator, "sfvq", bits=3, samples=1000)
+    started = time.perf_counter()
+    again = cache.get(generator, "sfvq", samples=1000, bits=3, epochs=2)  # same key after defaults
+    assert time.perf_counter() - started < 0.05
+    assert again is first
+    files = list(tmp_path.rglob("sfvq-*.safetensors"))
+    assert len(files) == 1
+    fresh = DirectionCache(tmp_path)  # a new process would see the file
+    started = time.perf_counter()
+    loaded = fresh.get(generator, "sfvq", bits=3, samples=1000)
+    assert time.perf_counter() - started < 0.5
+    assert torch.equal(loaded.vectors, first.vectors)
+    assert torch.equal(loaded.extras["codebook"], first.extras["codebook"])
+    # REDs for a painted region are per request: never written to disk
+    cache.get(generator, "reds", mask=MOUTH, num=2)
+    assert not list(tmp_path.rglob("reds-*"))
+
+
+def test_sfvq_projection_and_segment_augmentation(generator, sets, base):
+    from dragwalk.directions import sfvq
+
+    ds = sets["sfvq"]
+    assert len(ds) == 2 ** 4 - 1
+    losses = ds.params["loss_per_level"]
+    assert losses[-1] < losses[0]  # more points fit the data better
+    segment, t = sfvq.project(generator, ds, base)
+    assert 0 <= segment < len(ds) and 0.0 <= t <= 1.0
+    latents = sfvq.segment_latents(generator, ds, 3, 4, base)
+    with torch.no_grad():
+        images = [generator.render(lat) for lat in latents]
+    steps = [float((b - a).abs().mean()) for a, b in zip(images, images[1:])]
+    assert all(s > 1e-3 for s in steps)
+
+
+@pytest.mark.slow
+def test_supervised_directions_move_their_landmark_score(generator):
+    from dragwalk.directions.scorers import score_latents
+
+    faces = generator.sample_codes(24, seed=4242)
+    for method in ("interfacegan", "lsd"):
+        ds = compute_directions(generator, method, attribute="mouth_open,head_yaw", samples=400)
+        assert ds.labels == ["mouth_open", "head_yaw"]
+        for index, name in enumerate(ds.labels):
+            low = score_latents(generator, apply_walks(generator, faces, [Walk(ds, index, -2.0)]))[name]
+            high = score_latents(generator, apply_walks(generator, faces, [Walk(ds, index, 2.0)]))[name]
+            ok = np.isfinite(low) & np.isfinite(high)
+            assert ok.sum() >= 8
+            assert np.mean(high[ok] - low[ok]) > 0, (method, name)
+            assert np.mean(high[ok] > low[ok]) >= 0.7, (method, name)
+
+
+@pytest.mark.slow
+def test_person_tags_give_a_direction(generator):
+    from dragwalk.directions.labelled import scored_samples
+
+    codes, scores = scored_samples(generator, 400, 0)  # cached by the test above
+    ok = np.isfinite(scores["head_yaw"])
+    tags = (scores["head_yaw"][ok] > np.median(scores["head_yaw"][ok])).astype(int)
+    tagged = compute_directions(generator, "interfacegan", attribute="turned", codes=codes[ok].numpy(),
+                                labels=tags)
+    scored = compute_directions(generator, "interfacegan", attribute="head_yaw", samples=400)
+    assert tagged.labels == ["turned"]
+    assert float(tagged.vectors[0] @ scored.vectors[0]) > 0.5

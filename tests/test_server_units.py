@@ -1,0 +1,183 @@
+"""Pure parts of the server: frames and credits, the session document, the store, the scheduler,
+message validation and settings. No network; the document tests use the real default model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from dragwalk.server.config import Settings
+from dragwalk.server.frames import CreditGate, pack_frame, unpack_frame
+from dragwalk.server.messages import MessageError, parse_message
+from dragwalk.server.scheduler import Scheduler
+from dragwalk.server.session import HistoryError, PointsError, SessionDocument, mask_from_png, mask_to_png
+from dragwalk.server.store import SQLiteStore, open_store
+
+
+def test_frame_header_is_twelve_bytes_big_endian():
+    frame = pack_frame(1, 258, 7, b"jpeg")
+    assert frame[:12] == b"DW\x01\x01" + (258).to_bytes(4, "big") + (7).to_bytes(4, "big")
+    assert unpack_frame(frame) == (1, 258, 7, b"jpeg")
+    with pytest.raises(ValueError):
+        unpack_frame(b"XX" + frame[2:])
+
+
+def test_credit_gate_keeps_only_the_newest_frame():
+    gate = CreditGate(credits=2)
+    first, second = gate.offer(1, 1, b"a"), gate.offer(1, 2, b"b")
+    assert unpack_frame(first)[1:3] == (1, 1) and unpack_frame(second)[1:3] == (2, 2)
+    assert gate.offer(1, 3, b"c") is None and gate.offer(1, 4, b"d") is None    # no credit: held
+    assert gate.dropped == 1                                                    # step 3 was superseded
+    assert gate.ack(99) is None                                                 # unknown seq: no credit
+    sent = gate.ack(1)
+    assert unpack_frame(sent) == (1, 3, 4, b"d")                                # newest, next seq
+    assert gate.ack(1) is None and gate.credits == 0                            # repeated ack ignored
+    assert gate.ack(2) is None and gate.credits == 1
+
+
+@pytest.fixture(scope="module")
+def doc_parts(generator):
+    return generator, [generator.sample(s) for s in range(4)]
+
+
+def test_history_undo_redo_goto_and_cap(doc_parts):
+    gen, latents = doc_parts
+    doc = SessionDocument.create("abcdefgh", gen.name, 64, latents[0], "start", "seed 0",
+                                 {"seed": 0, "truncation": 1.0, "space": "z"}, max_history=3)
+    doc.push("reseed", "seed 1", latents[1], {"seed": 1})
+    doc.push("reseed", "seed 2", latents[2], {"seed": 2})
+    assert doc.cursor == 2 and doc.can_undo and not doc.can_redo
+    doc.undo(); doc.undo()
+    assert doc.cursor == 0 and not doc.can_undo
+    with pytest.raises(HistoryError):
+        doc.undo()
+    doc.redo()
+    doc.push("reseed", "seed 3", latents[3], {"seed": 3})      # drops the redo branch (seed 2)
+    assert [e.label for e in doc.history] == ["seed 0", "seed 1", "seed 3"]
+    doc.push("reseed", "seed 0 again", latents[0], {"seed": 0})  # cap 3: the oldest goes
+    assert [e.label for e in doc.history] == ["seed 1", "seed 3", "seed 0 again"] and doc.cursor == 2
+    with pytest.raises(HistoryError):
+        doc.goto(3)
+    doc.goto(0)
+    assert doc.origin()["seed"] == 1
+
+
+def test_payload_roundtrip_with_mask_and_live_drag(doc_parts):
+    gen, latents = doc_parts
+    doc = SessionDocument.create("abcdefgh", gen.name, 64, latents[0], record={"seed": 0})
+    doc.push("reseed", "seed 1", latents[1], {"seed": 1})
+    doc.set_points([[1, 2]], [[3.5, 4]])
+    mask = np.zeros((64, 64), bool)
+    mask[10:20, 5:30] = True
+    doc.set_mask(mask)
+    doc.set_live(latents[2], {"method": "draggan", "label": "drag (draggan)"})
+    back = SessionDocument.from_payload(doc.to_payload())
+    assert [e.kind for e in back.history] == ["start", "reseed", "drag"]
+    assert "interrupted" in back.history[-1].label
+    assert back.cursor == 2 and back.live is None
+    assert back.handles == [(1.0, 2.0)] and back.targets == [(3.5, 4.0)]
+    assert np.array_equal(back.mask, mask)
+    assert (back.current.code == latents[2].code.cpu()).all()
+    assert (back.history[1].latent.code == latents[1].code.cpu()).all()
+    log = back.edit_log()
+    assert log["start"] == {"seed": 0} and [op["kind"] for op in log["operations"]] == ["reseed", "drag"]
+    copy = SessionDocument.from_edit_log("ijklmnop", log, 64, gen)
+    assert (copy.current.code == back.current.code).all()
+
+
+def test_points_and_mask_validation():
+    from dragwalk.server.session import validate_points
+    assert validate_points([[0, 0]], [[63, 63]], 64, 4) == ([(0.0, 0.0)], [(63.0, 63.0)])
+    for handles, targets in [([[0, 0]], []), ([[64.5, 0]], [[1, 1]]), ([[float("nan"), 0]], [[1, 1]]),
+                             ([[0, 0]] * 5, [[1, 1]] * 5), ([[0]], [[1, 1]])]:
+        with pytest.raises(PointsError):
+            validate_points(handles, targets, 64, 4)
+    mask = np.eye(64, dtype=bool)
+    assert np.array_equal(mask_from_png(mask_to_png(mask), 64), mask)
+    with pytest.raises(ValueError, match="64x64"):
+        mask_from_png(mask_to_png(np.ones((32, 32), bool)), 64)
+    with pytest.raises(ValueError, match="PNG"):
+        mask_from_png(b"\x89PNG garbage", 64)
+
+
+def test_sqlite_store_is_wal_and_thread_safe(tmp_path):
+    store = open_store(tmp_path / "s.sqlite3")
+    assert isinstance(store, SQLiteStore) and store.journal_mode() == "wal"
+
+    def writer(n):
+        for i in range(20):
+            store.put(f"session-{n:04d}", "m", bytes([n, i]) * 100)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(store.ids()) == [f"session-{n:04d}" for n in range(4)]
+    assert store.get("session-0002") == ("m", bytes([2, 19]) * 100)
+    store.delete("session-0002")
+    assert store.get("session-0002") is None
+    store.close()
+    reopened = open_store(str(tmp_path / "s.sqlite3"))
+    assert len(reopened.ids()) == 3
+    reopened.close()
+
+
+def test_scheduler_round_robin_cancel_and_close():
+    scheduler = Scheduler("test")
+    order: list[str] = []
+    closed: list[str] = []
+    done: dict[str, str] = {}
+    gate = threading.Event()
+
+    def steps(name, n):
+        try:
+            for i in range(n):
+                gate.wait()
+                order.append(name)
+                yield i
+        finally:
+            closed.append(name)
+
+    jobs = {}
+
+    def on_step(value, name):
+        if name == "c" and value == 1:
+            jobs["c"].cancel("stopped")      # e.g. stop_drag arriving during c's second step
+
+    for name in "abc":
+        jobs[name] = scheduler.submit(steps(name, 6), owner=name,
+                                      on_step=lambda v, name=name: on_step(v, name),
+                                      on_done=lambda r, e, name=name: done.__setitem__(name, r))
+    gate.set()
+    for job in jobs.values():
+        assert job.finished.wait(5)
+    scheduler.shutdown()
+    assert order[:6] == ["a", "b", "c", "a", "b", "c"]          # one step each, in turn
+    assert order.count("a") == order.count("b") == 6
+    assert order.count("c") == 2                                # no step after the cancel
+    assert done == {"a": "finished", "b": "finished", "c": "stopped"}
+    assert sorted(closed) == ["a", "b", "c"]                    # finally blocks ran in the worker
+    assert scheduler.steps_by_owner["a"] == 6
+
+
+def test_messages_are_strict():
+    assert parse_message('{"type": "ack", "seq": 3}').seq == 3
+    for raw, code in [('{"type": "ack", "seq": "3"}', "invalid_message"), ("[]", "invalid_message"),
+                      ('{"type": "x"}', "invalid_message"), ('{"type": "ping", "more": 1}', "invalid_message"),
+                      ('{"type": "hello", "version": 1, "credits": 100}', "invalid_message"),
+                      ("x" * 2000, "too_large")]:
+        with pytest.raises(MessageError) as info:
+            parse_message(raw, limit=1000)
+        assert info.value.code == code
+
+
+def test_settings_flag_wins_over_environment():
+    env = {"DRAGWALK_PORT": "9001", "DRAGWALK_TOKEN": "t", "DRAGWALK_HOST": "0.0.0.0"}
+    args = SimpleNamespace(host="127.0.0.1", port=8123, model="digiface-dcgan64", device="auto",
+                           token=None, store=None)
+    settings = Settings.from_args(args, env)
+    assert settings.port == 8123 and settings.token == "t" and settings.host == "0.0.0.0"
+    assert Settings.from_args(None, {}).host == "127.0.0.1"

@@ -1,0 +1,441 @@
+"""The websocket editor over a real uvicorn subprocess and real websocket clients (default model).
+
+Drag steps on a shared 2-core CPU take up to a second, so every drag here is a few steps long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from server_harness import PageClient, running_server
+
+HANDLE, TARGET = [30.0, 34.0], [36.0, 34.0]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("ws")) as srv:
+        yield srv
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def is_type(kind):
+    return lambda e: e.get("type") == kind
+
+
+def _png_b64(array: np.ndarray) -> str:
+    import base64
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def png_array(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB")).astype(np.float32)
+
+
+def test_full_drag_streams_frames_and_progress(server):
+    sid = server.create_session(seed=3)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            first = await page.until(is_type("state"))
+            assert first["session"]["id"] == sid
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.send(type="start_drag", params={"max_steps": 3}, rid="d1")
+            done = await page.until(is_type("done"))
+            state = await page.until(is_type("state"))
+            return page, done, state
+
+    page, done, state = run(scenario())
+    assert done["op"] == "drag" and done["reason"] in ("max_steps", "converged") and done["steps"] >= 1
+    progress = [e for e in page.events if e["type"] == "progress"]
+    assert progress and all(e["op"] == "drag" for e in progress)
+    assert all({"step", "handles", "targets", "remaining", "max_remaining"} <= set(e) for e in progress)
+    drag_frames = [f for f in page.frames if f[0] == 1]
+    assert drag_frames, "no drag frames arrived"
+    seqs = [f[1] for f in page.frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # a frame and the progress with the same step describe the same latent
+    assert {f[2] for f in drag_frames} <= {e["step"] for e in progress}
+    image = Image.open(io.BytesIO(drag_frames[-1][3]))
+    assert image.format == "JPEG" and image.size == (64, 64)
+    history = state["session"]["history"]
+    assert [h["kind"] for h in history] == ["start", "drag"] and state["session"]["busy"] is None
+
+    with server.client() as client:
+        before = client.get(f"/api/sessions/{sid}/image.png")
+        log = client.get(f"/api/sessions/{sid}/log.json").json()
+        gif = client.get(f"/api/sessions/{sid}/animation.gif")
+        npz = client.get(f"/api/sessions/{sid}/latent.npz")
+        latent_json = client.get(f"/api/sessions/{sid}/latent.json").json()
+        mp4 = client.get(f"/api/sessions/{sid}/animation.mp4")
+        fresh = client.post("/api/sessions", json={"seed": 1}).json()["id"]
+        no_drag = client.get(f"/api/sessions/{fresh}/animation.gif")
+        npy = client.get(f"/api/sessions/{sid}/latent.npy")
+    assert before.status_code == 200
+    assert log["format"] == "dragwalk-log/1" and log["start"]["seed"] == 3
+    assert [op["kind"] for op in log["operations"]] == ["drag"]
+    assert log["operations"][0]["handles"] == [HANDLE]
+    assert gif.status_code == 200 and gif.content[:4] == b"GIF8"
+    assert npz.status_code == 200 and npz.content[:2] == b"PK"
+    assert latent_json["space"] == "z" and len(latent_json["code"]) == 100
+    assert (mp4.status_code == 200 and mp4.content[4:8] == b"ftyp") or \
+        (mp4.status_code == 501 and mp4.json()["error"]["code"] == "unavailable")
+    assert no_drag.status_code == 404
+    # the default drag mode adds a spatial offset, which a bare .npy cannot hold: a clear refusal
+    assert npy.status_code == 200 or "npz" in npy.json()["error"]["message"]
+
+
+def test_stop_within_one_step_and_undo_redo(server):
+    sid = server.create_session(seed=5)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
+            await page.send(type="start_drag", params={"max_steps": 500})
+            await page.until(lambda e: e["type"] == "progress" and e["step"] >= 1)
+            # mid-drag: a new learning rate and new points resume the same drag
+            await page.send(type="set_lr", lr=0.01, rid="lr")
+            await page.send(type="set_points", handles=[HANDLE], targets=[[40.0, 34.0]])
+            seen = await page.until(lambda e: e["type"] == "progress" and e["targets"] == [[40.0, 34.0]])
+            await page.send(type="stop_drag")
+            done = await page.until(is_type("done"))
+            after_stop = await page.until(is_type("state"))
+            await page.send(type="undo", rid="u")
+            undone = await page.until(is_type("state"))
+            await page.send(type="redo")
+            redone = await page.until(is_type("state"))
+            await page.send(type="redo", rid="r2")
+            refused = await page.until(is_type("error"))
+            await page.send(type="ping", rid=7)
+            pong = await page.until(is_type("pong"))
+            page_errors.extend(e for e in page.events if e["type"] == "error")
+            return seen, done, after_stop, undone, redone, refused, pong
+
+    page_errors: list = []
+    seen, done, after_stop, undone, redone, refused, pong = run(scenario())
+    assert done["reason"] == "stopped"
+    assert not [e for e in page_errors if e.get("rid") == "lr"]
+    # the worker finishes the step in flight, then stops before the next one
+    assert seen["step"] <= done["steps"] <= seen["step"] + 2
+    assert after_stop["session"]["cursor"] == 1 and after_stop["session"]["history"][1]["kind"] == "drag"
+    assert undone["session"]["cursor"] == 0 and undone["session"]["can_redo"]
+    assert redone["session"]["cursor"] == 1 and not redone["session"]["can_redo"]
+    assert refused["code"] == "bad_request" and refused["rid"] == "r2" and "redo" in refused["message"]
+    assert pong["rid"] == 7
+
+
+def test_reseed_undo_changes_image(server):
+    sid = server.create_session(seed=1)["id"]
+    with server.client() as client:
+        first = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        r = client.post(f"/api/sessions/{sid}/commands", json={"type": "reseed", "seed": 2})
+        assert r.status_code == 200 and r.json()["session"]["cursor"] == 1
+        second = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        r = client.post(f"/api/sessions/{sid}/commands", json={"type": "undo"})
+        assert r.json()["session"]["cursor"] == 0
+        back = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        r = client.post(f"/api/sessions/{sid}/commands", json={"type": "start_drag"})
+        assert r.status_code == 400 and "websocket" in r.json()["error"]["message"]
+    assert np.abs(first - second).mean() > 5
+    assert np.abs(first - back).max() == 0
+
+
+def test_disconnect_mid_drag_stops_the_worker(server):
+    sid = server.create_session(seed=9)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
+            await page.send(type="start_drag", params={"max_steps": 500})
+            await page.until(lambda e: e["type"] == "progress")
+        # the page is gone; the server must notice and stop the drag within a step or two
+        with server.client() as client:
+            for _ in range(100):
+                summary = client.get(f"/api/sessions/{sid}").json()
+                health = client.get("/api/health").json()
+                if summary["busy"] is None and health["jobs"] == 0:
+                    return summary, health
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"drag still running after disconnect: {summary} {health}")
+
+    summary, health = run(scenario())
+    assert health["jobs"] == 0
+    kinds = [h["kind"] for h in summary["history"]]
+    assert kinds == ["start", "drag"]      # what the drag reached is kept
+
+
+def test_eight_sessions_drag_at_once(server):
+    ids = [server.create_session(seed=20 + i)["id"] for i in range(8)]
+
+    async def one(sid, ready, go):
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.until(lambda e: e["type"] == "state" and e["session"]["points"]["handles"])
+            ready.append(sid)
+            await go.wait()                       # all eight start together
+            await page.send(type="start_drag", params={"max_steps": 2})
+            done = await page.until(is_type("done"), timeout=150)
+            loop = asyncio.get_running_loop()
+            firsts = [e for e in page.events if e["type"] == "progress"]
+            return done, firsts, loop.time()
+
+    async def scenario():
+        ready, go = [], asyncio.Event()
+        tasks = [asyncio.ensure_future(one(sid, ready, go)) for sid in ids]
+        while len(ready) < len(ids):
+            await asyncio.sleep(0.05)
+        go.set()
+        return await asyncio.gather(*tasks)
+
+    results = run(scenario())
+    for done, progress, _ in results:
+        assert done["reason"] in ("max_steps", "converged") and done["steps"] >= 1
+        assert progress, "a session got no progress"
+    # round robin: between two steps of one session, every session already stepping had its turn,
+    # so no session waiting in the queue saw another take both its steps first
+    spans = [(p[0]["t"], p[-1]["t"]) for _, p, _ in results]
+    for a_first, a_last in spans:
+        for b_first, b_last in spans:
+            assert not (b_first < a_first and b_last > a_last), spans
+
+
+def test_hostile_messages_get_errors_and_the_connection_lives(server):
+    sid = server.create_session(seed=4)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            answers = {}
+            for name, raw in {
+                "not_json": "{nope",
+                "not_object": "[1, 2]",
+                "unknown_type": json.dumps({"type": "rm -rf"}),
+                "wrong_types": json.dumps({"type": "set_points", "handles": "x", "targets": [], "rid": "w"}),
+                "outside": json.dumps({"type": "set_points", "handles": [[1e9, 0]], "targets": [[1, 1]]}),
+                "nan": '{"type": "set_points", "handles": [[NaN, 0]], "targets": [[1, 1]]}',
+                "unequal": json.dumps({"type": "set_points", "handles": [[1, 1]], "targets": []}),
+                "huge": json.dumps({"type": "ping", "pad": "x" * (2 * 1024 * 1024)}),
+                "bad_mask": json.dumps({"type": "set_mask", "mask": "not base64!!"}),
+                "bad_version": json.dumps({"type": "hello", "version": 99}),
+                "unknown_set": json.dumps({"type": "walk", "set": "nope", "walks": [{"index": 0, "amount": 1}]}),
+                "stop_idle": json.dumps({"type": "stop_drag"}),
+                "bad_method": json.dumps({"type": "start_drag", "method": "../../etc"}),
+                "goto_far": json.dumps({"type": "goto", "index": 50}),
+                "too_many_points": json.dumps({"type": "set_points", "handles": [[1, 1]] * 129,
+                                               "targets": [[2, 2]] * 129}),
+                "mask_size": json.dumps({"type": "set_mask", "mask": _png_b64(np.zeros((8, 8), np.uint8))}),
+                "lr_idle": json.dumps({"type": "set_lr", "lr": 0.1}),
+                "bad_drag_param": json.dumps({"type": "start_drag", "params": {"max_steps": "many"}}),
+            }.items():
+                await page.send_raw(raw)
+                answers[name] = await page.until(lambda e: e["type"] == "error", timeout=30)
+            await page.send_raw(b"\x00binary")
+            answers["binary"] = await page.until(is_type("error"))
+            await page.send(type="ping", rid="alive")
+            pong = await page.until(is_type("pong"))
+            return answers, pong
+
+    answers, pong = run(scenario())
+    assert pong["rid"] == "alive"
+    codes = {name: e["code"] for name, e in answers.items()}
+    assert codes["not_json"] == codes["not_object"] == codes["unknown_type"] == "invalid_message"
+    assert codes["wrong_types"] == "invalid_message" and answers["wrong_types"]["rid"] == "w"
+    assert "handles" in answers["wrong_types"]["message"]
+    assert codes["outside"] == codes["nan"] == codes["unequal"] == "invalid_points"
+    assert codes["huge"] == "too_large"
+    assert codes["bad_version"] == "version"
+    assert codes["bad_mask"] == "bad_request"
+    assert codes["unknown_set"] in ("not_found", "unavailable")
+    assert codes["stop_idle"] == "bad_request"
+    assert codes["bad_method"] in ("bad_request", "invalid_points")
+    assert codes["goto_far"] == "bad_request"
+    assert codes["binary"] == "invalid_message"
+    assert codes["too_many_points"] == "invalid_message"
+    assert codes["mask_size"] == "bad_request" and "64x64" in answers["mask_size"]["message"]
+    assert codes["lr_idle"] == "bad_request"
+    assert codes["bad_drag_param"] in ("bad_request", "invalid_points")
+    with server.client() as client:
+        assert client.get("/api/health").json()["status"] == "ok"
+
+
+def test_unknown_session_and_bad_origin_are_closed_with_codes(server):
+    import websockets
+    sid = server.create_session(seed=4)["id"]
+
+    async def closed_with(url, **kwargs):
+        async with websockets.connect(url, **kwargs) as ws:
+            event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 30)
+            return event, info.value.rcvd.code
+
+    event, code = run(closed_with(server.ws_url("A" * 16)))
+    assert code == 4404 and event["code"] == "not_found"
+    event, code = run(closed_with(server.ws_url("abc.def")))
+    assert code == 4404 and event["code"] == "not_found"
+    with pytest.raises(websockets.InvalidStatus):        # no such route at all: refused at handshake
+        run(closed_with(server.ws_url("..%2F..%2Fetc")))
+    event, code = run(closed_with(server.ws_url(sid), origin="http://evil.example"))
+    assert code == 4403 and event["code"] == "forbidden"
+
+    async def same_origin():
+        async with PageClient(server.ws_url(sid), origin=server.origin) as page:
+            return await page.until(is_type("state"))
+
+    assert run(same_origin())["session"]["id"] == sid
+
+
+def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
+    """log.json from a session with a drag and a reseed replays with `dragwalk replay` to the same image."""
+    import subprocess
+    sid = server.create_session(seed=6)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.send(type="reseed", seed=8)
+            await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 1)
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.send(type="start_drag", params={"max_steps": 300})
+            await page.until(is_type("progress"))
+            # changed while the drag runs: recorded in the log, repeated by the replay
+            await page.send(type="set_lr", lr=0.004)
+            await page.send(type="set_points", handles=[HANDLE], targets=[[34.0, 38.0]])
+            await page.until(lambda e: e["type"] == "progress" and e["targets"] == [[34.0, 38.0]])
+            await page.send(type="stop_drag")
+            await page.until(is_type("done"))
+
+    run(scenario())
+    with server.client() as client:
+        log = client.get(f"/api/sessions/{sid}/log.json").json()
+        served = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+    assert [op["kind"] for op in log["operations"]] == ["reseed", "drag"]
+    changes = log["operations"][1].get("changes", [])
+    assert {"lr", "handles"} <= {k for c in changes for k in c}, log["operations"][1]
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    out = tmp_path / "replayed.png"
+    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
+                           "--tolerance", "1e-3"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "recomputed" in done.stdout
+    replayed = np.asarray(Image.open(out).convert("RGB")).astype(np.float32)
+    assert np.abs(replayed - served).max() <= 2
+
+    # the same log uploaded makes a new session with the same history and image
+    with server.client() as client:
+        r = client.post("/api/sessions/upload", files={"file": ("log.json", path.read_bytes(), "application/json")})
+        assert r.status_code == 201, r.text
+        copy = r.json()
+        assert [h["kind"] for h in copy["history"]] == ["start", "reseed", "drag"]
+        again = png_array(client.get(f"/api/sessions/{copy['id']}/image.png").content)
+        npz = client.get(f"/api/sessions/{sid}/latent.npz").content
+        r = client.post("/api/sessions/upload", files={"file": ("x.npz", npz, "application/octet-stream")})
+        assert r.status_code == 201 and r.json()["history"][0]["kind"] == "upload"
+        r = client.post("/api/sessions/upload", files={"file": ("x.npy", b"garbage", "application/octet-stream")})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+        r = client.post("/api/sessions/upload", files={"file": ("big.npz", b"0" * (21 * 1024 * 1024), "x/y")})
+        assert r.status_code == 413
+    assert np.abs(again - served).max() == 0
+
+
+def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
+    import base64
+    import subprocess
+    sid = server.create_session(seed=2)["id"]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[36:52, 20:44] = 255                      # the mouth region
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    mask_b64 = base64.b64encode(buffer.getvalue()).decode()
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            await page.send(type="compute_directions", method="sefa", params={"num": 8}, rid="c")
+            sefa = await page.until(is_type("directions"))
+            frames_before = len(page.frames)
+            await page.send(type="walk", set=sefa["set"], walks=[{"index": 0, "amount": 3.0}])
+            while not any(f[0] == 2 for f in page.frames[frames_before:]):
+                await page.receive()
+            await page.send(type="walk", set=sefa["set"], walks=[{"index": 0, "amount": 3.0},
+                                                                  {"index": 1, "amount": -2.0}], commit=True)
+            committed = await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 1)
+            await page.send(type="compute_directions", method="reds", params={"num": 4}, rid="no-mask")
+            refused = await page.until(is_type("error"))
+            await page.send(type="set_mask", mask=mask_b64)
+            masked = await page.until(lambda e: e["type"] == "state" and e["session"]["has_mask"])
+            await page.send(type="compute_directions", method="reds", params={"num": 4})
+            reds = await page.until(is_type("directions"))
+            await page.send(type="walk", set=reds["set"], walks=[{"index": 0, "amount": 2.0}], kind="curved",
+                            commit=True)
+            curved = await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 2)
+            await page.send(type="compute_directions", method="nope")
+            unknown = await page.until(is_type("error"))
+            return sefa, committed, refused, masked, reds, curved, unknown
+
+    sefa, committed, refused, masked, reds, curved, unknown = run(scenario())
+    assert sefa["rid"] == "c" and sefa["method"] == "sefa" and sefa["count"] == 8 and len(sefa["scales"]) == 8
+    assert [h["kind"] for h in committed["session"]["history"]] == ["start", "walk"]
+    assert refused["rid"] == "no-mask" and "mask" in refused["message"]
+    assert reds["count"] >= 1
+    assert [h["kind"] for h in curved["session"]["history"]] == ["start", "walk", "walk"]
+    assert unknown["code"] == "bad_request" and "nope" in unknown["message"]
+    with server.client() as client:
+        log = client.get(f"/api/sessions/{sid}/log.json").json()
+        image = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        methods = client.get("/api/methods").json()
+        client.post(f"/api/sessions/{sid}/commands", json={"type": "goto", "index": 1})
+        start = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+    assert {m["name"] for m in methods["directions"]} >= {"sefa", "reds"}
+    assert any(m["name"] == "draggan" for m in methods["drag"])
+    # the region edit (compared with the image before it) changed mostly the painted region
+    change = np.abs(image - start).mean(axis=2)
+    inside = change[mask > 0].mean()
+    outside = change[mask == 0].mean()
+    assert inside > 1.0 and inside > 3 * outside
+    # the sefa walk replays headless (the region walk uses its recorded latent)
+    path = tmp_path / "walk-log.json"
+    path.write_text(json.dumps(log))
+    out = tmp_path / "walked.png"
+    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
+                           "--tolerance", "1e-4"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "walk    recomputed" in done.stdout and "walk    recorded" in done.stdout
+    assert np.abs(np.asarray(Image.open(out).convert("RGB")).astype(np.float32) - image).max() <= 2
+
+
+def test_slow_page_gets_fewer_fresher_frames(server):
+    """A page that does not acknowledge gets no backlog: one frame per credit, then only the newest."""
+    sid = server.create_session(seed=14)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid), auto_ack=False, credits=2) as page:
+            await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
+            await page.send(type="start_drag", params={"max_steps": 4})
+            done = await page.until(is_type("done"))
+            await page.until(is_type("state"))
+            held = list(page.frames)
+            await page.send(type="ack", seq=held[-1][1])          # one credit back
+            newest = await page.receive(timeout=30)
+            while not isinstance(newest, tuple):
+                newest = await page.receive(timeout=30)
+            return done, held, newest
+
+    done, held, newest = run(scenario())
+    assert done["steps"] == 4
+    assert len(held) == 2                       # the opening image and one drag frame: two credits
+    assert held[1][0] == 1 and held[1][2] < 4
+    assert newest[0] == 1 and newest[2] == 4    # the frame waiting was the newest, the last step
+    assert newest[1] == held[-1][1] + 1         # and nothing older was queued before it

@@ -14,7 +14,8 @@ from dragwalk.server.config import Settings
 from dragwalk.server.frames import CreditGate, pack_frame, unpack_frame
 from dragwalk.server.messages import MessageError, parse_message
 from dragwalk.server.scheduler import Scheduler
-from dragwalk.server.session import HistoryError, PointsError, SessionDocument, mask_from_png, mask_to_png
+from dragwalk.drag.points import PointError
+from dragwalk.server.session import HistoryError, SessionDocument, mask_from_png, mask_to_png
 from dragwalk.server.store import SQLiteStore, open_store
 
 
@@ -94,7 +95,7 @@ def test_points_and_mask_validation():
     assert validate_points([[0, 0]], [[63, 63]], 64, 4) == ([(0.0, 0.0)], [(63.0, 63.0)])
     for handles, targets in [([[0, 0]], []), ([[64.5, 0]], [[1, 1]]), ([[float("nan"), 0]], [[1, 1]]),
                              ([[0, 0]] * 5, [[1, 1]] * 5), ([[0]], [[1, 1]])]:
-        with pytest.raises(PointsError):
+        with pytest.raises(PointError):
             validate_points(handles, targets, 64, 4)
     mask = np.eye(64, dtype=bool)
     assert np.array_equal(mask_from_png(mask_to_png(mask), 64), mask)

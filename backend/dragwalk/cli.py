@@ -15,7 +15,6 @@ from pathlib import Path
 from .models import DEFAULT_MODEL, ModelError, list_models, load_model
 
 #: packages whose ``cli.register(subparsers)`` adds commands (drag, walk, bench, ...)
-#: (a module not present in this build is skipped, so an engine can land on its own)
 COMMAND_MODULES: tuple[str, ...] = (
     "dragwalk.drag.cli",          # drag
     "dragwalk.directions.cli",    # directions compute, walk
@@ -23,16 +22,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dragwalk.server.cli",        # replay
     "dragwalk.bench.cli",         # bench NAME
 )
-
-
-def import_optional(module_name: str):
-    """Import an engine's module, or None when that engine is not part of this build."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
 
 
 class CLIError(Exception):
@@ -112,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     for module_name in COMMAND_MODULES:
-        module = import_optional(module_name)
-        if module is not None:
-            module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..models.base import Generator
 from .base import DirectionSet
-from .labelled import dragwalk_home, model_dir
+from ..home import dragwalk_home
+from .labelled import model_dir
 from .methods import INPUTS, check_method, compute_directions, resolved_params
 
 _fingerprints: "weakref.WeakKeyDictionary[Generator, str]" = weakref.WeakKeyDictionary()

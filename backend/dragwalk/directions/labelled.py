@@ -7,7 +7,6 @@ every supervised method and attribute then reuses the same file.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..home import dragwalk_home
 from ..models.base import Generator
 from .base import edit_space, sample_space
 from .scorers import SCORERS, check_attribute
-
-
-def dragwalk_home() -> Path:
-    """``$DRAGWALK_HOME`` or ``~/.dragwalk``: where caches live."""
-    return Path(os.environ.get("DRAGWALK_HOME") or Path.home() / ".dragwalk").expanduser()
 
 
 def model_dir(root: Path, model: str) -> Path:

@@ -85,14 +85,16 @@ def _as_points(points: Any, what: str) -> list[Point]:
     return out
 
 
-def validate_points(handles: Any, targets: Any, resolution: int) -> tuple[list[Point], list[Point]]:
+def validate_points(handles: Any, targets: Any, resolution: int, allow_empty: bool = False
+                    ) -> tuple[list[Point], list[Point]]:
     """Check handle/target lists against an image of side ``resolution``.
 
-    Refuses empty lists, mismatched counts, non-finite values and points outside
-    ``[0, resolution - 1]`` (the centres of the first and last pixel).
+    Refuses empty lists (unless ``allow_empty``: an editor may clear its points), mismatched
+    counts, non-finite values and points outside ``[0, resolution - 1]`` (the centres of the
+    first and last pixel).
     """
     hs, ts = _as_points(handles, "handles"), _as_points(targets, "targets")
-    if not hs:
+    if not hs and not (allow_empty and not ts):
         raise PointError("no handle points given: a drag needs at least one handle -> target pair")
     if len(hs) != len(ts):
         raise PointError(f"{len(hs)} handle(s) but {len(ts)} target(s): each handle needs exactly one target")

@@ -7,15 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..home import dragwalk_home
 from ..models import DEFAULT_MODEL
 
 #: the repository's static page, unless DRAGWALK_FRONTEND says otherwise
 DEFAULT_FRONTEND = Path(__file__).resolve().parents[3] / "frontend"
-
-
-def dragwalk_home() -> Path:
-    """``$DRAGWALK_HOME``, default ``~/.dragwalk``: the session store and direction cache live here."""
-    return Path(os.environ.get("DRAGWALK_HOME") or Path.home() / ".dragwalk").expanduser()
 
 
 def directions_root() -> Path:

@@ -19,7 +19,8 @@ from .ops_base import _engine, error_event  # noqa: F401  (re-exported for route
 from .ops_drag import DragCommands
 from .ops_photo import InversionCommands
 from .ops_walk import DirectionCommands
-from .session import HistoryError, PointsError, decode_base64, mask_from_png
+from ..drag.points import PointError
+from .session import HistoryError, decode_base64, mask_from_png
 
 
 class Editor(DragCommands, DirectionCommands, InversionCommands):
@@ -47,7 +48,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
     async def on_set_points(self, live: LiveSession, msg: Any, client: Any) -> None:
         try:
             live.doc.set_points(msg.handles, msg.targets, self.limits.max_points)
-        except PointsError as exc:
+        except PointError as exc:
             raise ApiError("invalid_points", str(exc)) from None
         control = getattr(live, "drag_control", None)
         if live.busy == "drag" and control is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..drag.points import PointError
+from ..drag.points import validate_points as check_points
 from ..latent_io import latent_from_dict, latent_to_dict, latent_to_npz_bytes, load_latent
 from ..models.base import Latent
 
@@ -29,10 +30,6 @@ _PAYLOAD_MAGIC = b"DWS1"
 
 class HistoryError(ValueError):
     """An undo/redo/goto that the history cannot do (nothing to undo, index out of range)."""
-
-
-class PointsError(ValueError):
-    """Points that cannot be used: unequal counts, too many, not finite, outside the image."""
 
 
 @dataclass
@@ -58,26 +55,10 @@ def _cpu(latent: Latent) -> Latent:
 
 def validate_points(handles: Any, targets: Any, resolution: int, max_points: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Checked copies of ``handles``/``targets``: equal counts, at most ``max_points``, finite, in the image."""
-    def parse(points: Any, name: str) -> list[tuple[float, float]]:
-        out = []
-        for i, p in enumerate(points):
-            if len(p) != 2:
-                raise PointsError(f"{name}[{i}] must be [x, y]")
-            x, y = float(p[0]), float(p[1])
-            if not (math.isfinite(x) and math.isfinite(y)):
-                raise PointsError(f"{name}[{i}] is not finite")
-            if not (0 <= x <= resolution - 1 and 0 <= y <= resolution - 1):
-                raise PointsError(f"{name}[{i}] = ({x:g}, {y:g}) is outside the "
-                                  f"{resolution}x{resolution} image")
-            out.append((x, y))
-        return out
-
-    h, t = parse(handles, "handles"), parse(targets, "targets")
-    if len(h) != len(t):
-        raise PointsError(f"{len(h)} handles but {len(t)} targets: each handle needs a target")
+    """The drag engine's point checks (empty allowed: the page may clear its points), plus a cap."""
+    h, t = check_points(handles, targets, resolution, allow_empty=True)
     if len(h) > max_points:
-        raise PointsError(f"at most {max_points} point pairs, got {len(h)}")
+        raise PointError(f"at most {max_points} point pairs, got {len(h)}")
     return h, t
 
 

@@ -101,7 +101,7 @@ class SQLiteStore(SessionStore):
 
 def default_store_path() -> Path:
     """``$DRAGWALK_HOME/sessions.sqlite3``; ``DRAGWALK_HOME`` defaults to ``~/.dragwalk``."""
-    from .config import dragwalk_home
+    from ..home import dragwalk_home
     return dragwalk_home() / "sessions.sqlite3"
 
 

@@ -36,7 +36,7 @@ class FreeDrag(DragMethod):
     label = "FreeDrag"
     description = ("Adaptive feature templates with line search and backtracking instead of "
                    "per-step point tracking (Ling et al. 2024).")
-    lr = 1e-2   # as for DragGAN: the paper's 2e-3 is for StyleGAN's w (see draggan.py)
+    lr = 2e-3   # the paper's; models tune their own (see draggan.py)
     lambda_mask = 10.0
     params = {
         "l": Param(0.3, 0.05, 1.0, "Expected distance l", "per-sub-motion feature change the line search aims for"),
@@ -46,8 +46,9 @@ class FreeDrag(DragMethod):
         "candidates": Param(10.0, 2.0, 50.0, "Line-search candidates", integer=True),
     }
 
-    def __init__(self, context: MethodContext, values: dict[str, float] | None = None):
-        super().__init__(context, values)
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None,
+                 defaults: dict[str, float] | None = None):
+        super().__init__(context, values, defaults)
         s = self.values["spacing"]
         grid = torch.tensor([-s, 0.0, s], device=context.device)
         yy, xx = torch.meshgrid(grid, grid, indexing="ij")

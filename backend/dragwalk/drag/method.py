@@ -49,6 +49,17 @@ class MethodContext:
     device: torch.device
 
 
+def model_defaults(generator: Any, method: str) -> dict[str, float]:
+    """The settings a model tuned for ``method``: its ``"*"`` entry, then the method's own.
+
+    Defaults belong to a model: what was tuned on the 64 px DCGAN (a feature blur, a
+    larger lr) lives in that adapter's ``drag_defaults`` and never reaches StyleGAN,
+    whose drags start from the papers' values (the method classes' own defaults).
+    """
+    table = getattr(generator, "drag_defaults", None) or {}
+    return {**table.get("*", {}), **table.get(method, {})}
+
+
 class DragMethod(abc.ABC):
     """Base class of drag methods. Subclasses set the class attributes and implement the hooks.
 
@@ -64,19 +75,29 @@ class DragMethod(abc.ABC):
     lambda_mask: ClassVar[float] = 20.0
     params: ClassVar[dict[str, Param]] = {}
 
-    def __init__(self, context: MethodContext, values: dict[str, float] | None = None):
+    #: True for methods that move content by warping a feature map (see :meth:`field`)
+    warps: ClassVar[bool] = False
+
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None,
+                 defaults: dict[str, float] | None = None):
         self.ctx = context
-        self.values = self.resolve(values or {})
+        self.values = self.resolve(values or {}, defaults)
 
     # ----------------------------------------------------------------- description
     @classmethod
-    def resolve(cls, values: dict[str, Any]) -> dict[str, float]:
-        """Method parameters with defaults filled in; ValueError for unknown or bad values."""
+    def resolve(cls, values: dict[str, Any], defaults: dict[str, float] | None = None) -> dict[str, float]:
+        """Method parameters: ``values``, else the model's ``defaults``, else the method's own.
+
+        ValueError for unknown or out-of-range values.
+        """
         unknown = sorted(set(values) - set(cls.params))
         if unknown:
             known = ", ".join(cls.params) or "none"
             raise ValueError(f"method {cls.name!r} has no parameter(s) {', '.join(unknown)} (known: {known})")
         out = {k: p.default for k, p in cls.params.items()}
+        for k, v in (defaults or {}).items():
+            if k in cls.params:
+                out[k] = cls.params[k].check(k, v)
         for k, v in values.items():
             out[k] = cls.params[k].check(k, v)
         return out
@@ -89,14 +110,21 @@ class DragMethod(abc.ABC):
         return max(base * resolution / 512.0, base)
 
     @classmethod
-    def describe(cls) -> dict[str, Any]:
-        """JSON-friendly description for the method picker: label, defaults, tunable parameters."""
+    def describe(cls, generator: Any = None) -> dict[str, Any]:
+        """JSON-friendly description for the method picker: label, defaults, tunable parameters.
+
+        With a ``generator`` the defaults are that model's (see :func:`model_defaults`).
+        """
+        tuned = model_defaults(generator, cls.name) if generator is not None else {}
+        values = cls.resolve({}, tuned)
         return {
             "name": cls.name,
             "label": cls.label,
             "description": cls.description,
-            "defaults": {"lr": cls.lr, "lambda_mask": cls.lambda_mask, "stop_distance": None},
-            "params": {k: {"default": p.default, "min": p.minimum, "max": p.maximum, "label": p.label,
+            "defaults": {"lr": float(tuned.get("lr", cls.lr)),
+                         "lambda_mask": float(tuned.get("lambda_mask", cls.lambda_mask)),
+                         "stop_distance": None},
+            "params": {k: {"default": values[k], "min": p.minimum, "max": p.maximum, "label": p.label,
                            "help": p.help, "integer": p.integer} for k, p in cls.params.items()},
         }
 
@@ -126,6 +154,16 @@ class DragMethod(abc.ABC):
         """Which handles count as done (``[K]`` bool); plain distance by default."""
         return (targets - handles).norm(dim=1) <= stop_distance
 
+    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor | None:
+        """A backward displacement field ``[s, s, 2]`` (image px, on the feature map's cells) that
+        takes the content at each handle to its target, or ``None`` for methods that only
+        optimise. ``keep`` (``[1, 1, s, s]``, 1 = keep) is the painted mask's complement.
+
+        The run warps the feature layer with it once, before the first step: the content
+        moves by construction, and the steps after that only refine.
+        """
+        return None
+
 
 #: knobs every method has: how the run treats the latent, whatever the loss
 COMMON_PARAMS: dict[str, Param] = {
@@ -135,7 +173,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "offset_decay": Param(0.0, 0.0, 100.0, "Spatial-latent decay",
                           "weight of the mean squared spatial offset in the loss: keeps the "
                           "edit small where the motion does not need it"),
-    "smooth": Param(1.0, 0.0, 4.0, "Feature smoothing passes",
+    "smooth": Param(0.0, 0.0, 4.0, "Feature smoothing passes",
                     "binomial low-pass of the feature map before tracking and supervision: removes "
                     "the checkerboard of transposed convolutions that makes tracking jump",
                     integer=True),

@@ -23,9 +23,14 @@ from torch import Tensor
 
 from ..models.base import Generator, Latent
 from . import features as fx
+from . import field as fd
 from .config import DragConfig
-from .method import METHODS, DragMethod, MethodContext
+from .method import METHODS, DragMethod, MethodContext, model_defaults
 from .points import Point, validate_mask, validate_points
+from .verify import Arrival, content_arrival
+
+#: why a run ended (``DragStep.reason``); ``None`` while it runs
+REASONS = ("converged", "nothing_to_move", "tracking_lost", "max_steps")
 
 
 @dataclass
@@ -33,9 +38,12 @@ class DragStep:
     """What one step produced.
 
     ``remaining`` is the mean and ``max_remaining`` the largest handle-to-target
-    distance in image px; ``image`` (``[1, 3, H, W]`` in ``[-1, 1]``) is present only
-    when the step was asked to render. ``converged`` tells a finished run that reached
-    its targets from one that ran out of steps.
+    distance in image px, ``distances`` the distance of each pair; ``idle`` marks pairs
+    that were within the stop distance when they were set ("nothing to move").
+    ``image`` (``[1, 3, H, W]`` in ``[-1, 1]``) is present only when the step was asked
+    to render. A finished step says why in ``reason`` (one of :data:`REASONS`);
+    ``converged`` is true only when an image-space check (:mod:`.verify`) found every
+    handle's first-frame content at its target, whatever the tracker believes.
     """
 
     step: int
@@ -46,6 +54,9 @@ class DragStep:
     done: bool
     image: Tensor | None = None
     converged: bool = False
+    reason: str | None = None
+    distances: list[float] | None = None
+    idle: list[bool] | None = None
 
 
 class DragRun:
@@ -74,29 +85,42 @@ class DragRun:
         if self.mode not in generator.drag_modes:
             raise ValueError(f"unknown drag mode {self.mode!r} for {generator.name} "
                              f"(known: {', '.join(generator.drag_modes)})")
-        self.method: DragMethod = method_cls(MethodContext(res, info.size, self.device), self.config.params)
-        self.lr = self.config.lr if self.config.lr is not None else method_cls.lr
-        self.lambda_mask = self.config.lambda_mask if self.config.lambda_mask is not None else method_cls.lambda_mask
+        tuned = model_defaults(generator, method_cls.name)
+        self.method: DragMethod = method_cls(MethodContext(res, info.size, self.device), self.config.params, tuned)
+        self.lr = self.config.lr if self.config.lr is not None else float(tuned.get("lr", method_cls.lr))
+        self.lambda_mask = (self.config.lambda_mask if self.config.lambda_mask is not None
+                            else float(tuned.get("lambda_mask", method_cls.lambda_mask)))
         self.stop_distance = (self.config.stop_distance if self.config.stop_distance is not None
                               else method_cls.default_stop_distance(res, len(hs)))
-        self.variables = generator.drag_variables(latent.to(self.device), self.mode)
-        self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
         self._targets = torch.tensor(ts, dtype=torch.float32, device=self.device)
         self._handles = torch.tensor(hs, dtype=torch.float32, device=self.device)
-        self._shown = self.variables.latent().detach()   # latent the handles belong to
-        self._image: Tensor | None = None                 # its image, when rendered
         self.step_count = 0
         self._budget_start = 0
         self.converged = False
+        self.reason: str | None = None
         self._finished = False
+        self.arrival: Arrival | None = None
+        start = latent.to(self.device).detach()
         with torch.no_grad():
-            first = generator.synthesize(self._shown, self.feature_layer, stop_at_feature=True).features
+            first = generator.synthesize(start, self.feature_layer, stop_at_feature=True).features
         self._keep = None
         # as in DragGAN, a mask that is all "may change" (or all "keep") adds no term
         if self.mask is not None and float(self.mask.max() - self.mask.min()) > 0:
             self._keep = 1.0 - fx.resize_mask(self.mask, first.shape[-1])
         self._reference = first.detach()                  # F0 for the mask term
+        self._origin_image = self._render(start)          # what the user saw when the points were set
+        self._origin_handles = self._handles.clone()
+        self._idle = self.distances() <= self.stop_distance
+        warped = self.method.warps and not bool(self._idle.all())
+        if warped:
+            start = self._warped(start)
+        self.variables = generator.drag_variables(start, self.mode)
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
+        self._shown = self.variables.latent().detach()   # latent the handles belong to
+        self._image: Tensor | None = None                 # its image, when rendered
         self._restart(first)
+        if warped:
+            self._handles = self._targets.clone()   # where the warp put them; the first step tracks
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Vector latents at ``lr``; spatial offsets (4-D) at ``lr * offset_lr``."""
@@ -126,13 +150,53 @@ class DragRun:
     def distances(self) -> Tensor:
         return (self._targets - self._handles).norm(dim=1)
 
+    def _render(self, latent: Latent) -> Tensor:
+        with torch.no_grad():
+            return self.generator.render(latent).detach()
+
+    def _warped(self, latent: Latent) -> Latent:
+        """``latent`` with the feature layer warped so each handle's content sits at its target.
+
+        Everything the network reads after that layer (:meth:`Generator.carried`) is
+        warped with the method's field; the differences become additive offsets.
+        """
+        with torch.no_grad():
+            carried = self.generator.carried(latent, self.feature_layer)
+            keep = self._keep
+            field = self.method.field(self._handles, self._targets, keep)
+            offsets = dict(latent.offsets)
+            for name, value in carried.items():
+                f = field
+                if value.shape[-1] != field.shape[0]:
+                    f = torch.nn.functional.interpolate(field.permute(2, 0, 1)[None], size=value.shape[-2:],
+                                                        mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+                moved = fd.warp(value, f, self.generator.resolution)
+                offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved - value)
+        return Latent(latent.space, latent.code, offsets)
+
     def _restart(self, features: Tensor) -> None:
-        """Start (or restart after new points) from ``features`` of the shown latent."""
+        """Start (or restart after new points) from ``features`` of the points' first frame."""
         self.method.start(fx.binomial_blur(features.detach(), int(self.method.values["smooth"])), self._handles)
         self._budget_start = self.step_count
-        arrived = self.method.arrived(self._handles, self._targets, self.stop_distance)
-        self.converged = bool(arrived.all())
-        self._finished = self.converged
+        self.converged = False
+        self.reason = None
+        self.arrival = None
+        self._finished = False
+        if bool(self._idle.all()):
+            self._finish("nothing_to_move", tracker_arrived=True)
+
+    def _finish(self, why: str, tracker_arrived: bool) -> None:
+        """End the run; converged only if the content is found at the targets in the image."""
+        self._finished = True
+        self.arrival = content_arrival(self._origin_image, self.render(), self._origin_handles, self._targets,
+                                       self.stop_distance)
+        self.converged = self.arrival.all_arrived
+        if why == "nothing_to_move":
+            self.reason = why
+        elif self.converged:
+            self.reason = "converged"
+        else:
+            self.reason = "tracking_lost" if tracker_arrived else "max_steps"
 
     def set_points(self, handles: Sequence[Sequence[float]], targets: Sequence[Sequence[float]]) -> None:
         """Continue the drag from the current latent with new points (same optimiser state).
@@ -145,9 +209,23 @@ class DragRun:
         self._targets = torch.tensor(ts, dtype=torch.float32, device=self.device)
         if self.config.stop_distance is None:   # the default depends on the number of points
             self.stop_distance = type(self.method).default_stop_distance(self.generator.resolution, len(hs))
+        self._origin_image = self.render()
+        self._origin_handles = self._handles.clone()
+        self._idle = self.distances() <= self.stop_distance
         with torch.no_grad():
             feats = self.generator.synthesize(self._shown, self.feature_layer, stop_at_feature=True).features
+        if self.method.warps and not bool(self._idle.all()):
+            self._move_to(self._warped(self._shown))
         self._restart(feats)
+        if self.method.warps and not bool(self._idle.all()):
+            self._handles = self._targets.clone()
+
+    def _move_to(self, latent: Latent) -> None:
+        """Continue from ``latent`` (a warp mid-drag): new variables, the optimiser's lr kept."""
+        self.variables = self.generator.drag_variables(latent, self.mode)
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
+        self._shown = self.variables.latent().detach()
+        self._image = None
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate in place: latent, optimiser moments and points are kept."""
@@ -178,11 +256,11 @@ class DragRun:
             self._handles = self.method.track(feats.detach(), self._handles, self._targets)
         self._shown = latent.detach()
         self._image = out.image.detach() if out.image is not None else None
-        arrived = self.method.arrived(self._handles, self._targets, self.stop_distance)
+        arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
         if bool(arrived.all()):
-            self.converged, self._finished = True, True
+            self._finish("arrived", tracker_arrived=True)
         elif self.step_count - self._budget_start >= self.config.max_steps:
-            self._finished = True
+            self._finish("max_steps", tracker_arrived=False)
         else:
             loss = self.method.loss(feats, self._handles, self._targets, ~arrived)
             if self._keep is not None and self.lambda_mask > 0:
@@ -200,7 +278,8 @@ class DragRun:
     def _report(self, image: Tensor | None) -> DragStep:
         dist = self.distances()
         return DragStep(self.step_count, self.handles, self.targets, float(dist.mean()), float(dist.max()),
-                        self._finished, image, self.converged)
+                        self._finished, image, self.converged, self.reason if self._finished else None,
+                        [float(d) for d in dist.tolist()], [bool(i) for i in self._idle.tolist()])
 
 
 def drag(generator: Generator, latent: Latent, handles: Sequence[Sequence[float]],

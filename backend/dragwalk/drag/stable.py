@@ -40,7 +40,7 @@ class StableDrag(DragGAN):
     label = "Stable (ours)"
     description = ("DragGAN with patch tracking, tracking confidence and first-frame-template "
                    "supervision (StableDrag-style); the best measured on the default model.")
-    lr = 1e-2
+    lr = 2e-3
     lambda_mask = 20.0
     params = {
         **DragGAN.params,
@@ -59,8 +59,9 @@ class StableDrag(DragGAN):
                                 "below it, supervise with the template alone"),
     }
 
-    def __init__(self, context: MethodContext, values: dict[str, float] | None = None):
-        super().__init__(context, values)
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None,
+                 defaults: dict[str, float] | None = None):
+        super().__init__(context, values, defaults)
         self.confidence: Tensor | None = None
         self.anchor_templates: Tensor | None = None
 

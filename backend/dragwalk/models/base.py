@@ -113,6 +113,9 @@ class Generator(nn.Module, abc.ABC):
     default_feature_layer: str = ""
     #: drag modes (which part of the latent is optimised), the first is the default
     drag_modes: tuple[str, ...] = ("code",)
+    #: drag settings tuned for this model: method name (or ``"*"`` for all) -> DragConfig
+    #: fields (``lr``, ``lambda_mask``) and method parameters; empty = the papers' defaults
+    drag_defaults: dict[str, dict[str, float]] = {}
 
     # ----------------------------------------------------------------- latents
     @abc.abstractmethod
@@ -145,6 +148,17 @@ class Generator(nn.Module, abc.ABC):
         With ``stop_at_feature`` the blocks after ``feature_layer`` are skipped and
         ``image`` is ``None``: a drag step only needs the features.
         """
+
+    def carried(self, latent: Latent, layer: str) -> dict[str, Tensor]:
+        """Everything the network after ``layer`` reads, keyed like ``Latent.offsets``.
+
+        Warping all of these (and adding the difference as offsets) moves the content
+        the rest of the network renders. For most networks that is the layer's activation
+        alone; StyleGAN2's skip generator also carries the image summed so far.
+        """
+        features = self.synthesize(latent, layer, stop_at_feature=True).features
+        assert features is not None
+        return {layer: features}
 
     def render(self, latent: Latent) -> Tensor:
         """The image alone, ``[N, 3, H, W]`` in ``[-1, 1]``."""

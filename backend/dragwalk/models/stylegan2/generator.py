@@ -30,6 +30,8 @@ from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisN
 DRAG_ROWS = 6
 #: DragGAN reads features after the sixth synthesis block
 FEATURE_BLOCK = 6
+#: offset key suffix for a block's incoming skip image (see ``StyleGAN2Generator.carried``)
+RGB_SUFFIX = ":rgb"
 
 
 class StyleGAN2Generator(Generator):
@@ -161,28 +163,58 @@ class StyleGAN2Generator(Generator):
                              f"got {list(code.shape)}")
         return code
 
-    def synthesize(self, latent: Latent, feature_layer: str | None = None,
-                   stop_at_feature: bool = False) -> Synthesis:
+    def _check_offsets(self, latent: Latent) -> None:
+        """Offsets name a block (``b64``: its activation) or a block's skip image (``b64:rgb``)."""
+        for name in latent.offsets:
+            base, _, part = name.partition(":")
+            self.layer(base)
+            if part not in ("", RGB_SUFFIX[1:]):
+                raise ValueError(f"{self.name}: unknown offset {name!r} (a block name, or a block name "
+                                 f"followed by {RGB_SUFFIX!r})")
+
+    def _forward(self, latent: Latent, feature_layer: str | None, stop_at_feature: bool
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """(image, features, skip image entering ``feature_layer``'s ToRGB sum)."""
         if feature_layer is not None:
             self.layer(feature_layer)
-        for name in latent.offsets:
-            self.layer(name)
+        self._check_offsets(latent)
         ws = self.ws(latent).to(self.device)
         fp16 = self.half and ws.device.type == "cuda"
-        x = img = features = None
+        x = img = features = skip = None
         for (name, block), rows in zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)):
             x = block.features(x, rows, self.noise_mode, fp16)
             if name in latent.offsets:
                 x = x + latent.offsets[name].to(x.dtype)
+            skip = block.skip_image(img)
+            if skip is not None and name + RGB_SUFFIX in latent.offsets:
+                skip = skip + latent.offsets[name + RGB_SUFFIX]
             if name == feature_layer:
                 features = x.float()
                 if stop_at_feature:
-                    return Synthesis(None, features)
-            img = block.image(x, img, rows)
+                    return None, features, skip
+            img = block.image(x, skip, rows, upsampled=True)
         image = img.clamp(-1, 1)
         if feature_layer == "image":
             features = image
+        return image, features, None
+
+    def synthesize(self, latent: Latent, feature_layer: str | None = None,
+                   stop_at_feature: bool = False) -> Synthesis:
+        image, features, _ = self._forward(latent, feature_layer, stop_at_feature)
         return Synthesis(image, features)
+
+    def carried(self, latent: Latent, layer: str) -> dict[str, Tensor]:
+        """The block's activation and, in the skip architecture, the image summed so far
+        (``layer + ":rgb"``): the low frequencies of everything before ``layer`` live there,
+        so a warp of the activation alone would leave a ghost of the old content."""
+        if layer == "image":
+            raise ValueError(f"{self.name}: the image is not an intermediate layer")
+        _, features, skip = self._forward(latent, layer, True)
+        assert features is not None
+        out = {layer: features}
+        if skip is not None:
+            out[layer + RGB_SUFFIX] = skip
+        return out
 
     # ----------------------------------------------------------------- editing
     def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:

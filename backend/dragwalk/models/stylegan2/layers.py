@@ -278,9 +278,14 @@ class SynthesisBlock(nn.Module):
         x = self.conv0(x, rows[0], noise_mode)
         return self.conv1(x, rows[1], noise_mode)
 
-    def image(self, x: Tensor, img: Tensor | None, ws: Tensor) -> Tensor | None:
-        """The image so far: the previous one upsampled, plus this block's ToRGB (fp32)."""
-        if img is not None:
+    def skip_image(self, img: Tensor | None) -> Tensor | None:
+        """The previous blocks' image brought to this block's size (``None`` before the first)."""
+        return None if img is None else upsample2d(img, self.resample_filter)
+
+    def image(self, x: Tensor, img: Tensor | None, ws: Tensor, upsampled: bool = False) -> Tensor | None:
+        """The image so far: the previous one upsampled (unless ``upsampled`` says it already
+        is, see :meth:`skip_image`), plus this block's ToRGB (fp32)."""
+        if img is not None and not upsampled:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, ws[:, self.num_conv]).float()

@@ -1,0 +1,60 @@
+"""Ours: move the content by construction, by warping a feature map, then track and refine.
+
+Motion supervision pushes content a pixel per step and hopes a tracker follows; on the
+default model it moved content about three quarters of the way and repainted the whole
+face. Intermediate activations are spatial, so this method warps the feature layer
+itself with a smooth displacement field (:mod:`.field`) that takes every handle to its
+target, fades to zero away from the points and stays inside the painted mask. The
+difference is stored as an additive offset on that layer, which every latent can carry,
+and the rest of the network renders the moved content: one forward pass, no
+optimisation, and the editor can show it the moment a target is set.
+
+After the warp the run goes on like :class:`~dragwalk.drag.stable.StableDrag`: the
+tracker looks for each handle's first-frame patch, and where the content is not at
+its target yet (a mask cut the field short, points were added mid-drag) template
+supervision keeps pulling it there. Measured on the default model (`dragwalk bench drag
+--semantic`), 3-5 px drags of faces the method was not tuned on: see
+docs/ARCHITECTURE.md ("Drag") for the table behind the defaults.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import field as fd
+from .method import MethodContext, Param, register
+from .stable import StableDrag
+
+#: field radius at 64 px (scaled with the resolution): widest that keeps far pixels within 1/255
+SIGMA_64 = 7.0
+
+
+@register
+class WarpDrag(StableDrag):
+    name = "warp"
+    label = "Warp (ours)"
+    description = ("Moves the content by warping a feature map with a smooth field (exact at the "
+                   "targets, zero far away, confined to the mask), then tracks and refines.")
+    warps = True
+    params = {
+        **StableDrag.params,
+        "sigma": Param(0.0, 0.0, 256.0, "Field radius (px, 0 = auto)",
+                       "Gaussian radius of the displacement field; auto = 7 px at 64 px, scaled, and "
+                       "widened for long drags so the warp never folds"),
+        "field": Param(0.0, 0.0, 1.0, "Field shape (0 = RBF, 1 = MLS)",
+                       "0: Gaussian RBF interpolation of the motions; 1: moving least squares "
+                       "(similarity), which turns and scales a part as a whole between several points",
+                       integer=True),
+    }
+
+    def __init__(self, context: MethodContext, values: dict[str, float] | None = None,
+                 defaults: dict[str, float] | None = None):
+        super().__init__(context, values, defaults)
+        self.base_sigma = self.scaled("sigma", SIGMA_64 * 512.0 / 64.0, 1.0)
+
+    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
+        size = self.ctx.feature_size
+        sigma = fd.field_sigma(handles, targets, self.base_sigma)
+        region = None if keep is None else 1.0 - keep
+        kind = fd.FIELD_KINDS[int(self.values["field"])]
+        return fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)

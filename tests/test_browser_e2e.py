@@ -136,6 +136,21 @@ def drag_slider(page, locator, fraction: float) -> None:
     page.mouse.up()
 
 
+#: what the status line starts with for each way a drag ends (frontend/js/reasons.js)
+STATUS_TITLES = {"converged": "converged", "nothing_to_move": "nothing to move", "tracking_lost": "tracking lost",
+                 "max_steps": "max steps reached", "stopped": "stopped", "cancelled": "cancelled"}
+
+
+def expect_status(page, reason: str) -> str:
+    """The status line shows the done event's reason in words, and says "converged" only for it."""
+    status = page.get_by_test_id("drag-status")
+    expect(status).to_have_attribute("data-reason", reason)
+    expect(status).to_contain_text(STATUS_TITLES[reason])
+    text = status.inner_text()
+    assert ("converged" in text) == (reason == "converged"), text
+    return text
+
+
 # ------------------------------------------------------------------ the editing session
 def test_page_opens_and_shows_a_face(page, server, artifacts_dir):
     page.goto(server.url(f"/?seed={SEED}"))
@@ -227,6 +242,7 @@ def test_handle_and_target_are_placed_by_clicks(page, artifacts_dir):
 def test_drag_moves_the_image_and_the_handle_towards_the_target(page, artifacts_dir):
     before = pixels(page)
     start_distance = SEEN["start_distance"]
+    page.get_by_test_id("drag-method").select_option("stable")   # a drag that takes steps: stop mid-way
     page.get_by_test_id("drag-steps").fill("40")
     page.get_by_test_id("drag-lr").fill("0.01")
     page.get_by_test_id("drag-start").click()
@@ -246,8 +262,8 @@ def test_drag_moves_the_image_and_the_handle_towards_the_target(page, artifacts_
             assert not state(page, "s.drag.running"), "Stop stayed disabled during a running drag"
     wait_state(page, "!s.drag.running && s.drag.reason !== null && !s.session.busy")
     reason = state(page, "s.drag.reason")
-    assert reason in ("stopped", "converged", "max_steps"), reason
-    expect(page.get_by_test_id("drag-status")).to_have_text(f"done: {reason}")
+    assert reason in ("stopped", "converged", "max_steps", "tracking_lost"), reason
+    expect_status(page, reason)
     handle = np.array(page.evaluate("() => window.dragwalk.handles")[0])
     target = np.array(page.evaluate("() => window.dragwalk.targets")[0])
     remaining = float(np.linalg.norm(handle - target))
@@ -263,6 +279,80 @@ def test_drag_moves_the_image_and_the_handle_towards_the_target(page, artifacts_
     animation = Image.open(io.BytesIO(gif))
     assert animation.format == "GIF" and animation.n_frames >= 2
     (artifacts_dir / "ui-drag.gif").write_bytes(gif)
+
+
+def test_drag_reasons_distances_and_the_warp_preview_are_shown(browser, server, artifacts_dir):
+    """On its own page (seed 5): the method defaults are the model's, a pair already on its target has
+    nothing to move, the warp previews at once and converges, DragGAN out of steps says max_steps and
+    its tracker racing ahead of the face says tracking_lost, each with a per-pair distance."""
+    pg = new_page(browser)
+    try:
+        pg.goto(server.url("/?seed=5"))
+        wait_state(pg, "s.conn.state === 'open' && s.session && s.frameCount > 0")
+        # method defaults come from /api/methods?model=<the session's model>: the DCGAN's tuned lr
+        wait_state(pg, "s.methodsModel === s.session.model && s.methods.drag.some((m) => m.warps)")
+        pg.get_by_test_id("drag-method").select_option("draggan")
+        expect(pg.get_by_test_id("drag-lr")).to_have_value("0.01")      # the paper's is 0.002
+        pg.get_by_test_id("drag-method").select_option("warp")
+        pg.get_by_test_id("drag-steps").fill("40")
+        before = pixels(pg)
+
+        # a handle placed on its own target (click, then Enter at the same spot): nothing to move
+        click_model(pg, 30, 34)
+        pg.keyboard.press("Enter")
+        wait_state(pg, "s.session.points.handles.length === 1")
+        pg.get_by_test_id("drag-start").click()
+        wait_state(pg, "!s.drag.running && s.drag.reason === 'nothing_to_move' && !s.session.busy")
+        expect_status(pg, "nothing_to_move")
+        expect(pg.get_by_test_id("drag-pair")).to_have_text(["1: nothing to move"])
+        assert state(pg, "s.session.history.length") == 1
+        shot(pg, artifacts_dir, "16-nothing-to-move")
+
+        # a real pair with the Warp method: dropping the target shows the warped face at once,
+        # without a history entry; Start then converges
+        pg.get_by_test_id("points-clear").click()
+        wait_state(pg, "s.session.points.handles.length === 0")
+        click_model(pg, 30, 34)
+        click_model(pg, 36, 34)
+        wait_state(pg, "(s.framesByKind.preview || 0) >= 1 && s.preview && s.preview.shown")
+        assert state(pg, "s.lastFrame.kind") == "preview" and state(pg, "s.session.history.length") == 1
+        previewed = pixels(pg)
+        assert np.abs(previewed - before)[26:42, 24:42].mean() > 4, "the preview did not move the face"
+        shot(pg, artifacts_dir, "17-warp-preview")
+        pg.get_by_test_id("drag-start").click()
+        wait_state(pg, "!s.drag.running && s.drag.reason !== null && !s.session.busy", timeout=120_000)
+        expect_status(pg, "converged")
+        lines = pg.get_by_test_id("drag-pair").all_inner_texts()
+        assert len(lines) == 1 and re.fullmatch(r"1: \d+\.\d px", lines[0]) and float(lines[0][3:-3]) <= 1.0, lines
+        assert state(pg, "s.session.history.at(-1).kind") == "drag"
+        shot(pg, artifacts_dir, "18-warp-converged")
+
+        # DragGAN from the same face and points: out of steps, then (more steps) tracking lost
+        for steps, reason in (("2", "max_steps"), ("120", "tracking_lost")):
+            pg.get_by_test_id("undo").click()
+            wait_state(pg, "s.session.cursor === 0 && !s.session.busy")
+            pg.get_by_test_id("points-clear").click()
+            wait_state(pg, "s.session.points.handles.length === 0")
+            pg.get_by_test_id("drag-method").select_option("draggan")
+            pg.get_by_test_id("drag-steps").fill(steps)
+            previews = state(pg, "s.framesByKind.preview || 0")
+            click_model(pg, 30, 34)
+            click_model(pg, 36, 34)
+            wait_state(pg, "s.session.points.handles.length === 1")
+            pg.get_by_test_id("drag-start").click()
+            wait_state(pg, "!s.drag.running && s.drag.reason !== null && !s.session.busy", timeout=120_000)
+            text = expect_status(pg, reason)
+            assert state(pg, "s.framesByKind.preview || 0") == previews, "a method that does not warp previewed"
+            lines = pg.get_by_test_id("drag-pair").all_inner_texts()
+            assert len(lines) == 1 and lines[0].startswith("1: ") and lines[0].endswith(" px"), lines
+            if reason == "max_steps":
+                assert float(lines[0][3:-3]) > 1.0, lines
+            else:
+                assert "content did not follow" in text and "Warp" in text, text
+            shot(pg, artifacts_dir, f"19-draggan-{reason}")
+        assert pg.page_errors == [], pg.page_errors
+    finally:
+        pg.context.close()
 
 
 def test_undo_restores_the_previous_image_and_redo_brings_the_drag_back(page, artifacts_dir):

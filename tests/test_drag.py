@@ -168,7 +168,7 @@ def test_render_matches_the_tracked_points(generator, latent):
 
 
 def test_cancel_then_resume_with_new_points(generator, latent):
-    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(max_steps=300))
+    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="stable", max_steps=300))
     for _ in range(5):
         run.step()
     paused = run.latent
@@ -184,7 +184,7 @@ def test_cancel_then_resume_with_new_points(generator, latent):
 
 
 def test_set_lr_keeps_the_drag(generator, latent):
-    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(max_steps=300))
+    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="stable", max_steps=300))
     for _ in range(4):
         run.step()
     code, handles = run.latent.code.clone(), run.handles

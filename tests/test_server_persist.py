@@ -28,7 +28,7 @@ def test_kill_9_mid_drag_and_restart_restores_sessions(tmp_path):
                 await page.send(type="reseed", seed=13)
                 await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 1)
                 await page.send(type="set_points", handles=[[30.0, 34.0]], targets=[[50.0, 34.0]])
-                await page.send(type="start_drag", params={"max_steps": 500})
+                await page.send(type="start_drag", method="stable", params={"max_steps": 500})
                 await page.until(lambda e: e["type"] == "progress" and e["step"] >= 3, timeout=120)
                 await asyncio.sleep(0.3)            # let the periodic store of step >= 2 land
                 server.kill()                       # SIGKILL: no shutdown handler runs

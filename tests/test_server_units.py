@@ -182,3 +182,37 @@ def test_settings_flag_wins_over_environment():
     settings = Settings.from_args(args, env)
     assert settings.port == 8123 and settings.token == "t" and settings.host == "0.0.0.0"
     assert Settings.from_args(None, {}).host == "127.0.0.1"
+
+
+def test_drag_steps_carry_the_runs_reason_distances_and_idle_pairs(generator):
+    """The job reports what the DragRun decided (never a "converged" of its own making), one
+    distance and one idle flag per pair."""
+    from dragwalk.drag import DragConfig, DragRun
+    from dragwalk.server.jobs import DragControl, drag_preview, drag_steps
+
+    latent = generator.sample(3)
+    handles, targets = [[30.0, 34.0], [20.0, 20.0]], [[30.0, 34.0], [20.0, 20.0]]
+    control = DragControl(frame_wanted=lambda: False)
+    updates = list(drag_steps(lambda: DragRun(generator, latent, handles, targets, None,
+                                              DragConfig(method="warp", max_steps=5)), control))
+    assert len(updates) == 1 and updates[0].done and updates[0].step == 0
+    assert updates[0].reason == "nothing_to_move" and updates[0].idle == [True, True]
+    assert updates[0].distances == [0.0, 0.0] and updates[0].jpeg is not None     # the last step has a frame
+    control = DragControl(frame_wanted=lambda: False)
+    updates = list(drag_steps(lambda: DragRun(generator, latent, [[30.0, 34.0]], [[36.0, 34.0]], None,
+                                              DragConfig(method="draggan", max_steps=2)), control))
+    assert [u.reason for u in updates] == [None, "max_steps"] and updates[-1].step == 2
+    assert all(len(u.distances) == len(u.idle) == 1 and u.idle == [False] for u in updates)
+    # the preview: the warped image before any step, nothing else kept
+    preview = drag_preview(lambda: DragRun(generator, latent, [[30.0, 34.0]], [[36.0, 34.0]], None,
+                                           DragConfig(method="warp")), [[30.0, 34.0]], [[36.0, 34.0]])
+    assert preview.jpeg[:2] == b"\xff\xd8" and preview.idle == [False] and preview.seconds > 0
+
+
+def test_preview_drag_message_is_validated_like_start_drag():
+    msg = parse_message('{"type": "preview_drag", "method": "warp", "params": {"max_steps": 5}, "rid": "p"}')
+    assert msg.type == "preview_drag" and msg.method == "warp" and msg.rid == "p"
+    with pytest.raises(MessageError):
+        parse_message('{"type": "preview_drag", "handles": [[1, 1]]}')
+    with pytest.raises(MessageError):
+        parse_message('{"type": "preview_drag", "params": {' + ",".join(f'"k{i}": 1' for i in range(40)) + '}}')

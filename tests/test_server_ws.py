@@ -17,6 +17,8 @@ from PIL import Image
 from server_harness import PageClient, running_server
 
 HANDLE, TARGET = [30.0, 34.0], [36.0, 34.0]
+#: why a drag ends, in the run's own words (the server adds stopped / cancelled / error)
+RUN_REASONS = {"converged", "nothing_to_move", "tracking_lost", "max_steps"}
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +60,12 @@ def test_full_drag_streams_frames_and_progress(server):
             return page, done, state
 
     page, done, state = run(scenario())
-    assert done["op"] == "drag" and done["reason"] in ("max_steps", "converged") and done["steps"] >= 1
+    assert done["op"] == "drag" and done["reason"] in RUN_REASONS and done["steps"] >= 1
     progress = [e for e in page.events if e["type"] == "progress"]
     assert progress and all(e["op"] == "drag" for e in progress)
-    assert all({"step", "handles", "targets", "remaining", "max_remaining"} <= set(e) for e in progress)
+    assert all({"step", "handles", "targets", "remaining", "max_remaining", "distances", "idle"} <= set(e)
+               for e in progress)
+    assert all(len(e["distances"]) == len(e["idle"]) == 1 for e in progress)
     drag_frames = [f for f in page.frames if f[0] == 1]
     assert drag_frames, "no drag frames arrived"
     seqs = [f[1] for f in page.frames]
@@ -103,7 +107,7 @@ def test_stop_within_one_step_and_undo_redo(server):
     async def scenario():
         async with PageClient(server.ws_url(sid)) as page:
             await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
-            await page.send(type="start_drag", params={"max_steps": 500})
+            await page.send(type="start_drag", method="stable", params={"max_steps": 500})
             await page.until(lambda e: e["type"] == "progress" and e["step"] >= 1)
             # mid-drag: a new learning rate and new points resume the same drag
             await page.send(type="set_lr", lr=0.01, rid="lr")
@@ -158,7 +162,7 @@ def test_disconnect_mid_drag_stops_the_worker(server):
     async def scenario():
         async with PageClient(server.ws_url(sid)) as page:
             await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
-            await page.send(type="start_drag", params={"max_steps": 500})
+            await page.send(type="start_drag", method="stable", params={"max_steps": 500})
             await page.until(lambda e: e["type"] == "progress")
         # the page is gone; the server must notice and stop the drag within a step or two
         with server.client() as client:
@@ -201,7 +205,7 @@ def test_eight_sessions_drag_at_once(server):
 
     results = run(scenario())
     for done, progress, _ in results:
-        assert done["reason"] in ("max_steps", "converged") and done["steps"] >= 1
+        assert done["reason"] in RUN_REASONS and done["steps"] >= 1
         assert progress, "a session got no progress"
     # round robin: between two steps of one session, every session already stepping had its turn,
     # so no session waiting in the queue saw another take both its steps first
@@ -307,7 +311,7 @@ def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
             await page.send(type="reseed", seed=8)
             await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 1)
             await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
-            await page.send(type="start_drag", params={"max_steps": 300})
+            await page.send(type="start_drag", method="stable", params={"max_steps": 300})
             await page.until(is_type("progress"))
             # changed while the drag runs: recorded in the log, repeated by the replay
             await page.send(type="set_lr", lr=0.004)
@@ -439,3 +443,185 @@ def test_slow_page_gets_fewer_fresher_frames(server):
     assert held[1][0] == 1 and held[1][2] < 4
     assert newest[0] == 1 and newest[2] == 4    # the frame waiting was the newest, the last step
     assert newest[1] == held[-1][1] + 1         # and nothing older was queued before it
+
+
+# ------------------------------------------------------------------ how a drag ended, in the run's words
+async def _drag(server, sid, handles, targets, method=None, params=None):
+    """Set points, run one drag to its end; returns (page, done event, state after it)."""
+    async with PageClient(server.ws_url(sid)) as page:
+        await page.until(is_type("state"))
+        await page.send(type="set_points", handles=handles, targets=targets)
+        await page.until(lambda e: e["type"] == "state" and e["session"]["points"]["handles"] == handles)
+        await page.send(type="start_drag", **({"method": method} if method else {}), params=params or {})
+        done = await page.until(is_type("done"), timeout=180)
+        after = await page.until(is_type("state"))
+        return page, done, after
+
+
+def _progress(page):
+    return [e for e in page.events if e["type"] == "progress"]
+
+
+def _log_reason(server, sid):
+    with server.client() as client:
+        ops = client.get(f"/api/sessions/{sid}/log.json").json()["operations"]
+    return [op.get("reason") for op in ops if op["kind"] == "drag"]
+
+
+def test_handle_already_on_its_target_ends_with_nothing_to_move(server):
+    sid = server.create_session(seed=3)["id"]
+    page, done, after = run(_drag(server, sid, [HANDLE], [HANDLE], "warp", {"max_steps": 20}))
+    assert done["reason"] == "nothing_to_move", done
+    assert done["idle"] == [True] and done["distances"] == [0.0] and done["steps"] == 0
+    progress = _progress(page)
+    assert progress and all(e["idle"] == [True] and len(e["distances"]) == 1 for e in progress)
+    # nothing moved, so nothing was added to the history
+    assert [h["kind"] for h in after["session"]["history"]] == ["start"]
+
+
+def test_warp_drag_converges_and_reports_every_pair(server):
+    sid = server.create_session(seed=3)["id"]
+    handles, targets = [HANDLE, [20.0, 20.0]], [TARGET, [20.0, 20.0]]   # the second pair: nothing to move
+    page, done, after = run(_drag(server, sid, handles, targets, "warp", {"max_steps": 40}))
+    assert done["reason"] == "converged", done
+    progress = _progress(page)
+    assert progress and all(len(e["distances"]) == len(e["idle"]) == 2 for e in progress)
+    assert all(e["idle"] == [False, True] for e in progress) and done["idle"] == [False, True]
+    assert done["distances"][0] <= 1.0                     # the tracked handle sits on its target
+    assert [h["kind"] for h in after["session"]["history"]] == ["start", "drag"]
+    assert _log_reason(server, sid) == ["converged"]     # the history record keeps the verdict
+
+
+def test_draggan_drag_the_image_check_rejects_is_not_converged(server):
+    """DragGAN's tracker races to the target while the face stays put (seed 5, 6 px to the right):
+    the run calls that tracking_lost, and so must the server and the history."""
+    sid = server.create_session(seed=5)["id"]
+    page, done, _ = run(_drag(server, sid, [HANDLE], [TARGET], "draggan", {"max_steps": 120}))
+    assert done["reason"] == "tracking_lost", done
+    # the tracker itself believed it had arrived
+    assert done["distances"][0] <= 1.0 and done["steps"] < 120
+    assert all(len(e["distances"]) == 1 for e in _progress(page))
+    assert _log_reason(server, sid) == ["tracking_lost"]
+
+
+def test_a_drag_out_of_steps_ends_with_max_steps(server):
+    sid = server.create_session(seed=5)["id"]
+    page, done, _ = run(_drag(server, sid, [HANDLE], [TARGET], "draggan", {"max_steps": 2}))
+    assert done["reason"] == "max_steps" and done["steps"] == 2, done
+    assert done["distances"][0] > 1.0 and done["idle"] == [False]
+    assert _log_reason(server, sid) == ["max_steps"]
+
+
+def test_methods_describe_warping_and_per_model_defaults(server):
+    with server.client() as client:
+        plain = client.get("/api/methods").json()
+        tuned = client.get("/api/methods", params={"model": "digiface-dcgan64"}).json()
+        unknown = client.get("/api/methods", params={"model": "../../etc/passwd"})
+    by_name = {m["name"]: m for m in plain["drag"]}
+    tuned_by_name = {m["name"]: m for m in tuned["drag"]}
+    assert by_name["warp"]["warps"] is True and by_name["draggan"]["warps"] is False
+    assert tuned_by_name["warp"]["warps"] is True and tuned["model"] == "digiface-dcgan64"
+    # the default model's tuned settings (a feature blur, a larger lr) differ from the papers'
+    from dragwalk.drag import METHODS
+    from dragwalk.models import load_model
+    gen = load_model("digiface-dcgan64", "cpu")
+    for name in ("stable", "warp", "draggan"):
+        want = METHODS[name].describe(gen)
+        assert tuned_by_name[name]["params"]["lr"] == want["defaults"]["lr"]
+        assert tuned_by_name[name]["params"]["smooth"] == want["params"]["smooth"]["default"] == 1.0
+        assert by_name[name]["params"]["smooth"] == METHODS[name].describe()["params"]["smooth"]["default"]
+    assert tuned_by_name["stable"]["params"] != by_name["stable"]["params"]
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "bad_request"
+
+
+def test_preview_drag_sends_the_warped_image_quickly_and_stores_nothing(server):
+    """preview_drag renders what the warp method does to the current points as one frame (kind 4):
+    no history entry, nothing stored; its latency (request to frame) is printed and checked."""
+    import statistics
+    import time as _time
+
+    sid = server.create_session(seed=3)["id"]
+    with server.client() as client:
+        shown = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            errors = {}
+            await page.send(type="preview_drag", method="warp", rid="none")
+            errors["no_points"] = await page.until(is_type("error"))
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.until(lambda e: e["type"] == "state" and e["session"]["points"]["handles"])
+            await page.send(type="preview_drag", method="draggan", rid="nowarp")
+            errors["no_warp"] = await page.until(is_type("error"))
+            await page.send(type="preview_drag", method="warp", params={"max_steps": 99999}, rid="limit")
+            errors["limit"] = await page.until(is_type("error"))
+            latencies, frames, events = [], [], []
+            for i in range(11):
+                sent = _time.perf_counter()
+                await page.send(type="preview_drag", method="warp", rid=f"p{i}")
+                item = await page.receive()
+                while not (isinstance(item, tuple) and item[0] == 4):
+                    item = await page.receive()
+                latencies.append(_time.perf_counter() - sent)
+                frames.append(item)
+                events.append(await page.until(is_type("preview")))
+            opening = next(f for f in page.frames if f[0] == 0)
+            return errors, latencies, frames, events, opening
+
+    errors, latencies, frames, events, opening = run(scenario())
+    assert errors["no_points"]["code"] == "invalid_points" and errors["no_points"]["rid"] == "none"
+    assert errors["no_warp"]["code"] == "bad_request" and "warp" in errors["no_warp"]["message"]
+    assert errors["limit"]["code"] == "bad_request" and "max_steps" in errors["limit"]["message"]
+    assert all(e["idle"] == [False] and e["method"] == "warp" for e in events)
+    assert {e["rid"] for e in events} == {f"p{i}" for i in range(11)}
+    preview = np.asarray(Image.open(io.BytesIO(frames[-1][3])).convert("RGB")).astype(np.float32)
+    assert frames[-1][2] == 0 and preview.shape == (64, 64, 3)
+    # the content moved: the preview is the warped face, not the image the session shows (both JPEG
+    # frames of the same quality, so an unchanged image would differ by ~0), and most near the handle
+    before = np.asarray(Image.open(io.BytesIO(opening[3])).convert("RGB")).astype(np.float32)
+    change = np.abs(preview - before).mean(axis=2)
+    near = change[26:42, 24:42].mean()
+    print(f"preview change near the drag {near:.2f}, elsewhere {change.mean():.2f}")
+    assert near > 4.0 and near > 2 * change.mean()
+    steady = latencies[1:]                                  # the first one warms the warp up
+    median = statistics.median(steady)
+    compute = statistics.median(e["seconds"] for e in events[1:])
+    print(f"preview_drag latency over the real server: median {median * 1000:.1f} ms "
+          f"(worker compute {compute * 1000:.1f} ms), all {[round(x * 1000, 1) for x in steady]} ms")
+    # target: 100 ms on this machine. The worker's part (building the DragRun: 4 forwards of the
+    # DCGAN, then JPEG) dominates and grows with other load on the shared CPU; the server's own part
+    # (queue, thread hop, websocket) must stay small whatever the load.
+    assert median < 0.1 or median - compute < 0.025, (
+        f"preview took {median * 1000:.0f} ms (median), {(median - compute) * 1000:.0f} ms outside the worker")
+    assert median < 0.5
+    with server.client() as client:
+        summary = client.get(f"/api/sessions/{sid}").json()
+        still = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        over_http = client.post(f"/api/sessions/{sid}/commands", json={"type": "preview_drag", "method": "warp"})
+    assert [h["kind"] for h in summary["history"]] == ["start"] and summary["busy"] is None
+    assert np.abs(still - shown).max() == 0                # the session's image did not change
+    assert over_http.status_code == 400 and "websocket" in over_http.json()["error"]["message"]
+
+
+def test_a_drag_supersedes_a_preview_in_flight(server):
+    """start_drag right behind preview_drag wins: the preview rendered for the old state is dropped,
+    so the page never gets a preview frame in the middle of (or after) the drag's frames."""
+    sid = server.create_session(seed=1)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.until(lambda e: e["type"] == "state" and e["session"]["points"]["handles"])
+            await page.send(type="preview_drag", method="warp", rid="stale")
+            await page.send(type="start_drag", method="warp", params={"max_steps": 40})
+            done = await page.until(is_type("done"), timeout=180)
+            await page.send(type="ping", rid="end")
+            await page.until(is_type("pong"))
+            return page, done
+
+    page, done = run(scenario())
+    assert done["reason"] in RUN_REASONS
+    assert [f[0] for f in page.frames if f[0] == 4] == [], [f[0] for f in page.frames]
+    assert not [e for e in page.events if e["type"] == "preview"]

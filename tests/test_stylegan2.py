@@ -165,8 +165,16 @@ def test_drag_variables_first6_train_only_the_first_rows(sg):
     assert torch.equal(final[:, 6:], latent.code[:, 6:])
     assert (final[:, :6] - latent.code[:, :6]).abs().max() > 1e-3
     assert all(p.grad is None for p in sg.parameters())  # the network itself stays frozen
-    w_vars = sg.drag_variables(sg.sample(7, space="w"), "w")
-    assert w_vars.params[0].shape == (1, 32) and w_vars.latent().space == "w"
+    start = sg.sample(7, space="w")
+    w_vars = sg.drag_variables(start, "w")
+    # DragGAN's "w" mode: one vector shared by the first six rows; the other rows stay at the start
+    assert w_vars.params[0].shape == (1, 32) and w_vars.latent().space == "w+"
+    with torch.no_grad():
+        w_vars.params[0].add_(0.5)
+    code = w_vars.latent().code
+    assert torch.allclose(code[:, :6], code[:, :1].expand(-1, 6, -1))
+    assert torch.equal(code[:, 6:], start.code[:, None].expand(-1, sg.num_ws - 6, -1))
+    assert not torch.equal(code[:, 0], start.code)
     with pytest.raises(ValueError, match="unknown drag mode"):
         sg.drag_variables(latent, "z+b1")
 

@@ -70,11 +70,15 @@ class FaceAnalyzer:
         big = Image.fromarray(image).resize((DETECT_SIDE, DETECT_SIDE), Image.BICUBIC)
         return np.asarray(big), scale
 
-    def detect(self, image: np.ndarray, upsample: int = 0) -> Face | None:
-        """The largest face in an ``H x W x 3`` uint8 image, or ``None``."""
+    def detect(self, image: np.ndarray, upsample: int = 0, threshold: float = 0.0) -> Face | None:
+        """The largest face in an ``H x W x 3`` uint8 image, or ``None``.
+
+        ``threshold`` shifts dlib's detection threshold (0 = its default; lower finds more).
+        """
         big, scale = self._upscaled(image)
         with self._lock:
-            rects = self._detector(big, upsample)
+            rects = (self._detector(big, upsample) if threshold == 0.0
+                     else self._detector.run(big, upsample, threshold)[0])
             if len(rects) == 0:
                 return None
             rect = max(rects, key=lambda r: r.width() * r.height())

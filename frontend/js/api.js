@@ -63,7 +63,8 @@ export function createApi(token = pageToken()) {
     url: (path, extra) => withToken(path, token, extra),
     health: () => request("GET", "/api/health"),
     models: () => request("GET", "/api/models"),
-    methods: () => request("GET", "/api/methods"),
+    /** Methods with their defaults; with a model name, the defaults tuned for that model. */
+    methods: (model) => request("GET", model ? `/api/methods?model=${encodeURIComponent(model)}` : "/api/methods"),
     createSession: (body) => request("POST", "/api/sessions", body),
     getSession: (id) => request("GET", `/api/sessions/${encodeURIComponent(id)}`),
     uploadFile: (file, model) => {

@@ -15,6 +15,7 @@ import { RateMeter } from "./rate.js";
 import { installTestHook } from "./testhook.js";
 import { TrackedHandles } from "./tracking.js";
 import { walkDeltas } from "./walks.js";
+import { describeEnd } from "./reasons.js";
 
 const WALK_PREVIEW_MS = 80;
 
@@ -22,6 +23,8 @@ export const initialState = Object.freeze({
   conn: { state: "idle" },
   models: [],
   methods: { drag: [], directions: [] },
+  /** the model whose tuned defaults `methods` holds (null: the methods' own defaults) */
+  methodsModel: null,
   session: null,
   pairs: [],
   selected: null,
@@ -29,7 +32,12 @@ export const initialState = Object.freeze({
   brushRadius: 4,
   maskVisible: true,
   maskPixels: 0,
-  drag: { running: false, step: null, remaining: null, maxRemaining: null, stepsPerSecond: null, fps: null, reason: null },
+  drag: {
+    running: false, step: null, remaining: null, maxRemaining: null, stepsPerSecond: null, fps: null, reason: null,
+    distances: null, idle: null,
+  },
+  /** the instant warp preview: null, or {shown, idle, seconds} while the page asks for / shows one */
+  preview: null,
   directions: null,
   sliders: [],
   committed: [],
@@ -50,6 +58,11 @@ export function createApp({ stageRoot }) {
   let syncedAfterConnect = false;
   let lastSentPoints = null;
   let dragRequested = false;
+  /** rid of the newest preview_drag; its frames are drawn only while this is set */
+  let previewRid = null;
+  /** the drag panel's current {method, params}, for previews */
+  let dragSettings = () => ({ method: undefined, params: {} });
+  let methodsFor = null;
 
   const stage = new Stage(stageRoot, store, {
     onPointsCommitted: () => actions.commitPoints(),
@@ -108,9 +121,18 @@ export function createApp({ stageRoot }) {
         return applyDone(msg);
       case "directions":
         return applyDirections(msg);
+      case "preview":
+        if (msg.rid === previewRid) store.set({ preview: { ...store.get().preview, idle: msg.idle, seconds: msg.seconds } });
+        return undefined;
       case "error":
         // not_found without a rid is about the session itself, not about one of our messages
         if (msg.code === "not_found" && (msg.rid === undefined || msg.rid === null)) return sessionGone();
+        if (previewRid !== null && msg.rid === previewRid) {
+          // a preview the server could not make is a hint, not a failure of an edit
+          previewRid = null;
+          store.set({ preview: null });
+          return notify(`no preview: ${msg.message || msg.code}`);
+        }
         if (dragRequested) {
           dragRequested = false;
           store.set({ drag: { ...store.get().drag, running: store.get().session?.busy === "drag" } });
@@ -135,6 +157,7 @@ export function createApp({ stageRoot }) {
     if (running !== s.drag.running) patch.drag = { ...s.drag, running };
     if (session.busy === "invert") patch.notice = "Inverting the photo…";
     store.set(patch);
+    refreshMethods(session.model);
     if (!syncedAfterConnect) {
       syncedAfterConnect = true;
       // After a (re)connect the server is the truth, except for a painted mask it lost.
@@ -153,6 +176,8 @@ export function createApp({ stageRoot }) {
         remaining: msg.remaining,
         maxRemaining: msg.max_remaining,
         stepsPerSecond: msg.steps_per_second,
+        distances: Array.isArray(msg.distances) ? msg.distances : s.drag.distances,
+        idle: Array.isArray(msg.idle) ? msg.idle : s.drag.idle,
         reason: null,
       },
     });
@@ -173,8 +198,22 @@ export function createApp({ stageRoot }) {
     const s = store.get();
     if (msg.op === "drag") {
       dragRequested = false;
-      store.set({ drag: { ...s.drag, running: false, reason: msg.reason, step: msg.steps ?? s.drag.step } });
-      notify(`Drag ${msg.reason === "error" ? "failed" : "finished"}: ${msg.reason} after ${msg.steps ?? "?"} steps`);
+      const distances = Array.isArray(msg.distances) ? msg.distances : s.drag.distances;
+      const remaining = distances?.length ? distances.reduce((a, b) => a + b, 0) / distances.length : s.drag.remaining;
+      store.set({
+        drag: {
+          ...s.drag,
+          running: false,
+          reason: msg.reason,
+          step: msg.steps ?? s.drag.step,
+          distances,
+          idle: Array.isArray(msg.idle) ? msg.idle : s.drag.idle,
+          remaining,
+        },
+      });
+      // the reason is the server's word for it (the page never concludes "converged" by itself)
+      const { title, detail } = describeEnd(msg.reason);
+      notify(`Drag ${msg.reason === "error" ? "failed" : "finished"} after ${msg.steps ?? "?"} steps (${title})${detail ? `: ${detail}` : ""}`);
     } else if (msg.op === "invert") {
       notify(msg.reason === "error" ? "The photo could not be inverted" : `Photo inverted (${msg.reason}, ${msg.steps ?? "?"} steps): edit it like any image`);
     } else {
@@ -194,7 +233,13 @@ export function createApp({ stageRoot }) {
   }
 
   async function handleFrame(frame) {
+    // a preview is drawn only while it is still wanted: a drag or an edit since the request supersedes it
+    if (frame.kind === "preview" && (previewRid === null || store.get().drag.running)) return;
     const bitmap = await createImageBitmap(new Blob([frame.image], { type: "image/jpeg" }));
+    if (frame.kind === "preview" && (previewRid === null || store.get().drag.running)) {
+      bitmap.close?.();
+      return;
+    }
     stage.drawFrame(bitmap);
     bitmap.close?.();
     const counts = store.get().framesByKind;
@@ -203,10 +248,45 @@ export function createApp({ stageRoot }) {
       frameCount: store.get().frameCount + 1,
       framesByKind: { ...counts, [frame.kind]: (counts[frame.kind] ?? 0) + 1 },
     };
+    if (frame.kind === "preview") {
+      patch.preview = { ...store.get().preview, shown: true };
+      patch.notice = "Preview: where the warp puts the content. Start applies it.";
+    } else if (store.get().preview?.shown) {
+      patch.preview = null;        // the image shown is the session's again
+      previewRid = null;
+    }
     if (frame.kind === "drag") patch.drag = { ...store.get().drag, fps: dragFrames.tick(performance.now()) };
     store.set(patch);
     const show = tracked.frame(frame.kind, frame.step);
     if (show) showTrackedHandles(show);
+  }
+
+  /** Method defaults tuned for the session's model (asked again whenever the model changes). */
+  async function refreshMethods(model) {
+    if (!model || model === methodsFor) return;
+    methodsFor = model;
+    try {
+      const methods = await api.methods(model);
+      if (methodsFor !== model) return;
+      store.set({ methods: { drag: methods?.drag ?? [], directions: methods?.directions ?? [] }, methodsModel: model });
+    } catch (err) {
+      if (methodsFor === model) methodsFor = null;
+      showError(`cannot load the method defaults for ${model}: ${err.message}`);
+    }
+  }
+
+  /** Whether the drag panel's method moves content at once (so a preview is possible). */
+  function warpsNow() {
+    const { method } = dragSettings();
+    return !!store.get().methods.drag.find((m) => m.name === method)?.warps;
+  }
+
+  /** Forget a preview; when one is on the canvas, ask for the session's image again. */
+  function dropPreview() {
+    const shown = store.get().preview?.shown;
+    previewRid = null;
+    if (store.get().preview) store.set({ preview: null });
+    if (shown && connection.isOpen()) connection.send({ type: "frame" });
   }
 
   // ---------------------------------------------------------------- sessions
@@ -221,7 +301,10 @@ export function createApp({ stageRoot }) {
       selected: null,
       drag: { ...initialState.drag },
       maskPixels: 0,
+      preview: null,
     });
+    previewRid = null;
+    refreshMethods(summary.model);
     stage.setResolution(summary.resolution);
     stage.clearMask();
     const url = new URL(location.href);
@@ -320,6 +403,7 @@ export function createApp({ stageRoot }) {
       const s = store.get();
       if (s.session && (!model || model === s.session.model) && connection.isOpen()) {
         zeroSliders();
+        previewRid = null;
         send({ type: "reseed", seed, truncation, ...(space ? { space } : {}) });
         return;
       }
@@ -361,18 +445,44 @@ export function createApp({ stageRoot }) {
 
     undo() {
       zeroSliders();
+      previewRid = null;
       send({ type: "undo" });
     },
     redo() {
       zeroSliders();
+      previewRid = null;
       send({ type: "redo" });
     },
     goto(index) {
       zeroSliders();
+      previewRid = null;
       send({ type: "goto", index });
     },
 
-    commitPoints() {
+    /** The drag panel tells where its current method and settings are read. */
+    setDragSettings(read) {
+      dragSettings = read;
+    },
+
+    /**
+     * With a warping method, ask the server what the current points do (one frame, nothing stored);
+     * otherwise put the session's own image back if a preview is showing.
+     */
+    previewDrag() {
+      const s = store.get();
+      const pairs = toMessage(s.pairs).handles.length;
+      if (!warpsNow() || pairs === 0 || s.drag.running || dragRequested || s.session?.busy || !connection.isOpen()) {
+        dropPreview();
+        return;
+      }
+      const { method, params } = dragSettings();
+      const rid = connection.send({ type: "preview_drag", method, params });
+      previewRid = rid;
+      store.set({ preview: { ...(s.preview ?? {}), shown: !!s.preview?.shown, idle: null, seconds: null } });
+    },
+
+    /** Send the complete pairs when they changed; with `preview`, a warping method previews them. */
+    commitPoints(preview = true) {
       const message = toMessage(store.get().pairs);
       const key = JSON.stringify(message);
       if (key === lastSentPoints) return;
@@ -382,6 +492,9 @@ export function createApp({ stageRoot }) {
       }
       lastSentPoints = key;
       connection.send({ type: "set_points", ...message });
+      // new points: the last drag's verdict and distances were about the old ones
+      if (!store.get().drag.running && !dragRequested) store.set({ drag: { ...initialState.drag } });
+      if (preview) actions.previewDrag();
     },
 
     clearPoints() {
@@ -393,6 +506,7 @@ export function createApp({ stageRoot }) {
       const mask = stage.mask ? stage.mask.toBase64Png() : null;
       store.set({ maskPixels: stage.mask ? stage.mask.count() : 0 });
       connection.send({ type: "set_mask", mask });
+      if (store.get().preview) actions.previewDrag();
     },
 
     clearMask() {
@@ -406,11 +520,12 @@ export function createApp({ stageRoot }) {
         showError("add at least one handle and its target before starting a drag");
         return;
       }
-      actions.commitPoints();
+      actions.commitPoints(false);
       zeroSliders();
       tracked.reset();
       dragFrames.reset();
-      store.set({ drag: { ...initialState.drag, running: true, step: 0 }, error: "" });
+      previewRid = null;           // the drag's own frames supersede any preview
+      store.set({ drag: { ...initialState.drag, running: true, step: 0 }, error: "", preview: null });
       dragRequested = send({ type: "start_drag", method, params }) !== null;
       if (!dragRequested) store.set({ drag: { ...initialState.drag } });
     },
@@ -433,6 +548,7 @@ export function createApp({ stageRoot }) {
         return;
       }
       sendPreview.cancel();
+      previewRid = null;
       const msg = walkMessage(true);
       if (!msg.walks.length) return;
       send(msg);

@@ -4,7 +4,7 @@
  */
 
 export const FRAME_HEADER_BYTES = 12;
-export const FRAME_KINDS = Object.freeze(["state", "drag", "walk", "invert"]);
+export const FRAME_KINDS = Object.freeze(["state", "drag", "walk", "invert", "preview"]);
 
 /**
  * Split one binary websocket message into its header fields and image bytes.

@@ -9,6 +9,7 @@ import { alphaToBinary, strokePoints } from "../../frontend/js/mask.js";
 import { addPoint, deletePair, fromServer, maxRemaining, movePoint, toMessage, withTrackedHandles } from "../../frontend/js/points.js";
 import { throttle } from "../../frontend/js/throttle.js";
 import { withToken } from "../../frontend/js/api.js";
+import { describeEnd, dragStatus, pairLines } from "../../frontend/js/reasons.js";
 
 test("frame header round trip, big-endian seq and step", () => {
   const image = new Uint8Array([0xff, 0xd8, 0xff]);
@@ -128,4 +129,24 @@ test("rate meter counts events per second over its window", async () => {
   assert.equal(m.tick(500), 2);
   assert.equal(m.tick(1000), 2);
   assert.equal(m.tick(3000), null, "events older than the window are dropped");
+});
+
+test("drag end reasons are explained, and only 'converged' says converged", () => {
+  const reasons = ["converged", "nothing_to_move", "tracking_lost", "max_steps", "stopped", "cancelled", "error"];
+  for (const reason of reasons) {
+    const { title, detail } = describeEnd(reason);
+    assert.ok(title && detail, reason);
+    const text = dragStatus({ running: false, reason });
+    assert.equal(/converged/.test(text), reason === "converged", text);
+  }
+  assert.match(dragStatus({ running: false, reason: "tracking_lost" }), /content did not follow.*Warp method or a mask/);
+  assert.equal(dragStatus({ running: true, reason: null }), "dragging…");
+  assert.equal(dragStatus({ running: false, reason: null }), "idle");
+  assert.equal(describeEnd("something_new").title, "something_new");
+});
+
+test("per-pair distances, with pairs that had nothing to move marked", () => {
+  assert.deepEqual(pairLines([3.14159, 0, 12], [false, true, false]), ["1: 3.1 px", "2: nothing to move", "3: 12.0 px"]);
+  assert.deepEqual(pairLines(null, null), []);
+  assert.deepEqual(pairLines([NaN], null), ["1: – px"]);
 });

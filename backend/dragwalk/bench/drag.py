@@ -43,10 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "'draggan,freedrag:lr=0.01:mode=z' (default: every registered method)")
     parser.add_argument("--points", default="1,5,68", help="point settings to run (default 1,5,68)")
     parser.add_argument("--max-steps", type=int, default=300, help="step cap per edit (default 300, as DragGAN)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed searched for faces (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="first seed searched for faces (default 0; 5000 with --semantic: faces the "
+                             "methods were not tuned on)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--timing-steps", type=int, default=20,
                         help="steps of each kind for the truncated vs full-forward step timing")
+    parser.add_argument("--semantic", action="store_true",
+                        help="run the semantic drags (smile, open mouth, chin, nose, brows, eyes, 5 points) "
+                             "on held-out faces instead of the landmark-transfer protocol")
+    parser.add_argument("--faces", type=int, default=6, help="--semantic: faces (or latents) to edit (default 6)")
+    parser.add_argument("--margin", type=float, default=4.0,
+                        help="--semantic: landmarks at least this many px (at 64 px) inside the image")
+    parser.add_argument("--random-stylegan2", type=int, default=0, metavar="RES",
+                        help="--semantic: a StyleGAN2 of this resolution with seeded random weights "
+                             "(random 3-5 px drags, no face measures) instead of --model")
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -258,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
     for spec in specs:
         name, kwargs = parse_method_spec(spec)
         configs[spec] = DragConfig(method=name, max_steps=args.max_steps, **kwargs)
+    if args.semantic:
+        args.seed = 5000 if args.seed is None else args.seed
+        return _run_semantic(args, configs)
+    args.seed = 0 if args.seed is None else args.seed
     generator = open_model(args)
     analyzer = face_analyzer()
     pairs = find_pairs(generator, analyzer, args.pairs, args.seed)
@@ -295,5 +310,41 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def random_stylegan2(resolution: int, seed: int = 0):
+    """A StyleGAN2 with seeded random weights and an FFHQ-like layout (narrower, for CPUs):
+    a stand-in for drag mechanics where no real network can be downloaded."""
+    from ..models.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(seed)
+    model = StyleGAN2Generator(z_dim=128, w_dim=128, img_resolution=resolution,
+                               mapping_kwargs={"num_layers": 2},
+                               synthesis_kwargs={"channel_base": 4096, "channel_max": 128},
+                               name=f"random-stylegan2-{resolution}")
+    model = model.eval().requires_grad_(False)
+    # random ToRGB weights saturate the image to flat colour: scale them to an image std of 0.5
+    with torch.no_grad():
+        ws = model.sample(seed, space="w+", batch=4).code
+        raw = model.synthesis(ws)
+        gain = 0.5 / float(raw.std().clamp_min(1e-6))
+        for _, block in model.synthesis.blocks():
+            if block.num_torgb:
+                block.torgb.weight.mul_(gain)
+                block.torgb.bias.mul_(gain)
+    return model
+
+
+def _run_semantic(args: argparse.Namespace, configs: dict) -> int:
+    from ..cli import open_model
+    from .drag_semantic import format_table as semantic_table, run_semantic
+
+    generator = random_stylegan2(args.random_stylegan2) if args.random_stylegan2 else open_model(args)
+    result = run_semantic(args, generator, configs)
+    print(semantic_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
         print(f"wrote {args.json}")
     return 0

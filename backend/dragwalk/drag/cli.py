@@ -113,7 +113,8 @@ def run_command(args: argparse.Namespace) -> int:
     run = DragRun(generator, latent, handles, targets, mask=mask, config=config)
     frames = []
     if args.animation:
-        frames.append(_frame(run.render(), run.handles, run.targets, args.gif_scale))
+        frames.append(_frame(run.origin_image, handles, targets, args.gif_scale))
+        frames.extend(_frame(image, handles, targets, args.gif_scale) for image in run.tween(4))
     bar = tqdm(total=config.max_steps, desc="drag", unit="step", file=sys.stderr, disable=args.quiet,
                leave=False)
     step = None
@@ -134,7 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.save_latent:
         save_latent(run.latent, args.save_latent, model=generator.name)
     dist = run.distances()
-    status = "converged" if run.converged else "stopped at max steps"
+    status = (run.reason or "stopped").replace("_", " ")
     print(f"wrote {args.output}: {status} after {run.step_count} steps, remaining distance "
           f"mean {float(dist.mean()):.2f} px, max {float(dist.max()):.2f} px"
           + (f"; animation {args.animation} ({len(frames)} frames)" if args.animation else ""))

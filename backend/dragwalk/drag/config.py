@@ -11,8 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-#: the method used when none is named: the best on `dragwalk bench drag` (see docs/contracts/engines.md)
-DEFAULT_METHOD = "stable"
+#: the method used when none is named: the best on `dragwalk bench drag --semantic` (docs/ARCHITECTURE.md)
+DEFAULT_METHOD = "warp"
 #: refuse absurd step counts from a client (a drag of this length would run for minutes)
 MAX_STEPS_LIMIT = 10000
 

@@ -123,17 +123,20 @@ def displacement_field(handles: Tensor, targets: Tensor, size: int, resolution: 
     return u
 
 
-def warp(features: Tensor, field: Tensor, resolution: int) -> Tensor:
-    """``out(v) = features(v - field(v))`` by bilinear sampling; ``features`` is ``[N, C, s, s]``.
+def warp(features: Tensor, field: Tensor, resolution: int, mode: str = "bicubic") -> Tensor:
+    """``out(v) = features(v - field(v))``; ``features`` is ``[N, C, s, s]``.
 
     ``field`` is in image px at the map's own cells (see :func:`displacement_field`).
-    Outside the image the border is read, so edges never turn black.
+    Outside the image the border is read, so edges never turn black. Bicubic by default:
+    a feature map is coarse (2 image px per cell on the default model) and bilinear
+    reads between cells blur thin parts such as an eyelid; measured on the default model
+    bicubic moved content a little further and lost fewer faces (semantic drags, 6 faces).
     """
     size = features.shape[-1]
     grid = cell_centres(size, resolution, features.device) - field.to(features.device)
     norm = (grid + 0.5) * (2.0 / resolution) - 1.0
     norm = norm.to(features.dtype)[None].expand(features.shape[0], -1, -1, -1)
-    return F.grid_sample(features, norm, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.grid_sample(features, norm, mode=mode, padding_mode="border", align_corners=False)
 
 
 def largest_slope(field: Tensor, resolution: int) -> float:

@@ -17,6 +17,12 @@ samples around it) and a current position ``p``. The optimiser pulls the feature
 
 Distances are mean L1 over the template, divided by the template's mean magnitude, so
 ``l`` means the same on feature maps of any scale.
+
+Sizes are in image px and scale with the resolution (``0`` = auto): the paper's
+``d_max`` is 3 px of the 128 px feature map of a 512 px StyleGAN2, i.e. 12 image px,
+and its template samples sit 3 image px apart; so at 256 px auto is 6 and 1.5 px, at
+64 px 1.5 and 0.375 px. Models tune their own (the 64 px DCGAN uses 2 and 2 px, see
+``DCGANGenerator.drag_defaults``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ from . import features as fx
 from .method import DragMethod, MethodContext, Param, register
 
 
+#: the paper's line-search reach: 3 px of the 128 px feature map of a 512 px model, in image px
+D_MAX_512 = 12.0
+#: the paper's template grid: samples 3 image px apart at 512 px (0.75 px of the 128 px map)
+SPACING_512 = 3.0
+#: floors of the auto sizes in image px, for models far smaller than 512 px
+D_MAX_FLOOR = 1.0
+SPACING_FLOOR = 0.25
+
+
 @register
 class FreeDrag(DragMethod):
     name = "freedrag"
@@ -40,8 +55,12 @@ class FreeDrag(DragMethod):
     lambda_mask = 10.0
     params = {
         "l": Param(0.3, 0.05, 1.0, "Expected distance l", "per-sub-motion feature change the line search aims for"),
-        "d_max": Param(2.0, 0.25, 16.0, "Max move per sub-motion (px)", "line-search reach"),
-        "spacing": Param(2.0, 0.5, 16.0, "Template spacing (px)", "offsets of the 3x3 template grid"),
+        "d_max": Param(0.0, 0.0, 64.0, "Max move per sub-motion (px, 0 = auto)",
+                       "line-search reach; auto = the paper's 3 px of the 128 px feature map of a "
+                       "512 px model (12 image px), scaled with the resolution"),
+        "spacing": Param(0.0, 0.0, 16.0, "Template spacing (px, 0 = auto)",
+                         "offsets of the 3x3 template grid; auto = the paper's 3 image px at 512 px "
+                         "(0.75 px of its 128 px feature map), scaled with the resolution"),
         "sub_steps": Param(5.0, 1.0, 50.0, "Steps per sub-motion", integer=True),
         "candidates": Param(10.0, 2.0, 50.0, "Line-search candidates", integer=True),
     }
@@ -49,7 +68,9 @@ class FreeDrag(DragMethod):
     def __init__(self, context: MethodContext, values: dict[str, float] | None = None,
                  defaults: dict[str, float] | None = None):
         super().__init__(context, values, defaults)
-        s = self.values["spacing"]
+        self.d_max = self.scaled("d_max", D_MAX_512, D_MAX_FLOOR)
+        self.spacing = self.scaled("spacing", SPACING_512, SPACING_FLOOR)
+        s = self.spacing
         grid = torch.tensor([-s, 0.0, s], device=context.device)
         yy, xx = torch.meshgrid(grid, grid, indexing="ij")
         self.grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # [9, 2]
@@ -98,7 +119,7 @@ class FreeDrag(DragMethod):
 
     def _next_position(self, features: Tensor, k: int, p: Tensor, target: Tensor, l_end: float) -> Tensor:
         """End of a sub-motion for handle ``k``: adapt its template, then line-search."""
-        l, d_max = self.values["l"], self.values["d_max"]
+        l, d_max = self.values["l"], self.d_max
         here = self._read(features, p[None])[0]
         arrived = float((target - p).norm()) < 0.5
         lam = 1.0 if arrived else 1.0 / (1.0 + math.exp(self.alpha * (l_end - self.beta)))

@@ -154,6 +154,10 @@ class DragMethod(abc.ABC):
         """Which handles count as done (``[K]`` bool); plain distance by default."""
         return (targets - handles).norm(dim=1) <= stop_distance
 
+    def step_budget(self) -> int | None:
+        """Most steps after (re)start this method wants, or ``None`` for the run's ``max_steps``."""
+        return None
+
     def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor | None:
         """A backward displacement field ``[s, s, 2]`` (image px, on the feature map's cells) that
         takes the content at each handle to its target, or ``None`` for methods that only

@@ -100,20 +100,22 @@ class DragRun:
         self.reason: str | None = None
         self._finished = False
         self.arrival: Arrival | None = None
+        self._warp: tuple[Latent, Tensor, Tensor] | None = None   # the last warp: latent, features, field
         start = latent.to(self.device).detach()
-        with torch.no_grad():
-            first = generator.synthesize(start, self.feature_layer, stop_at_feature=True).features
+        with torch.no_grad():   # one pass: the first frame's features, and the image the user sees
+            out = generator.synthesize(start, self.feature_layer)
+        first = out.features
         self._keep = None
         # as in DragGAN, a mask that is all "may change" (or all "keep") adds no term
         if self.mask is not None and float(self.mask.max() - self.mask.min()) > 0:
             self._keep = 1.0 - fx.resize_mask(self.mask, first.shape[-1])
         self._reference = first.detach()                  # F0 for the mask term
-        self._origin_image = self._render(start)          # what the user saw when the points were set
+        self._origin_image = out.image.detach()           # what the user saw when the points were set
         self._origin_handles = self._handles.clone()
         self._idle = self.distances() <= self.stop_distance
         warped = self.method.warps and not bool(self._idle.all())
         if warped:
-            start = self._warped(start)
+            start = self._warped(start, first)
         self.variables = generator.drag_variables(start, self.mode)
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
         self._shown = self.variables.latent().detach()   # latent the handles belong to
@@ -150,20 +152,45 @@ class DragRun:
     def distances(self) -> Tensor:
         return (self._targets - self._handles).norm(dim=1)
 
-    def _render(self, latent: Latent) -> Tensor:
-        with torch.no_grad():
-            return self.generator.render(latent).detach()
+    @property
+    def origin_handles(self) -> list[Point]:
+        """Where the current points' handles were set (before any warp or tracking)."""
+        return [tuple(map(float, p)) for p in self._origin_handles.tolist()]  # type: ignore[misc]
 
-    def _warped(self, latent: Latent) -> Latent:
-        """``latent`` with the feature layer warped so each handle's content sits at its target.
+    @property
+    def idle(self) -> list[bool]:
+        """Pairs that were within the stop distance when set: nothing to move."""
+        return [bool(i) for i in self._idle.tolist()]
+
+    @property
+    def origin_image(self) -> Tensor:
+        """The image the current points were set on (before any warp): an animation's first frame."""
+        return self._origin_image
+
+    def tween(self, frames: int) -> list[Tensor]:
+        """For a warping method, images of the last warp at ``1/frames .. (frames-1)/frames`` of its
+        strength: the in-between frames of a drag animation. Empty for other methods."""
+        if self._warp is None or frames < 2:
+            return []
+        latent, features, field = self._warp
+        out = []
+        for k in range(1, frames):
+            with torch.no_grad():
+                out.append(self.generator.render(self._warped(latent, features, field * (k / frames))).detach())
+        return out
+
+    def _warped(self, latent: Latent, features: Tensor, field: Tensor | None = None) -> Latent:
+        """``latent`` (whose feature-layer activation is ``features``) with that layer warped so
+        each handle's content sits at its target.
 
         Everything the network reads after that layer (:meth:`Generator.carried`) is
         warped with the method's field; the differences become additive offsets.
         """
         with torch.no_grad():
-            carried = self.generator.carried(latent, self.feature_layer)
-            keep = self._keep
-            field = self.method.field(self._handles, self._targets, keep)
+            carried = self.generator.carried(latent, self.feature_layer, features)
+            if field is None:
+                field = self.method.field(self._handles, self._targets, self._keep)
+                self._warp = (latent, features, field)
             offsets = dict(latent.offsets)
             for name, value in carried.items():
                 f = field
@@ -184,6 +211,10 @@ class DragRun:
         self._finished = False
         if bool(self._idle.all()):
             self._finish("nothing_to_move", tracker_arrived=True)
+
+    def _budget(self) -> int:
+        wanted = self.method.step_budget()
+        return self.config.max_steps if wanted is None else min(self.config.max_steps, wanted)
 
     def _finish(self, why: str, tracker_arrived: bool) -> None:
         """End the run; converged only if the content is found at the targets in the image."""
@@ -215,7 +246,7 @@ class DragRun:
         with torch.no_grad():
             feats = self.generator.synthesize(self._shown, self.feature_layer, stop_at_feature=True).features
         if self.method.warps and not bool(self._idle.all()):
-            self._move_to(self._warped(self._shown))
+            self._move_to(self._warped(self._shown, feats))
         self._restart(feats)
         if self.method.warps and not bool(self._idle.all()):
             self._handles = self._targets.clone()
@@ -259,7 +290,7 @@ class DragRun:
         arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
         if bool(arrived.all()):
             self._finish("arrived", tracker_arrived=True)
-        elif self.step_count - self._budget_start >= self.config.max_steps:
+        elif self.step_count - self._budget_start >= self._budget():
             self._finish("max_steps", tracker_arrived=False)
         else:
             loss = self.method.loss(feats, self._handles, self._targets, ~arrived)
@@ -279,7 +310,7 @@ class DragRun:
         dist = self.distances()
         return DragStep(self.step_count, self.handles, self.targets, float(dist.mean()), float(dist.max()),
                         self._finished, image, self.converged, self.reason if self._finished else None,
-                        [float(d) for d in dist.tolist()], [bool(i) for i in self._idle.tolist()])
+                        [float(d) for d in dist.tolist()], self.idle)
 
 
 def drag(generator: Generator, latent: Latent, handles: Sequence[Sequence[float]],

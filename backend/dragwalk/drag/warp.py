@@ -41,6 +41,9 @@ class WarpDrag(StableDrag):
         "sigma": Param(0.0, 0.0, 256.0, "Field radius (px, 0 = auto)",
                        "Gaussian radius of the displacement field; auto = 7 px at 64 px, scaled, and "
                        "widened for long drags so the warp never folds"),
+        "refine": Param(0.0, 0.0, 1000.0, "Refinement steps",
+                        "steps of template supervision after the warp where the tracker finds a handle "
+                        "short of its target (0: stop after the warp and its check)", integer=True),
         "field": Param(0.0, 0.0, 1.0, "Field shape (0 = RBF, 1 = MLS)",
                        "0: Gaussian RBF interpolation of the motions; 1: moving least squares "
                        "(similarity), which turns and scales a part as a whole between several points",
@@ -51,6 +54,10 @@ class WarpDrag(StableDrag):
                  defaults: dict[str, float] | None = None):
         super().__init__(context, values, defaults)
         self.base_sigma = self.scaled("sigma", SIGMA_64 * 512.0 / 64.0, 1.0)
+
+    def step_budget(self) -> int:
+        """One step to track (and check) what the warp did, then ``refine`` steps at most."""
+        return 1 + int(self.values["refine"])
 
     def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
         size = self.ctx.feature_size

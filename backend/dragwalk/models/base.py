@@ -149,14 +149,16 @@ class Generator(nn.Module, abc.ABC):
         ``image`` is ``None``: a drag step only needs the features.
         """
 
-    def carried(self, latent: Latent, layer: str) -> dict[str, Tensor]:
+    def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:
         """Everything the network after ``layer`` reads, keyed like ``Latent.offsets``.
 
         Warping all of these (and adding the difference as offsets) moves the content
         the rest of the network renders. For most networks that is the layer's activation
-        alone; StyleGAN2's skip generator also carries the image summed so far.
+        alone (``features``, when the caller has it already, saves a pass); StyleGAN2's
+        skip generator also carries the image summed so far.
         """
-        features = self.synthesize(latent, layer, stop_at_feature=True).features
+        if features is None:
+            features = self.synthesize(latent, layer, stop_at_feature=True).features
         assert features is not None
         return {layer: features}
 

@@ -68,6 +68,8 @@ class DCGANGenerator(Generator):
     drag_defaults = {
         "*": {"smooth": 1.0, "lr": 1e-2},
         "stable": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
+        "warp": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
+        "freedrag": {"d_max": 2.0, "spacing": 2.0},
     }
 
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3, resolution: int = 64,

@@ -33,7 +33,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
     async def handle(self, live: LiveSession, msg: Any, client: Any = None, http: bool = False) -> dict | None:
         """Run one validated message; returns a direct reply (or None). Raises ApiError/MessageError."""
         kind = msg.type
-        if http and kind in ("start_drag", "stop_drag", "set_lr", "ack", "hello", "frame"):
+        if http and kind in ("start_drag", "preview_drag", "stop_drag", "set_lr", "ack", "hello", "frame"):
             raise ApiError("bad_request", f"{kind} is a websocket command (use /ws/sessions/{{id}})")
         handler = getattr(self, f"on_{kind}")
         return await handler(live, msg, client)

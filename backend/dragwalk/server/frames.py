@@ -15,7 +15,7 @@ VERSION = 1
 HEADER = struct.Struct(">2sBBII")   # magic, version, kind, seq, step -> 12 bytes
 assert HEADER.size == 12
 
-KIND_STATE, KIND_DRAG, KIND_WALK, KIND_INVERT = 0, 1, 2, 3
+KIND_STATE, KIND_DRAG, KIND_WALK, KIND_INVERT, KIND_DRAG_PREVIEW = 0, 1, 2, 3, 4
 
 
 def pack_frame(kind: int, seq: int, step: int, image: bytes) -> bytes:

@@ -61,6 +61,11 @@ class LiveSession:
     #: newest walk preview waiting to be rendered, and whether one is rendering
     walk_pending: Any = None
     walk_running: bool = False
+    #: newest drag preview waiting to be rendered, whether one is rendering, and a counter that any
+    #: newer request or edit moves on (a preview computed for an older state is dropped)
+    preview_pending: Any = None
+    preview_running: bool = False
+    preview_epoch: int = 0
     #: a background store write is in flight / another was asked for meanwhile
     store_busy: bool = False
     store_dirty: bool = False

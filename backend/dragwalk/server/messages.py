@@ -77,6 +77,12 @@ class StartDrag(_Message):
         return value
 
 
+class PreviewDrag(StartDrag):
+    """The image a warping drag method gives the current points before any step (a frame of kind 4)."""
+
+    type: Literal["preview_drag"]  # type: ignore[assignment]
+
+
 class StopDrag(_Message):
     type: Literal["stop_drag"]
 
@@ -134,11 +140,12 @@ class Ping(_Message):
     type: Literal["ping"]
 
 
-Message = Annotated[Union[Hello, Ack, SetPoints, SetMask, StartDrag, StopDrag, SetLr, ComputeDirections,
-                          WalkMessage, Reseed, Undo, Redo, Goto, Frame, Ping], Field(discriminator="type")]
+Message = Annotated[Union[Hello, Ack, SetPoints, SetMask, StartDrag, PreviewDrag, StopDrag, SetLr,
+                          ComputeDirections, WalkMessage, Reseed, Undo, Redo, Goto, Frame, Ping],
+                    Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
-TYPES = ("hello", "ack", "set_points", "set_mask", "start_drag", "stop_drag", "set_lr", "compute_directions",
-         "walk", "reseed", "undo", "redo", "goto", "frame", "ping")
+TYPES = ("hello", "ack", "set_points", "set_mask", "start_drag", "preview_drag", "stop_drag", "set_lr",
+         "compute_directions", "walk", "reseed", "undo", "redo", "goto", "frame", "ping")
 
 
 def parse_message(text: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:

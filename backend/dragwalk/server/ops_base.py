@@ -50,6 +50,7 @@ class EditorBase:
             raise ApiError("busy", "the photo is still being inverted; wait for its done event")
 
     async def committed(self, live: LiveSession, frame: bool = True) -> None:
+        live.preview_epoch += 1      # a drag preview of the image before this edit is stale
         await self.hub.persist(live)
         self.state(live)
         if frame and live.clients:

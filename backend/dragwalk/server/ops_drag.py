@@ -1,4 +1,5 @@
-"""Drag commands: start a DragRun as a scheduler job, stream its steps, commit what it reached."""
+"""Drag commands: start a DragRun as a scheduler job, stream its steps, commit what it reached;
+preview what a warping method does before any step."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from typing import Any
 import torch
 
 from .errors import ApiError
-from .frames import KIND_DRAG
+from .frames import KIND_DRAG, KIND_DRAG_PREVIEW
 from .hub import LiveSession
-from .jobs import DragControl, DragUpdate, drag_steps
-from .ops_base import EditorBase, _engine
+from .jobs import DragControl, DragPreview, DragUpdate, drag_preview, drag_steps
+from .ops_base import EditorBase, _engine, error_event
+
+#: why a drag ended, as the run says it (docs/PROTOCOL.md); the server adds stopped / cancelled / error
+RUN_REASONS = ("converged", "nothing_to_move", "tracking_lost", "max_steps")
 
 
 class DragCommands(EditorBase):
-    """``start_drag``, ``stop_drag``, ``set_lr`` (``set_points`` during a drag is in the editor)."""
+    """``start_drag``, ``stop_drag``, ``set_lr``, ``preview_drag`` (``set_points`` during a drag is
+    in the editor)."""
 
     async def on_start_drag(self, live: LiveSession, msg: Any, client: Any) -> None:
         self.refuse_while_inverting(live)
@@ -23,6 +28,14 @@ class DragCommands(EditorBase):
         doc = live.doc
         if not doc.handles:
             raise ApiError("invalid_points", "place at least one handle and target before dragging")
+        config = self._drag_config(live, drag, msg)
+        async with live.lock:
+            await self.settle(live)
+            self._start_drag(live, drag, config)
+        self.state(live)
+
+    def _drag_config(self, live: LiveSession, drag: Any, msg: Any) -> Any:
+        """The DragConfig a ``start_drag`` / ``preview_drag`` asks for, checked against the limits."""
         params = dict(msg.params or {})
         config_fields = {"lr", "lambda_mask", "max_steps", "stop_distance", "feature_layer", "mode"}
         method_params = {k: v for k, v in params.items() if k not in config_fields}
@@ -37,13 +50,9 @@ class DragCommands(EditorBase):
             raise ApiError("bad_request", f"unknown drag mode {fields['mode']!r} "
                            f"(known: {', '.join(live.generator.drag_modes)})")
         try:
-            config = drag.DragConfig(method=msg.method or drag.DEFAULT_METHOD, params=method_params, **fields)
+            return drag.DragConfig(method=msg.method or drag.DEFAULT_METHOD, params=method_params, **fields)
         except (ValueError, TypeError) as exc:
             raise ApiError("bad_request", str(exc)) from None
-        async with live.lock:
-            await self.settle(live)
-            self._start_drag(live, drag, config)
-        self.state(live)
 
     def _start_drag(self, live: LiveSession, drag: Any, config: Any) -> None:
         doc, gen = live.doc, live.generator
@@ -58,6 +67,7 @@ class DragCommands(EditorBase):
         if doc.mask is not None:
             record["mask"] = doc.mask.astype(int).tolist()
         state = {"steps": 0, "last": None, "error": None}
+        live.preview_epoch += 1          # a preview still being rendered is superseded by the drag
         live.animation = []
         live.drag_control = control
         live.busy = "drag"
@@ -74,7 +84,8 @@ class DragCommands(EditorBase):
             if update.jpeg is not None or update.done:
                 live.broadcast({"type": "progress", "op": "drag", "step": update.step, "handles": update.handles,
                                 "targets": update.targets, "remaining": update.remaining,
-                                "max_remaining": update.max_remaining,
+                                "max_remaining": update.max_remaining, "distances": update.distances,
+                                "idle": update.idle,
                                 "steps_per_second": round(update.steps_per_second, 2), "t": update.produced})
             if update.jpeg is not None:
                 live.broadcast_frame(KIND_DRAG, update.step, update.jpeg)
@@ -96,7 +107,10 @@ class DragCommands(EditorBase):
         run = control.run
         last: DragUpdate | None = state["last"]
         if reason == "finished":
-            reason = "converged" if (last is not None and last.converged) else "max_steps"
+            # the run's own verdict: "converged" only when its image check found the content at the
+            # targets; the server never upgrades a run that merely stopped moving
+            told = last.reason if last is not None else getattr(run, "reason", None)
+            reason = told if told in RUN_REASONS else "max_steps"
         elif reason == "shutdown":
             reason = "cancelled"
         elif reason == "error":
@@ -116,8 +130,10 @@ class DragCommands(EditorBase):
         live.drag_control = None
         if not live.deleted:
             await self.hub.persist(live)
-        live.broadcast({"type": "done", "op": "drag", "reason": reason if not error else "error",
-                        "steps": state["steps"]})
+        done = {"type": "done", "op": "drag", "reason": reason if not error else "error", "steps": state["steps"]}
+        if last is not None:
+            done.update(distances=last.distances, idle=last.idle)
+        live.broadcast(done)
         self.state(live)
         if changed and live.clients and last is not None and last.jpeg is None:
             await self.send_image(live, KIND_DRAG)
@@ -133,3 +149,83 @@ class DragCommands(EditorBase):
         if live.busy != "drag" or control is None:
             raise ApiError("bad_request", "no drag is running")
         control.lr = float(msg.lr)
+
+    # ------------------------------------------------------------ instant preview (warping methods)
+    async def on_preview_drag(self, live: LiveSession, msg: Any, client: Any) -> None:
+        """Render what a warping method's DragRun shows before its first step, for this page only.
+
+        Nothing is stored and the history does not change; only the newest request waits while one
+        renders, and a preview whose session changed meanwhile (new points, mask or image, a drag
+        started) is dropped: the later edit supersedes it.
+        """
+        self.refuse_while_inverting(live)
+        if live.busy == "drag":
+            raise ApiError("busy", "a drag is running: its frames already show where the content goes")
+        drag = _engine("drag")
+        config = self._drag_config(live, drag, msg)
+        method = drag.METHODS[config.method]
+        if not getattr(method, "warps", False):
+            warping = ", ".join(n for n, c in drag.METHODS.items() if getattr(c, "warps", False)) or "none"
+            raise ApiError("bad_request", f"method {config.method!r} moves content only step by step, so it has "
+                           f"no instant preview (methods that do: {warping})")
+        doc = live.doc
+        if not doc.handles:
+            raise ApiError("invalid_points", "place at least one handle and its target before asking for a preview")
+        live.preview_epoch += 1
+        snapshot = {"epoch": live.preview_epoch, "handles": [list(p) for p in doc.handles],
+                    "targets": [list(p) for p in doc.targets], "mask": doc.mask, "latent": doc.current,
+                    "config": config, "client": client, "rid": msg.rid, "drag": drag}
+        live.preview_pending = snapshot
+        if not live.preview_running:
+            asyncio.ensure_future(self._render_previews(live))
+
+    async def _render_previews(self, live: LiveSession) -> None:
+        live.preview_running = True
+        try:
+            while live.preview_pending is not None:
+                job, live.preview_pending = live.preview_pending, None
+                if not self._preview_current(live, job):
+                    continue               # superseded before it could start: spare the worker
+                try:
+                    preview = await self._preview(live, job)
+                except Exception as exc:  # noqa: BLE001 - every failure becomes an error event
+                    if job["client"] is not None:
+                        job["client"].send_event(error_event(exc, job["rid"]))
+                    continue
+                if self._preview_current(live, job):
+                    client = job["client"]
+                    client.offer_frame(KIND_DRAG_PREVIEW, 0, preview.jpeg)
+                    event = {"type": "preview", "op": "drag", "method": job["config"].method,
+                             "handles": job["handles"], "targets": job["targets"], "idle": preview.idle,
+                             "seconds": round(preview.seconds, 4)}
+                    if job["rid"] is not None:
+                        event["rid"] = job["rid"]
+                    client.send_event(event)
+        finally:
+            live.preview_running = False
+
+    async def _preview(self, live: LiveSession, job: dict) -> DragPreview:
+        gen, drag = live.generator, job["drag"]
+        mask = None if job["mask"] is None else torch.from_numpy(job["mask"].astype("float32"))
+        latent, config = job["latent"], job["config"]
+
+        def make_run() -> Any:
+            return drag.DragRun(gen, latent.to(gen.device), job["handles"], job["targets"], mask, config)
+
+        try:
+            return await self.hub.scheduler.call(
+                lambda: drag_preview(make_run, job["handles"], job["targets"], self.hub.settings.jpeg_quality),
+                owner=live.id, name="drag-preview")
+        except drag.PointError as exc:
+            raise ApiError("invalid_points", f"preview: {exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise ApiError("bad_request", f"preview: {exc}") from None
+
+    @staticmethod
+    def _preview_current(live: LiveSession, job: dict) -> bool:
+        """Whether the session still shows what the preview was made from (else a later edit won)."""
+        doc = live.doc
+        return (live.preview_epoch == job["epoch"] and live.busy is None and live.job is None
+                and not live.deleted and doc.current is job["latent"] and doc.mask is job["mask"]
+                and [list(p) for p in doc.handles] == job["handles"]
+                and [list(p) for p in doc.targets] == job["targets"])

@@ -107,6 +107,7 @@ class DirectionCommands(EditorBase):
         if not msg.commit:
             # previews: only the newest waits; a burst of slider moves renders the last one
             live.walk_pending = (walks, gen)
+            live.preview_epoch += 1      # the walk preview replaces any drag preview still rendering
             if getattr(live, "walk_running", False):
                 return
             live.walk_running = True

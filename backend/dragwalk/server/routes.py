@@ -214,14 +214,25 @@ async def animation(session_id: str, ext: str, request: Request) -> Response:
 
 
 @router.get("/methods")
-async def methods(request: Request) -> dict[str, Any]:
-    """Drag and direction methods of this build, with their parameters (empty while an engine is missing)."""
+async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
+    """Drag and direction methods of this build, with their parameters (empty while an engine is missing).
+
+    With ``?model=NAME`` the drag defaults are the ones tuned for that model (the model is loaded if
+    it is not yet); without, the methods' own (papers') defaults.
+    """
     out: dict[str, Any] = {"drag": [], "directions": []}
+    if model is not None:
+        if len(model) > 200:
+            raise ApiError("bad_request", "model name too long")
+        out["model"] = model
+    generator = await hub_of(request).generator(model) if model is not None else None
     try:
+        from ..drag import DEFAULT_METHOD
         from ..drag import METHODS as DRAG_METHODS
         for name, cls in DRAG_METHODS.items():
-            info = cls.describe()
+            info = cls.describe(generator) if generator is not None else cls.describe()
             out["drag"].append({"name": name, "label": info.get("label", name),
+                                "warps": bool(getattr(cls, "warps", False)), "default": name == DEFAULT_METHOD,
                                 "params": {**info.get("defaults", {}), **{k: v.get("default") for k, v in
                                                                          info.get("params", {}).items()}},
                                 "details": info})

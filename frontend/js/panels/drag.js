@@ -1,7 +1,11 @@
-/** Drag panel: method and its settings, Start/Stop, live step, remaining distance and frame rate. */
+/**
+ * Drag panel: method and its settings (the session model's tuned defaults), Start/Stop, live step,
+ * remaining distance per pair, frame rate, and why the drag ended in words.
+ */
 
 import { $, fmt, h, setOptions } from "../dom.js";
 import { toMessage } from "../points.js";
+import { dragStatus, pairLines } from "../reasons.js";
 
 export function initDragPanel(app) {
   const method = $("#drag-method");
@@ -15,7 +19,9 @@ export function initDragPanel(app) {
   const remainingOut = $("#drag-remaining");
   const fpsOut = $("#drag-fps");
   const statusOut = $("#drag-status");
+  const pairsOut = $("#drag-pairs");
   let defaultsFor = null;
+  let shownPairs = "";
 
   const current = () => app.store.get().methods.drag.find((x) => x.name === method.value);
 
@@ -28,8 +34,12 @@ export function initDragPanel(app) {
     if (typeof p.max_steps === "number") steps.value = String(p.max_steps);
     const specs = m?.details?.params ?? {};
     paramsBox.replaceChildren(...Object.entries(specs).flatMap(([key, spec]) => methodField(key, spec)));
-    defaultsFor = method.value;
+    defaultsFor = defaultsKey(app.store.get());
+    method.title = m?.warps ? "moves the content at once: dropping a target shows a preview" : "";
   }
+
+  /** Defaults are filled again when the method or the model they were tuned for changes. */
+  const defaultsKey = (s) => `${method.value}@${s.methodsModel ?? ""}`;
 
   /** Only settings that differ from the method's defaults are sent (short messages, clean logs). */
   function readParams() {
@@ -43,7 +53,11 @@ export function initDragPanel(app) {
     return params;
   }
 
-  method.addEventListener("change", applyDefaults);
+  method.addEventListener("change", () => {
+    applyDefaults();
+    app.previewDrag();
+  });
+  app.setDragSettings(() => ({ method: method.value || undefined, params: readParams() }));
   start.addEventListener("click", () => {
     for (const input of [lr, lambda, steps, ...paramsBox.querySelectorAll("input")]) {
       if (!input.checkValidity()) {
@@ -61,7 +75,7 @@ export function initDragPanel(app) {
 
   return (s) => {
     setOptions(method, s.methods.drag.map((m) => ({ value: m.name, label: m.label ?? m.name })));
-    if (method.value && defaultsFor !== method.value) applyDefaults();
+    if (method.value && defaultsFor !== defaultsKey(s)) applyDefaults();
     const live = s.conn.state === "open" && !!s.session;
     const running = s.drag.running;
     const complete = toMessage(s.pairs).handles.length;
@@ -73,7 +87,18 @@ export function initDragPanel(app) {
     remainingOut.textContent = typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–";
     const sps = typeof s.drag.stepsPerSecond === "number" ? ` (${fmt(s.drag.stepsPerSecond)} steps/s)` : "";
     fpsOut.textContent = `${fmt(s.drag.fps)}${sps}`;
-    statusOut.textContent = running ? "dragging…" : s.drag.reason ? `done: ${s.drag.reason}` : "idle";
+    statusOut.textContent = dragStatus(s.drag);
+    statusOut.dataset.reason = running ? "" : s.drag.reason ?? "";
+    const lines = pairLines(s.drag.distances, s.drag.idle);
+    const key = JSON.stringify([lines, s.drag.idle]);
+    if (key !== shownPairs) {
+      shownPairs = key;
+      pairsOut.replaceChildren(
+        ...(lines.length
+          ? lines.map((line, i) => h("li", { class: s.drag.idle?.[i] ? "idle" : "", dataset: { testid: "drag-pair" } }, line))
+          : [h("li", {}, "–")]),
+      );
+    }
   };
 }
 

@@ -2,7 +2,9 @@
 
 Latent spaces: ``z`` (the sampling space), ``w`` (one style vector) and ``w+``
 (one style vector per synthesis layer, ``num_ws`` rows), which is where sessions
-edit by default — DragGAN drags in w+ and optimises its first six rows.
+edit by default — DragGAN drags in w+ and optimises its first six rows (drag modes:
+``w+:first6``, ``w+``, and ``w``, one vector shared by those six rows; see
+``StyleGAN2Generator.drag_variables``).
 
 Layers a caller may read: each synthesis block's output ``b4``, ``b8``, ... and
 ``image``. The default drag feature layer is the sixth block (``b128``) as in
@@ -61,6 +63,10 @@ class StyleGAN2Generator(Generator):
     latent_spaces = ("z", "w", "w+")
     default_space = "w+"
     drag_modes = ("w+:first6", "w+", "w")
+    #: nothing tuned here: StyleGAN drags start from the papers' settings, which are the
+    #: method classes' own defaults (Adam at lr 2e-3 on w+, no feature blur, DragGAN's radii
+    #: and FreeDrag's sizes scaled from 512 px, L2 tracking — L1 measured no different)
+    drag_defaults: dict[str, dict[str, float]] = {}
 
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 1024,
                  img_channels: int = 3, mapping_kwargs: dict | None = None,
@@ -203,7 +209,7 @@ class StyleGAN2Generator(Generator):
         image, features, _ = self._forward(latent, feature_layer, stop_at_feature)
         return Synthesis(image, features)
 
-    def carried(self, latent: Latent, layer: str) -> dict[str, Tensor]:
+    def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:
         """The block's activation and, in the skip architecture, the image summed so far
         (``layer + ":rgb"``): the low frequencies of everything before ``layer`` live there,
         so a warp of the activation alone would leave a ghost of the old content."""
@@ -218,19 +224,34 @@ class StyleGAN2Generator(Generator):
 
     # ----------------------------------------------------------------- editing
     def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:
-        """``w+:first6`` (DragGAN): rows 0..5 of w+ train, the rest stay; ``w+``: all rows;
-        ``w``: one style vector shared by every layer. Offsets are carried, fixed."""
+        """Which part of w+ a drag (or an inversion's second phase) optimises:
+
+        * ``w+:first6`` (DragGAN's default): rows 0..5 of w+ train independently, the
+          rest stay at their start values;
+        * ``w+``: every row trains;
+        * ``w`` (DragGAN's "w" mode): *one* vector shared by rows 0..5, the rest stay at
+          their start values. The trainable tensor is one ``[N, w_dim]`` change added to
+          each of rows 0..5 (started at zero, so the first frame is the start image
+          exactly): for a latent sampled in w or z, whose rows are all the same w (the
+          paper's setting), rows 0..5 are then one shared vector w + delta; after a ``w+``
+          edit they keep their differences and move as one. Adam's steps are the same as
+          on the shared vector itself (its gradient is the sum over the six rows).
+
+        The result is always a ``w+`` latent; offsets are carried, fixed.
+        """
         mode = mode or self.drag_modes[0]
         if mode not in self.drag_modes:
             raise ValueError(f"{self.name}: unknown drag mode {mode!r} (known: {', '.join(self.drag_modes)})")
         offsets = {k: v.detach() for k, v in latent.offsets.items()}
-        if mode == "w":
-            w = self.convert(latent.detach(), "w").code.detach().clone().requires_grad_(True)
-            return DragVariables([w], lambda: Latent("w", w, dict(offsets)))
         ws = self.ws(latent.detach()).detach().clone()
-        rows = min(DRAG_ROWS, self.num_ws) if mode == "w+:first6" else self.num_ws
-        head = ws[:, :rows].clone().requires_grad_(True)
+        rows = min(DRAG_ROWS, self.num_ws) if mode in ("w+:first6", "w") else self.num_ws
         tail = ws[:, rows:]
+        if mode == "w":
+            start = ws[:, :rows]
+            delta = torch.zeros_like(ws[:, 0]).requires_grad_(True)
+            return DragVariables([delta], lambda: Latent(
+                "w+", torch.cat([start + delta[:, None], tail], dim=1), dict(offsets)))
+        head = ws[:, :rows].clone().requires_grad_(True)
         return DragVariables([head], lambda: Latent("w+", torch.cat([head, tail], dim=1), dict(offsets)))
 
     def _affines_by_row(self) -> list[list[FullyConnectedLayer]]:

@@ -1,0 +1,191 @@
+"""Every drag method on the real default model: moved content measured independently, honest
+end reasons, trackers that really track, and the warp's locality.
+
+The measure of motion here never comes from the drag code: ``locate`` is the benchmark's
+Gaussian-weighted normalised cross-correlation on the upscaled image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dragwalk.bench.semantic import content_motion, far_change, locate_patch
+from dragwalk.drag import METHODS, DragConfig, DragRun
+from dragwalk.drag import features as fx
+from dragwalk.drag.method import MethodContext, model_defaults
+from dragwalk.imaging import to_uint8
+
+SEED = 0
+HANDLE = (36.4, 30.1)    # inner corner of the right eye (dlib landmark 42) on seed 0
+TARGET = (41.4, 30.1)
+
+
+@pytest.fixture(scope="module")
+def latent(generator):
+    return generator.sample(SEED)
+
+
+@pytest.fixture(scope="module")
+def original(generator, latent):
+    with torch.no_grad():
+        return to_uint8(generator.render(latent))
+
+
+def finish(run: DragRun) -> None:
+    while not run.done:
+        run.step()
+
+
+@pytest.fixture(scope="module")
+def results(generator, latent, original):
+    """Each method dragging the eye corner 5 px right: (run, image after)."""
+    out = {}
+    for name in METHODS:
+        run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method=name, max_steps=150))
+        finish(run)
+        with torch.no_grad():
+            out[name] = (run, to_uint8(run.render()))
+    return out
+
+
+def share(original, after) -> float:
+    return content_motion(original, after, np.array([HANDLE]), np.array([TARGET]))[0]
+
+
+def independent_arrival(original, after) -> bool:
+    found = locate_patch(original, after, np.array(HANDLE), 3.0, 8.0)
+    return float(np.linalg.norm(found - np.array(TARGET))) <= 1.25
+
+
+# ----------------------------------------------------------------- what users see
+@pytest.mark.parametrize("method", ["warp", "stable"])
+def test_methods_that_move_content_do_move_it(results, original, method):
+    run, after = results[method]
+    moved = share(original, after)
+    assert moved >= (0.85 if method == "warp" else 0.6), f"{method}: content moved {moved:.2f} of the way"
+    assert run.converged and run.reason == "converged"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_converged_means_the_content_arrived(results, original, method):
+    """For every method: the run's word agrees with an independent look at the image."""
+    run, after = results[method]
+    assert run.reason in ("converged", "tracking_lost", "max_steps")
+    assert run.converged == independent_arrival(original, after), (method, run.reason, share(original, after))
+    assert run.converged == (run.reason == "converged")
+
+
+def test_the_default_warp_keeps_the_rest_of_the_face(results, original):
+    run, after = results["warp"]
+    assert run.step_count == 1, "the warp moves the content at once; one step checks it"
+    far = far_change(original, after, np.array([HANDLE]), np.array([TARGET]))
+    assert far <= 1.0, f"mean change far from the points {far:.2f}/255"
+
+
+def test_a_tracker_that_claims_arrival_is_not_believed(generator, latent, monkeypatch):
+    """A tracker that jumps to the target while nothing moved must end as tracking_lost."""
+    cls = METHODS["draggan"]
+    monkeypatch.setattr(cls, "track", lambda self, features, handles, targets: targets.clone())
+    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="draggan", max_steps=20))
+    finish(run)
+    assert run.reason == "tracking_lost" and not run.converged
+    assert run.arrival is not None and run.arrival.error[0] > 3.0
+
+
+def test_a_pair_already_on_target_has_nothing_to_move(generator, latent):
+    run = DragRun(generator, latent, [HANDLE, (20.0, 40.0)], [(HANDLE[0] + 0.4, HANDLE[1]), (20.0, 40.0)])
+    assert run.done and run.reason == "nothing_to_move" and run.converged
+    step = run.step()
+    assert step.idle == [True, True] and step.reason == "nothing_to_move"
+    assert torch.equal(run.latent.code, latent.code)
+    assert all(float(v.abs().max()) == 0 for v in run.latent.offsets.values())
+
+
+def test_progress_reports_every_pair(generator, latent):
+    run = DragRun(generator, latent, [HANDLE, (20.0, 40.0)], [TARGET, (20.2, 40.0)],
+                  config=DragConfig(method="stable", max_steps=5))
+    step = run.step()
+    assert len(step.distances) == 2 and step.idle == [False, True]
+    assert step.distances[1] == pytest.approx(0.2, abs=0.1)
+    assert step.max_remaining == pytest.approx(max(step.distances))
+    assert step.reason is None and not step.done
+
+
+# ----------------------------------------------------------------- the warp
+def test_warp_is_confined_to_the_mask(generator, latent, original):
+    yy, xx = np.mgrid[0:64, 0:64]
+    mask = (np.hypot(xx - 39, yy - 30) <= 7).astype(np.float32)
+    run = DragRun(generator, latent, [HANDLE], [TARGET], mask=mask)
+    finish(run)
+    with torch.no_grad():
+        after = to_uint8(run.render()).astype(float)
+    change = np.abs(after - original.astype(float)).mean(axis=2)
+    ring = np.hypot(xx - 39, yy - 30) > 10      # a transposed conv spreads a cell by a pixel or two
+    assert change[ring].max() < 2.0 and change[mask > 0].mean() > 10 * change[ring].mean()
+
+
+def test_a_zero_length_pair_pins_content(generator, latent, original):
+    """Zero-motion pairs are anchors: the field is exact (zero) there."""
+    anchor = (30.0, 32.0)       # between the eyes, 6.4 px from the handle
+    free = DragRun(generator, latent, [HANDLE], [TARGET])
+    pinned = DragRun(generator, latent, [HANDLE, anchor], [TARGET, anchor])
+    with torch.no_grad():
+        a, b = to_uint8(free.render()).astype(float), to_uint8(pinned.render()).astype(float)
+    x, y = int(anchor[0]), int(anchor[1])
+    here = lambda img: np.abs(img[y - 1:y + 2, x - 1:x + 2] - original[y - 1:y + 2, x - 1:x + 2]).mean()  # noqa
+    assert here(b) < 0.5 * here(a), (here(a), here(b))
+
+
+def test_warp_mid_drag_with_new_points(generator, latent, original):
+    run = DragRun(generator, latent, [HANDLE], [TARGET])
+    finish(run)
+    here = tuple(run.handles[0])
+    run.set_points([here], [(here[0], here[1] + 4)])
+    assert not run.done
+    finish(run)
+    with torch.no_grad():
+        after = to_uint8(run.render())
+    found = locate_patch(original, after, np.array(HANDLE), 3.0, 12.0)
+    assert np.linalg.norm(found - np.array([TARGET[0], TARGET[1] + 4])) < 1.5, found
+    assert run.converged
+
+
+# ----------------------------------------------------------------- trackers track
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_tracker_follows_content_that_moved(generator, latent, method):
+    """Shift the feature map by one cell (2 px): every tracker must find the handle 2 px on."""
+    cls = METHODS[method]
+    layer = generator.default_feature_layer
+    with torch.no_grad():
+        feats = generator.synthesize(latent, layer, stop_at_feature=True).features
+    values = model_defaults(generator, method)
+    m = cls(MethodContext(64, feats.shape[-1], feats.device), {}, values)
+    smooth = int(m.values["smooth"])
+    f0 = fx.binomial_blur(feats, smooth)
+    handles = torch.tensor([HANDLE])
+    targets = torch.tensor([TARGET])
+    m.start(f0, handles)
+    moved = fx.binomial_blur(torch.roll(feats, shifts=1, dims=3), smooth)
+    tracked = handles
+    for _ in range(int(m.values.get("sub_steps", 1)) + 1):    # FreeDrag moves after a sub-motion
+        tracked = m.track(moved, tracked, targets)
+    assert abs(float(tracked[0, 0]) - (HANDLE[0] + 2)) <= 0.75 and abs(float(tracked[0, 1]) - HANDLE[1]) <= 0.75, \
+        (method, tracked)
+
+
+def test_model_defaults_stay_with_their_model(generator):
+    stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
+    sg = stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
+                                      synthesis_kwargs={"channel_base": 256, "channel_max": 16})
+    for name, cls in METHODS.items():
+        on_dcgan, on_sg = cls.describe(generator), cls.describe(sg)
+        assert on_dcgan["defaults"]["lr"] == 1e-2 and on_dcgan["params"]["smooth"]["default"] == 1
+        assert on_sg["params"]["smooth"]["default"] == 0, "the DCGAN's blur must not reach StyleGAN"
+        assert on_sg["defaults"]["lr"] == model_defaults(sg, name).get("lr", cls.lr)
+    assert METHODS["draggan"].describe(sg)["defaults"]["lr"] == 2e-3     # the paper's
+    run = DragRun(sg, sg.sample(0), [(8.0, 8.0)], [(10.0, 8.0)], config=DragConfig(method="draggan", lr=0.05))
+    assert run.lr == 0.05 and run.method.values["smooth"] == 0
+    dc = DragRun(generator, generator.sample(0), [HANDLE], [TARGET], config=DragConfig(method="draggan"))
+    assert dc.lr == 1e-2 and dc.method.values["smooth"] == 1

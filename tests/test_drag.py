@@ -143,10 +143,12 @@ def test_drag_moves_the_content_under_the_handle(moved, original):
     assert last.remaining < start_gap
 
 
-def test_outside_the_mask_barely_changes(generator, latent, original):
+@pytest.mark.parametrize("method", ["stable", "draggan"])
+def test_outside_the_mask_barely_changes(generator, latent, original, method):
+    """Methods that optimise keep the rest by the mask term (the warp by its field: test_drag_methods)."""
     yy, xx = np.mgrid[0:64, 0:64]
     mask = (np.hypot(xx - 39, yy - 30) <= 9).astype(np.float32)
-    run = DragRun(generator, latent, [HANDLE], [TARGET], mask=mask, config=DragConfig(max_steps=60))
+    run = DragRun(generator, latent, [HANDLE], [TARGET], mask=mask, config=DragConfig(method=method, max_steps=60))
     finish(run)
     with torch.no_grad():
         after = to_uint8(run.render()).astype(float)

@@ -427,7 +427,7 @@ def test_slow_page_gets_fewer_fresher_frames(server):
     async def scenario():
         async with PageClient(server.ws_url(sid), auto_ack=False, credits=2) as page:
             await page.send(type="set_points", handles=[HANDLE], targets=[[50.0, 34.0]])
-            await page.send(type="start_drag", params={"max_steps": 4})
+            await page.send(type="start_drag", method="stable", params={"max_steps": 4})
             done = await page.until(is_type("done"))
             await page.until(is_type("state"))
             held = list(page.frames)

@@ -1,6 +1,16 @@
-"""Apply one mutation at a time, run the named tests, expect a failure, restore."""
-import subprocess, sys, pathlib
-ROOT = pathlib.Path("/work/main")
+"""Break the drag code on purpose, one mutation at a time, and check that a test fails.
+
+    .venv/bin/python scripts/mutation_check.py [substring of a mutation name ...]
+
+Each entry replaces one exact line (or lines) of the source, runs the named tests, prints
+CAUGHT or MISSED, and restores the file. An entry whose line no longer exists stops the
+script: update the entry with the code. A test that cannot fail guards nothing.
+"""
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 M = [
  ("warp field zero", "backend/dragwalk/drag/warp.py", "        return fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)", "        return 0 * fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)", "tests/test_drag_methods.py -k 'move_content and warp'"),
  ("converged = tracker's word", "backend/dragwalk/drag/run.py", "        self.converged = self.arrival.all_arrived", "        self.converged = tracker_arrived", "tests/test_drag_methods.py -k 'converged_means or claims_arrival'"),
@@ -29,7 +39,7 @@ for name, path, old, new, tests in M:
     assert src.count(old) == 1, (name, src.count(old))
     f.write_text(src.replace(old, new))
     try:
-        r = subprocess.run(f"cd {ROOT} && OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -x {tests}", shell=True, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(f"cd {ROOT} && OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -x -p no:cacheprovider {tests}", shell=True, capture_output=True, text=True, timeout=900)
         last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-200:]
         print(f"{'CAUGHT' if r.returncode != 0 else 'MISSED'}: {name}: {last}", flush=True)
     finally:

@@ -13,33 +13,12 @@ from dragwalk.drag import (DEFAULT_METHOD, METHODS, DragConfig, DragRun, DragSte
 from dragwalk.drag import features as fx
 from dragwalk.imaging import to_uint8
 
+from image_oracles import ncc_locate
+
 SEED = 0
 #: a distinctive point of seed 0 (inner corner of the right eye, dlib landmark 42) and a target
 HANDLE = (36.4, 30.1)
 TARGET = (41.4, 30.1)
-
-
-def ncc_locate(before: np.ndarray, after: np.ndarray, point: tuple[float, float], half: int = 4,
-               search: int = 8) -> tuple[np.ndarray, float]:
-    """Where the ``before`` patch around ``point`` is in ``after``: best normalised cross-correlation.
-
-    Independent of the drag code: grey pixels only, exhaustive integer search.
-    """
-    a, b = before.astype(float).mean(2), after.astype(float).mean(2)
-    x0, y0 = int(round(point[0])), int(round(point[1]))
-    patch = a[y0 - half:y0 + half + 1, x0 - half:x0 + half + 1]
-    patch = (patch - patch.mean()) / (patch.std() + 1e-6)
-    best, where = -2.0, np.array([x0, y0], float)
-    for dy in range(-search, search + 1):
-        for dx in range(-search, search + 1):
-            y, x = y0 + dy, x0 + dx
-            if y - half < 0 or x - half < 0 or y + half + 1 > b.shape[0] or x + half + 1 > b.shape[1]:
-                continue
-            w = b[y - half:y + half + 1, x - half:x + half + 1]
-            score = float(((w - w.mean()) / (w.std() + 1e-6) * patch).mean())
-            if score > best:
-                best, where = score, np.array([x, y], float)
-    return where, best
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """Every drag method on the real default model: moved content measured independently, honest
 end reasons, trackers that really track, and the warp's locality.
 
-The measure of motion here never comes from the drag code: ``locate`` is the benchmark's
-Gaussian-weighted normalised cross-correlation on the upscaled image.
+The measure of motion here never comes from the drag code: ``ncc_locate`` (tests/image_oracles.py)
+is a plain exhaustive normalised cross-correlation written for the tests.
 """
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from dragwalk.bench.semantic import content_motion, far_change, locate_patch
+from dragwalk.bench.semantic import far_change
 from dragwalk.drag import METHODS, DragConfig, DragRun
 from dragwalk.drag import features as fx
 from dragwalk.drag.method import MethodContext, model_defaults
 from dragwalk.imaging import to_uint8
+
+from image_oracles import ncc_locate
 
 SEED = 0
 HANDLE = (36.4, 30.1)    # inner corner of the right eye (dlib landmark 42) on seed 0
@@ -50,13 +52,21 @@ def results(generator, latent, original):
     return out
 
 
+def miss(original, after) -> float:
+    """How far (px) the handle's patch is from where the drag wanted it. The oracle searches whole
+    pixels around the rounded handle, so it is the *displacement* that is compared."""
+    found, _ = ncc_locate(original, after, HANDLE)
+    moved = found - np.round(HANDLE)
+    return float(np.linalg.norm(moved - np.subtract(TARGET, HANDLE)))
+
+
 def share(original, after) -> float:
-    return content_motion(original, after, np.array([HANDLE]), np.array([TARGET]))[0]
+    return 1.0 - miss(original, after) / float(np.linalg.norm(np.subtract(TARGET, HANDLE)))
 
 
 def independent_arrival(original, after) -> bool:
-    found = locate_patch(original, after, np.array(HANDLE), 3.0, 8.0)
-    return float(np.linalg.norm(found - np.array(TARGET))) <= 1.25
+    """Within the check's tolerance (1 px here) plus half a pixel of the oracle's rounding."""
+    return miss(original, after) <= 1.5
 
 
 # ----------------------------------------------------------------- what users see
@@ -64,7 +74,7 @@ def independent_arrival(original, after) -> bool:
 def test_methods_that_move_content_do_move_it(results, original, method):
     run, after = results[method]
     moved = share(original, after)
-    assert moved >= (0.85 if method == "warp" else 0.6), f"{method}: content moved {moved:.2f} of the way"
+    assert moved >= 0.7, f"{method}: content moved {moved:.2f} of the way"
     assert run.converged and run.reason == "converged"
 
 
@@ -147,7 +157,7 @@ def test_warp_mid_drag_with_new_points(generator, latent, original):
     finish(run)
     with torch.no_grad():
         after = to_uint8(run.render())
-    found = locate_patch(original, after, np.array(HANDLE), 3.0, 12.0)
+    found, _ = ncc_locate(original, after, HANDLE, search=12)
     assert np.linalg.norm(found - np.array([TARGET[0], TARGET[1] + 4])) < 1.5, found
     assert run.converged
 
@@ -224,3 +234,24 @@ def test_every_methods_loss_moves_the_content(method):
     x, y = centre.detach().tolist()
     assert x > 32.0, f"{method}: the content moved from 28 to {x:.2f} (target 36)"
     assert abs(y - 32.0) < 1.0
+
+
+def test_a_warped_latent_survives_a_file_round_trip(generator, latent, tmp_path):
+    """The warp lives in the latent's offsets (``b3`` here, ``b8`` and ``b8:rgb`` on a StyleGAN2):
+    saving and loading must keep the edit."""
+    from dragwalk.latent_io import load_latent, save_latent
+
+    stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
+    torch.manual_seed(0)
+    sg = stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
+                                      synthesis_kwargs={"channel_base": 256, "channel_max": 16}).eval()
+    for model, start, h, t in ((generator, latent, HANDLE, TARGET), (sg, sg.sample(0), (7.0, 8.0), (9.0, 8.0))):
+        run = DragRun(model, start, [h], [t])
+        finish(run)
+        path = tmp_path / f"{model.name}.npz"
+        save_latent(run.latent, path, model=model.name)
+        back = load_latent(path, model)
+        assert set(back.offsets) == set(run.latent.offsets) and back.offsets
+        with torch.no_grad():
+            assert torch.allclose(model.render(back), run.render(), atol=1e-5)
+    assert set(run.latent.offsets) == {sg.default_feature_layer, sg.default_feature_layer + ":rgb"}

@@ -145,9 +145,8 @@ def _validated(latent: Latent, generator: Generator | None) -> Latent:
     if tuple(latent.code.shape) != tuple(expected.code.shape):
         raise LatentFileError(f"latent code has shape {tuple(latent.code.shape[1:])}, model "
                               f"{generator.name} expects {tuple(expected.code.shape[1:])}")
-    known = {info.name: info for info in generator.layers}
     for name, value in latent.offsets.items():
-        info = known.get(name)
-        if info is None or tuple(value.shape[1:]) != (info.channels, info.size, info.size):
+        shape = generator.offset_shape(name)
+        if shape is None or tuple(value.shape[1:]) != shape:
             raise LatentFileError(f"latent offset {name!r} does not fit model {generator.name}")
     return latent.to(generator.device)

@@ -6,15 +6,15 @@ a few dlib landmarks by 3-5 px on a 64 px face (scaled with the resolution), wit
 no mask. What is measured is what the user sees, never what the drag believes:
 
 * ``motion``: the share of the way each handle's image patch travelled to its target,
-  found by normalised cross-correlation on the image upscaled to at least 256 px
-  (sub-pixel on small models);
+  found by Gaussian-weighted normalised cross-correlation on the image upscaled to at
+  least 256 px (:func:`dragwalk.drag.verify.locate`, the same check behind "converged");
 * ``landmark_ratio``: dlib's landmark error to the targets after the drag over the
   same error before it (1 = nothing happened, 0 = perfect);
 * ``far_change``: mean absolute pixel change (0..255) farther than 14/64 of the image
   side from every handle and target: what an unmasked drag repaints elsewhere;
 * ``identity``: dlib face-descriptor distance, ``lost``: dlib finds no face afterwards.
 
-All functions here are plain numpy/torch on images: independent of the drag code.
+All of these read images only, never a drag's features or tracker.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,6 @@ FIVE_POINTS = SemanticDrag("five_points", (19, 24, 48, 54, 57),
                            ((0.0, -3.0), (0.0, -3.0), (-2.0, -2.5), (2.0, -2.5), (0.0, 3.0)))
 #: far from every point means farther than this share of the image side
 FAR_SHARE = 14.0 / 64.0
-#: images are upscaled to at least this side before patch matching
-MATCH_SIDE = 256
 
 
 def drag_points(drag: SemanticDrag, landmarks: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,46 +56,17 @@ def drag_points(drag: SemanticDrag, landmarks: np.ndarray, resolution: int) -> t
     return handles, np.clip(targets, 0, resolution - 1)
 
 
-def _grey(image: np.ndarray, scale: int) -> torch.Tensor:
-    t = torch.from_numpy(image.astype(np.float32)).mean(dim=2)[None, None]
-    if scale > 1:
-        t = F.interpolate(t, scale_factor=scale, mode="bicubic", align_corners=False)
-    return t
-
-
 def locate_patch(before: np.ndarray, after: np.ndarray, point: np.ndarray, half: float,
                  search: float) -> np.ndarray:
-    """Where the ``before`` patch around ``point`` is in ``after``, searched within ``search`` px.
+    """Where the ``before`` patch around ``point`` is in ``after`` (``H x W x 3`` uint8 images),
+    searched within ``search`` px: the drag engine's image-space check
+    (:func:`dragwalk.drag.verify.locate`), which reads nothing but the two images."""
+    from ..drag.verify import locate
 
-    Gaussian-weighted normalised cross-correlation (weights of sigma ``half / 2``, so
-    the content *under* the point counts most, not the surroundings a local edit
-    leaves behind), on grey images upscaled to at least :data:`MATCH_SIDE` (a 64 px
-    image is matched to a quarter pixel) and padded by replication (points near the
-    border keep a whole patch).
-    """
-    side = before.shape[0]
-    scale = max(1, int(np.ceil(MATCH_SIDE / side)))
-    h = max(2, int(round(half * scale)))
-    s = int(round(search * scale))
-    pad = h + s
-    a = F.pad(_grey(before, scale), (pad,) * 4, mode="replicate")
-    b = F.pad(_grey(after, scale), (pad,) * 4, mode="replicate")
-    c = (np.asarray(point, float) + 0.5) * scale - 0.5 + pad
-    cx, cy = int(round(c[0])), int(round(c[1]))
-    k = 2 * h + 1
-    r = torch.arange(k, dtype=torch.float32) - h
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * (h / 2.0) ** 2))
-    g = (g / g.sum())[None, None]
-    patch = a[..., cy - h:cy + h + 1, cx - h:cx + h + 1]
-    pm = (patch * g).sum()
-    pz = (patch - pm) / (((patch - pm) ** 2 * g).sum().sqrt() + 1e-6)
-    region = b[..., cy - s - h:cy + s + h + 1, cx - s - h:cx + s + h + 1]
-    mean = F.conv2d(region, g)
-    var = (F.conv2d(region * region, g) - mean * mean).clamp_min(0)
-    score = F.conv2d(region, g * pz) / (var.sqrt() + 1e-6)
-    iy, ix = np.unravel_index(int(score.argmax()), tuple(score.shape[-2:]))
-    found = np.array([cx - s + ix, cy - s + iy], float) - pad
-    return (found + 0.5) / scale - 0.5
+    def grey(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(image.astype(np.float32)).mean(dim=2)[None, None]
+
+    return locate(grey(before), grey(after), [float(point[0]), float(point[1])], search, half).numpy()
 
 
 def content_motion(before: np.ndarray, after: np.ndarray, handles: np.ndarray, targets: np.ndarray

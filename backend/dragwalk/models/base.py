@@ -162,6 +162,13 @@ class Generator(nn.Module, abc.ABC):
         assert features is not None
         return {layer: features}
 
+    def offset_shape(self, name: str) -> tuple[int, int, int] | None:
+        """``(channels, height, width)`` of an offset this model accepts under ``name``, else ``None``."""
+        for info in self.layers:
+            if info.name == name and name != "image":
+                return (info.channels, info.size, info.size)
+        return None
+
     def render(self, latent: Latent) -> Tensor:
         """The image alone, ``[N, 3, H, W]`` in ``[-1, 1]``."""
         out = self.synthesize(latent)

@@ -209,6 +209,13 @@ class StyleGAN2Generator(Generator):
         image, features, _ = self._forward(latent, feature_layer, stop_at_feature)
         return Synthesis(image, features)
 
+    def offset_shape(self, name: str) -> tuple[int, int, int] | None:
+        base, _, part = name.partition(":")
+        if part == RGB_SUFFIX[1:]:
+            shape = super().offset_shape(base)
+            return None if shape is None else (self.synthesis.img_channels, shape[1], shape[2])
+        return super().offset_shape(name) if not part else None
+
     def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:
         """The block's activation and, in the skip architecture, the image summed so far
         (``layer + ":rgb"``): the low frequencies of everything before ``layer`` live there,

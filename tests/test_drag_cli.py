@@ -75,3 +75,25 @@ def test_bench_drag_runs_and_writes_json(dragwalk_exe, tmp_path):
             assert row["md_rel"] == pytest.approx(row["md"] / data["no_edit"][n])
         timing = data["step_timing"][method]
         assert timing["truncated_ms"] > 0 and timing["full_forward_ms"] > 0
+
+
+def test_bench_drag_semantic_measures_what_users_see(dragwalk_exe, tmp_path):
+    """Semantic drags on a held-out face: the default warp moves the content (by the image
+    measure) and keeps the rest; DragGAN's word "converged" is never given to content that stayed."""
+    report = tmp_path / "semantic.json"
+    result = run_cli(dragwalk_exe, "bench", "drag", "--semantic", "--faces", "1", "--methods", "warp,draggan",
+                     "--max-steps", "30", "--threads", "1", "--json", str(report), "--no-progress",
+                     "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "motion" in result.stdout and "agree" in result.stdout
+    data = json.loads(report.read_text())
+    warp, draggan = data["methods"]["warp"], data["methods"]["draggan"]
+    assert warp["edits"] == draggan["edits"] >= 5
+    assert warp["motion"] > 0.6 and warp["far"] < 1.0
+    assert warp["motion"] > draggan["motion"] + 0.3
+    for edits in data["edits"].values():
+        for e in edits:
+            assert e["converged"] == (e["reason"] == "converged")
+            if e["converged"]:
+                assert e["motion_min"] > 0.5, e
+    assert data["edits"]["warp"][0]["seed"] >= 5000        # held-out faces

@@ -301,6 +301,39 @@ def test_unknown_session_and_bad_origin_are_closed_with_codes(server):
     assert run(same_origin())["session"]["id"] == sid
 
 
+def test_a_warp_drag_replays_and_round_trips(server, tmp_path, dragwalk_exe):
+    """The default drag keeps its edit in the latent's offsets: the edit log replays it headless
+    to the same image, and the exported latent uploads to the same image."""
+    import subprocess
+    sid = server.create_session(seed=6)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.send(type="set_points", handles=[HANDLE], targets=[TARGET])
+            await page.send(type="start_drag")
+            return await page.until(is_type("done"))
+
+    done = run(scenario())
+    assert done["reason"] == "converged", done
+    with server.client() as client:
+        log = client.get(f"/api/sessions/{sid}/log.json").json()
+        served = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        npz = client.get(f"/api/sessions/{sid}/latent.npz").content
+        r = client.post("/api/sessions/upload", files={"file": ("x.npz", npz, "application/octet-stream")})
+        assert r.status_code == 201, r.text
+        uploaded = png_array(client.get(f"/api/sessions/{r.json()['id']}/image.png").content)
+    assert log["operations"][-1]["kind"] == "drag" and log["operations"][-1]["method"] == "warp"
+    assert np.abs(uploaded - served).max() <= 1
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    out = tmp_path / "replayed.png"
+    result = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
+                             "--tolerance", "1e-3"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    replayed = np.asarray(Image.open(out).convert("RGB")).astype(np.float32)
+    assert np.abs(replayed - served).max() <= 2
+
+
 def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
     """log.json from a session with a drag and a reseed replays with `dragwalk replay` to the same image."""
     import subprocess

@@ -14,7 +14,10 @@ const REASONS = Object.freeze({
     "tracking lost",
     "the tracker reached the target but the content did not follow — try the Warp method or a mask",
   ],
-  max_steps: ["max steps reached", "the content did not reach its targets within Max steps — raise it, or try the Warp method"],
+  max_steps: [
+    "max steps reached",
+    "the content did not reach its targets within the steps allowed — raise Max steps (with Warp: its Refinement steps), or try the Warp method",
+  ],
   stopped: ["stopped", "you stopped the drag; what it reached is kept"],
   cancelled: ["cancelled", "another edit took over; what the drag reached is kept"],
   error: ["failed", "the drag failed (see the error message)"],

@@ -56,7 +56,7 @@ def drag_points(drag: SemanticDrag, landmarks: np.ndarray, resolution: int) -> t
     return handles, np.clip(targets, 0, resolution - 1)
 
 
-def locate_patch(before: np.ndarray, after: np.ndarray, point: np.ndarray, half: float,
+def locate_patch(before: np.ndarray, after: np.ndarray, point: np.ndarray, half: float | None,
                  search: float) -> np.ndarray:
     """Where the ``before`` patch around ``point`` is in ``after`` (``H x W x 3`` uint8 images),
     searched within ``search`` px: the drag engine's image-space check
@@ -72,14 +72,15 @@ def locate_patch(before: np.ndarray, after: np.ndarray, point: np.ndarray, half:
 def content_motion(before: np.ndarray, after: np.ndarray, handles: np.ndarray, targets: np.ndarray
                    ) -> list[float]:
     """Per pair, the share of the way its image patch travelled (1 = on target, 0 = stayed)."""
+    from ..drag.verify import search_radius, tolerance
+
     side = before.shape[0]
-    half = max(3.0, 3.0 * side / 64.0)
     shares = []
     for h, t in zip(np.asarray(handles, float), np.asarray(targets, float)):
         gap = float(np.linalg.norm(t - h))
         if gap < 1e-6:
             continue
-        found = locate_patch(before, after, h, half, gap + half)
+        found = locate_patch(before, after, h, None, search_radius(gap, tolerance(gap, 0.0, side), side))
         shares.append(1.0 - float(np.linalg.norm(found - t)) / gap)
     return shares
 

@@ -47,6 +47,12 @@ def tolerance(gap: float, stop_distance: float, resolution: int) -> float:
     return max(stop_distance, resolution / 64.0, 0.25 * gap)
 
 
+def search_radius(gap: float, tol: float, resolution: int) -> float:
+    """How far from the handle the patch is looked for: past the target by the tolerance or a
+    patch, whichever is more (a wider search can only find the patch elsewhere: stricter)."""
+    return gap + max(tol, PATCH_HALF_64 * resolution / 64.0)
+
+
 def grey(image: Tensor) -> Tensor:
     """``[1, C, H, W]`` (any range) -> ``[1, 1, H, W]`` float grey."""
     return image.detach().float().cpu().mean(dim=1, keepdim=True)
@@ -103,7 +109,7 @@ def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Ten
             error.append(gap)
             arrived.append(True)
             continue
-        where = locate(grey(before), grey(after), h.tolist(), gap + tol)
+        where = locate(grey(before), grey(after), h.tolist(), search_radius(gap, tol, res))
         err = float((where - t).norm())
         found.append((float(where[0]), float(where[1])))
         error.append(err)

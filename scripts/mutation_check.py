@@ -29,6 +29,8 @@ M = [
  ("warp sign flipped", "backend/dragwalk/drag/field.py", "    grid = cell_centres(size, resolution, features.device) - field.to(features.device)", "    grid = cell_centres(size, resolution, features.device) + field.to(features.device)", "tests/test_drag_field.py tests/test_drag_methods.py -k 'warp or field'"),
  ("stylegan2 skip image not warped", "backend/dragwalk/models/stylegan2/generator.py", "            out[layer + RGB_SUFFIX] = skip", "            pass", "tests/test_drag_stylegan.py tests/test_stylegan2.py"),
  ("freedrag loss x0", "backend/dragwalk/drag/freedrag.py", "        return ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "        return 0 * ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "tests/test_drag_methods.py -k loss_moves"),
+ ("no sub-steps", "backend/dragwalk/drag/field.py", "        substeps = min(MAX_SUBSTEPS, max(1, math.ceil(longest / (STEP_PER_SIGMA * sigma))))", "        substeps = 1", "tests/test_drag_field.py"),
+ ("no narrowing", "backend/dragwalk/drag/field.py", "    sigma = min(max(float(base), SIGMA_PER_LENGTH * longest), narrowest_sigma(handles, targets))", "    sigma = max(float(base), SIGMA_PER_LENGTH * longest)", "tests/test_drag_field.py"),
  ("nothing_to_move ignored", "backend/dragwalk/drag/run.py", "        if bool(self._idle.all()):\n            self._finish(\"nothing_to_move\", tracker_arrived=True)", "        if False:\n            pass", "tests/test_drag_methods.py -k nothing_to_move"),
 ]
 only = sys.argv[1:] 

@@ -73,12 +73,40 @@ def test_fields_are_exact_at_targets_and_vanish_far_away_and_outside_the_mask(ki
     assert torch.allclose(masked[27, 17], TARGETS[0] - HANDLES[0], atol=0.05)
 
 
+def test_close_points_moving_apart_neither_fold_nor_overshoot():
+    """Landmarks of one face dragged to another's (seeds 5 -> 6 of the default model): the nose
+    moves 10 px past a mouth corner that barely moves. A single wide RBF overshot to 23 px and
+    folded; the narrowed, composed field stays one-to-one and within the motions asked for."""
+    h = torch.tensor([[19.4, 29.9], [41.6, 27.6], [35.6, 42.4], [26.4, 49.9], [37.4, 48.1]])
+    t = torch.tensor([[23.9, 30.1], [44.1, 31.9], [26.6, 37.6], [26.6, 45.1], [37.9, 47.1]])
+    longest = float((t - h).norm(dim=1).max())
+    wide = fd.rbf_field(fd.cell_centres(64, 64), h, t, 1.25 * longest)
+    assert float(wide.norm(dim=-1).max()) > 2 * longest            # what went wrong before
+    sigma = fd.field_sigma(h, t, 7.0, floor=2.0)
+    assert sigma == pytest.approx(0.6 * float((h[2] - h[4]).norm()))   # nose and mouth corner: 6 px
+    for kind in fd.FIELD_KINDS:
+        u, _ = fd.healthy_field(h, t, 64, 64, sigma, kind, floor=2.0)
+        assert float(fd.jacobian_determinant(u, 64).min()) > 0.05, kind
+        assert float(u.norm(dim=-1).max()) <= 1.1 * longest, kind
+        for hh, tt in zip(h, t):                                   # still exact at the targets
+            x, y = int(round(float(tt[0]))), int(round(float(tt[1])))
+            assert float((u[y, x] - (tt - hh)).norm()) < 1.0, (kind, u[y, x], tt - hh)
+    # a healthy field keeps its radius: two brows raised together, 20 px apart
+    brows = torch.tensor([[20.0, 24.0], [40.0, 24.0]])
+    _, sigma = fd.healthy_field(brows, brows + torch.tensor([0.0, -3.0]), 32, 64, 7.0)
+    assert sigma == 7.0
+    assert fd.narrowest_sigma(brows[:1], brows[:1]) == float("inf")
+
+
 def test_long_drags_widen_the_field_so_it_never_folds():
     h, t = torch.tensor([[100.0, 128.0]]), torch.tensor([[140.0, 128.0]])
     sigma = fd.field_sigma(h, t, 10.0)
     assert sigma >= 1.25 * 40
     assert fd.largest_slope(fd.displacement_field(h, t, 256, 256, sigma), 256) < 0.6
-    assert fd.largest_slope(fd.displacement_field(h, t, 256, 256, 10.0), 256) > 1.0   # what it avoids
+    one_step = fd.displacement_field(h, t, 256, 256, 10.0, substeps=1)
+    assert float(fd.jacobian_determinant(one_step, 256).min()) < 0                  # what it avoids
+    composed = fd.displacement_field(h, t, 256, 256, 10.0)                         # 8 sub-steps
+    assert float(fd.jacobian_determinant(composed, 256).min()) > 0
 
 
 def test_warp_is_backward_bilinear_sampling_like_scipy():

@@ -18,9 +18,14 @@ image is untouched) and both exact at the targets:
   (a mouth, an eye) rigid. MLS is global by nature, so its displacement is faded
   out by the same Gaussian envelope as the RBF field.
 
-The radius ``sigma`` grows with the drag length: a Gaussian bump of amplitude ``d``
-has a largest slope of ``0.61 d / sigma``, and a backward map folds over itself once
-the slope reaches 1. ``sigma >= 1.25 * d`` keeps every slope under one half.
+The radius ``sigma`` grows with the drag length (a Gaussian bump of amplitude ``d`` has a
+largest slope of ``0.61 d / sigma``, and a backward map folds over itself once the
+slope reaches 1), and a long drag is composed of sub-steps, each at most half a radius
+long, so every step is far from folding and so is their composition
+(:func:`displacement_field`). Close points pulled different ways are another matter:
+their bumps overlap and the interpolation overshoots (a 9 px drag beside a mouth corner
+that stays put moved content by 23 px and folded it). :func:`healthy_field` then narrows
+the radius until the field is one-to-one and moves nothing further than asked.
 """
 
 from __future__ import annotations
@@ -34,12 +39,63 @@ from torch import Tensor
 FIELD_KINDS = ("rbf", "mls")
 #: sigma / longest drag: keeps the field's slope under 0.5, far from folding
 SIGMA_PER_LENGTH = 1.25
+#: sigma / nearest distance between two handles that move differently: a wider field would
+#: drag the face between them along and squeeze it (measured on landmark transfers)
+SIGMA_PER_SPACING = 0.6
+#: longest sub-step of a composed field, in radii
+STEP_PER_SIGMA = 0.5
+#: most sub-steps a field is composed of
+MAX_SUBSTEPS = 16
 
 
-def field_sigma(handles: Tensor, targets: Tensor, base: float) -> float:
-    """Field radius in image px: ``base``, widened for long drags so the warp never folds."""
+def field_sigma(handles: Tensor, targets: Tensor, base: float, floor: float = 0.0) -> float:
+    """Field radius in image px: ``base``, widened for long drags, narrowed for close handles
+    (see the module docstring), never below ``floor`` (a feature cell: anything finer is not
+    a field the map can show)."""
     longest = float((targets - handles).norm(dim=1).max()) if handles.numel() else 0.0
-    return max(float(base), SIGMA_PER_LENGTH * longest)
+    sigma = min(max(float(base), SIGMA_PER_LENGTH * longest), narrowest_sigma(handles, targets))
+    return max(sigma, float(floor))
+
+
+def narrowest_sigma(handles: Tensor, targets: Tensor, floor: float = 0.0) -> float:
+    """The widest radius close points allow: the nearest distance between two handles that
+    move differently (:data:`SIGMA_PER_SPACING`); infinite for a single point."""
+    if handles.shape[0] < 2:
+        return float("inf")
+    return max(SIGMA_PER_SPACING * _spacing(handles, targets - handles), float(floor))
+
+
+def healthy_field(handles: Tensor, targets: Tensor, size: int, resolution: int, sigma: float,
+                  kind: str = "rbf", region: Tensor | None = None, floor: float = 0.0) -> tuple[Tensor, float]:
+    """The widest field up to ``sigma`` that neither folds (``det(I - grad u) > 0.2``) nor moves
+    anything further than 1.1 times the longest drag, narrowing by steps of 0.8 down to
+    :func:`narrowest_sigma`. Returns the field and the radius used.
+
+    A wide field moves a whole part and looks natural; only layouts that need it (close points
+    pulled different ways) get a narrower one.
+    """
+    longest = float((targets - handles).norm(dim=1).max()) if handles.numel() else 0.0
+    lowest = min(sigma, narrowest_sigma(handles, targets, floor))
+    while True:
+        u = displacement_field(handles, targets, size, resolution, sigma, kind, region)
+        ok = float(u.norm(dim=-1).max()) <= 1.1 * longest + 1e-3
+        if ok and size > 2:
+            ok = float(jacobian_determinant(u, resolution).min()) > 0.2
+        if ok or sigma <= lowest:
+            return u, sigma
+        sigma = max(0.8 * sigma, lowest)
+
+
+def _spacing(handles: Tensor, motion: Tensor) -> float:
+    """The nearest distance between two handles that move *differently*: two points moving
+    together do not make the interpolation overshoot, so their distance is stretched by
+    how alike their motions are (largest motion over the difference of motions)."""
+    dist = torch.cdist(handles, handles)
+    differ = torch.cdist(motion, motion)
+    size = torch.maximum(motion.norm(dim=1)[:, None], motion.norm(dim=1)[None, :])
+    stretch = (size / differ.clamp_min(1e-6)).clamp_min(1.0)
+    eff = dist * stretch + torch.eye(len(handles), device=handles.device) * 1e9
+    return float(eff.min())
 
 
 def cell_centres(size: int, resolution: int, device: torch.device | str = "cpu") -> Tensor:
@@ -103,24 +159,49 @@ def mls_similarity(points: Tensor, source: Tensor, dest: Tensor, alpha: float = 
     return out.reshape(points.shape)
 
 
+def _step_field(points: Tensor, handles: Tensor, targets: Tensor, sigma: float, kind: str) -> Tensor:
+    """Backward displacement of one (sub-)step at ``points`` ``[..., 2]``."""
+    if kind == "rbf":
+        return rbf_field(points, handles, targets, sigma)
+    # backward map: the output at a target reads the input at its handle
+    deformed = mls_similarity(points, targets, handles)
+    return (points - deformed) * envelope(points, targets, sigma)[..., None]
+
+
 def displacement_field(handles: Tensor, targets: Tensor, size: int, resolution: int, sigma: float,
-                       kind: str = "rbf", region: Tensor | None = None) -> Tensor:
+                       kind: str = "rbf", region: Tensor | None = None, substeps: int | None = None) -> Tensor:
     """Backward displacement in image px on a ``size x size`` grid: ``[size, size, 2]``.
 
+    The motion is split into ``substeps`` equal steps (default: each at most half a radius
+    long) whose backward maps are composed exactly at the grid points: the output reads the
+    last step's map, that position the step before's, and so on back to the first frame.
     ``region`` (``[1, 1, size, size]``, 1 = may change) confines the motion to a painted mask.
     """
     if kind not in FIELD_KINDS:
         raise ValueError(f"unknown field kind {kind!r} (known: {', '.join(FIELD_KINDS)})")
     grid = cell_centres(size, resolution, handles.device)
-    if kind == "rbf":
-        u = rbf_field(grid, handles, targets, sigma)
-    else:
-        # backward map: the output at a target reads the input at its handle
-        deformed = mls_similarity(grid, targets, handles)
-        u = (grid - deformed) * envelope(grid, targets, sigma)[..., None]
+    motion = targets - handles
+    if substeps is None:
+        longest = float(motion.norm(dim=1).max()) if handles.numel() else 0.0
+        substeps = min(MAX_SUBSTEPS, max(1, math.ceil(longest / (STEP_PER_SIGMA * sigma))))
+    read = grid
+    for k in range(substeps, 0, -1):       # the last step first: backward maps compose in reverse
+        start = handles + motion * ((k - 1) / substeps)
+        end = handles + motion * (k / substeps)
+        read = read - _step_field(read, start, end, sigma, kind)
+    u = grid - read
     if region is not None:
         u = u * region[0, 0, :, :, None]
     return u
+
+
+def jacobian_determinant(field: Tensor, resolution: int) -> Tensor:
+    """``det(I - grad u)`` of the backward map ``v - u(v)`` on the grid's inner cells: ``<= 0``
+    where the warp folds over itself."""
+    step = resolution / field.shape[0]
+    dx = (field[1:-1, 2:] - field[1:-1, :-2]) / (2 * step)     # d u / d x  [.., 2]
+    dy = (field[2:, 1:-1] - field[:-2, 1:-1]) / (2 * step)     # d u / d y
+    return (1 - dx[..., 0]) * (1 - dy[..., 1]) - dy[..., 0] * dx[..., 1]
 
 
 def warp(features: Tensor, field: Tensor, resolution: int, mode: str = "bicubic") -> Tensor:

@@ -61,7 +61,9 @@ class WarpDrag(StableDrag):
 
     def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
         size = self.ctx.feature_size
-        sigma = fd.field_sigma(handles, targets, self.base_sigma)
+        floor = self.ctx.resolution / size          # one feature cell: nothing finer can show
+        sigma = fd.field_sigma(handles, targets, self.base_sigma, floor)
         region = None if keep is None else 1.0 - keep
         kind = fd.FIELD_KINDS[int(self.values["field"])]
-        return fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)
+        field, _ = fd.healthy_field(handles, targets, size, self.ctx.resolution, sigma, kind, region, floor)
+        return field

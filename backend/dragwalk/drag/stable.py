@@ -25,7 +25,7 @@ offsets (``offset_decay = 10``) lowered landmark MD (1/5 points: 0.69 -> 0.64,
 Those figures are from the first session's 27 hand-picked drags. On the semantic drags of
 ``dragwalk bench drag --semantic`` (held-out faces, 2026-11-30) it moves content 0.21 of
 the way on average and the run's image check calls 5 of 41 edits converged; the warp
-(:mod:`.warp`, the default) moves it 0.84 of the way. The DCGAN-tuned values above live
+(:mod:`.warp`, the default) moves it 0.83 of the way. The DCGAN-tuned values above live
 in ``DCGANGenerator.drag_defaults``; on other models the class defaults apply.
 """
 

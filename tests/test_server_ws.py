@@ -301,10 +301,23 @@ def test_unknown_session_and_bad_origin_are_closed_with_codes(server):
     assert run(same_origin())["session"]["id"] == sid
 
 
+def replay_headless(log: dict, tmp_path, dragwalk_exe, tolerance: str = "1e-3"
+                    ) -> tuple[np.ndarray, object, str]:
+    """Write ``log`` to a file, replay it with `dragwalk replay`: the image, the file, the output."""
+    import subprocess
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps(log))
+    out = tmp_path / "replayed.png"
+    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
+                           "--tolerance", tolerance], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "recomputed" in done.stdout
+    return np.asarray(Image.open(out).convert("RGB")).astype(np.float32), path, done.stdout
+
+
 def test_a_warp_drag_replays_and_round_trips(server, tmp_path, dragwalk_exe):
     """The default drag keeps its edit in the latent's offsets: the edit log replays it headless
     to the same image, and the exported latent uploads to the same image."""
-    import subprocess
     sid = server.create_session(seed=6)["id"]
 
     async def scenario():
@@ -324,19 +337,12 @@ def test_a_warp_drag_replays_and_round_trips(server, tmp_path, dragwalk_exe):
         uploaded = png_array(client.get(f"/api/sessions/{r.json()['id']}/image.png").content)
     assert log["operations"][-1]["kind"] == "drag" and log["operations"][-1]["method"] == "warp"
     assert np.abs(uploaded - served).max() <= 1
-    path = tmp_path / "log.json"
-    path.write_text(json.dumps(log))
-    out = tmp_path / "replayed.png"
-    result = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
-                             "--tolerance", "1e-3"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    replayed = np.asarray(Image.open(out).convert("RGB")).astype(np.float32)
+    replayed, _, _ = replay_headless(log, tmp_path, dragwalk_exe)
     assert np.abs(replayed - served).max() <= 2
 
 
 def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
     """log.json from a session with a drag and a reseed replays with `dragwalk replay` to the same image."""
-    import subprocess
     sid = server.create_session(seed=6)["id"]
 
     async def scenario():
@@ -360,14 +366,7 @@ def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
     assert [op["kind"] for op in log["operations"]] == ["reseed", "drag"]
     changes = log["operations"][1].get("changes", [])
     assert {"lr", "handles"} <= {k for c in changes for k in c}, log["operations"][1]
-    path = tmp_path / "log.json"
-    path.write_text(json.dumps(log))
-    out = tmp_path / "replayed.png"
-    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
-                           "--tolerance", "1e-3"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "recomputed" in done.stdout
-    replayed = np.asarray(Image.open(out).convert("RGB")).astype(np.float32)
+    replayed, path, _ = replay_headless(log, tmp_path, dragwalk_exe)
     assert np.abs(replayed - served).max() <= 2
 
     # the same log uploaded makes a new session with the same history and image
@@ -389,7 +388,6 @@ def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
 
 def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
     import base64
-    import subprocess
     sid = server.create_session(seed=2)["id"]
     mask = np.zeros((64, 64), np.uint8)
     mask[36:52, 20:44] = 255                      # the mouth region
@@ -443,14 +441,9 @@ def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
     outside = change[mask == 0].mean()
     assert inside > 1.0 and inside > 3 * outside
     # the sefa walk replays headless (the region walk uses its recorded latent)
-    path = tmp_path / "walk-log.json"
-    path.write_text(json.dumps(log))
-    out = tmp_path / "walked.png"
-    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
-                           "--tolerance", "1e-4"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "walk    recomputed" in done.stdout and "walk    recorded" in done.stdout
-    assert np.abs(np.asarray(Image.open(out).convert("RGB")).astype(np.float32) - image).max() <= 2
+    walked, _, printed = replay_headless(log, tmp_path, dragwalk_exe, tolerance="1e-4")
+    assert "walk    recomputed" in printed and "walk    recorded" in printed
+    assert np.abs(walked - image).max() <= 2
 
 
 def test_slow_page_gets_fewer_fresher_frames(server):

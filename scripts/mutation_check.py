@@ -12,9 +12,9 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 M = [
- ("warp field zero", "backend/dragwalk/drag/warp.py", "        return fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)", "        return 0 * fd.displacement_field(handles, targets, size, self.ctx.resolution, sigma, kind, region)", "tests/test_drag_methods.py -k 'move_content and warp'"),
+ ("warp field zero", "backend/dragwalk/drag/warp.py", "        return field\n", "        return 0 * field\n", "tests/test_drag_methods.py -k 'move_content and warp'"),
  ("converged = tracker's word", "backend/dragwalk/drag/run.py", "        self.converged = self.arrival.all_arrived", "        self.converged = tracker_arrived", "tests/test_drag_methods.py -k 'converged_means or claims_arrival'"),
- ("locate returns its input", "backend/dragwalk/drag/verify.py", "    return torch.tensor([x, y], dtype=torch.float32)", "    return point.clone().float()", "tests/test_drag_field.py"),
+ ("locate returns its input", "backend/dragwalk/drag/verify.py", "    return (found + 0.5) / scale - 0.5", "    return torch.tensor([float(point[0]), float(point[1])])", "tests/test_drag_field.py"),
  ("stable loss x0", "backend/dragwalk/drag/stable.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k 'move_content and stable' tests/test_drag_methods.py -k 'loss_moves and stable'"),
  ("draggan loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - here).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - here).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_stylegan.py"),
  ("draggan no stop-gradient", "backend/dragwalk/drag/draggan.py", "        here = fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        here = fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_stylegan.py"),

@@ -185,10 +185,17 @@ def test_every_tracker_follows_content_that_moved(generator, latent, method):
         (method, tracked)
 
 
-def test_model_defaults_stay_with_their_model(generator):
+@pytest.fixture(scope="module")
+def tiny_sg():
+    """A 16 px StyleGAN2 with seeded random weights: the other architecture behind the seam."""
     stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
-    sg = stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
-                                      synthesis_kwargs={"channel_base": 256, "channel_max": 16})
+    torch.manual_seed(0)
+    return stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
+                                        synthesis_kwargs={"channel_base": 256, "channel_max": 16}).eval()
+
+
+def test_model_defaults_stay_with_their_model(generator, tiny_sg):
+    sg = tiny_sg
     for name, cls in METHODS.items():
         on_dcgan, on_sg = cls.describe(generator), cls.describe(sg)
         assert on_dcgan["defaults"]["lr"] == 1e-2 and on_dcgan["params"]["smooth"]["default"] == 1
@@ -236,15 +243,12 @@ def test_every_methods_loss_moves_the_content(method):
     assert abs(y - 32.0) < 1.0
 
 
-def test_a_warped_latent_survives_a_file_round_trip(generator, latent, tmp_path):
+def test_a_warped_latent_survives_a_file_round_trip(generator, latent, tiny_sg, tmp_path):
     """The warp lives in the latent's offsets (``b3`` here, ``b8`` and ``b8:rgb`` on a StyleGAN2):
     saving and loading must keep the edit."""
     from dragwalk.latent_io import load_latent, save_latent
 
-    stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
-    torch.manual_seed(0)
-    sg = stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
-                                      synthesis_kwargs={"channel_base": 256, "channel_max": 16}).eval()
+    sg = tiny_sg
     for model, start, h, t in ((generator, latent, HANDLE, TARGET), (sg, sg.sample(0), (7.0, 8.0), (9.0, 8.0))):
         run = DragRun(model, start, [h], [t])
         finish(run)

@@ -205,7 +205,7 @@ def test_drag_steps_carry_the_runs_reason_distances_and_idle_pairs(generator):
     assert all(len(u.distances) == len(u.idle) == 1 and u.idle == [False] for u in updates)
     # the preview: the warped image before any step, nothing else kept
     preview = drag_preview(lambda: DragRun(generator, latent, [[30.0, 34.0]], [[36.0, 34.0]], None,
-                                           DragConfig(method="warp")), [[30.0, 34.0]], [[36.0, 34.0]])
+                                           DragConfig(method="warp")))
     assert preview.jpeg[:2] == b"\xff\xd8" and preview.idle == [False] and preview.seconds > 0
 
 

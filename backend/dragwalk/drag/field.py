@@ -231,7 +231,3 @@ def largest_slope(field: Tensor, resolution: int) -> float:
     gy = (field[1:] - field[:-1]).abs().amax() / step if size > 1 else field.new_zeros(())
     return float(torch.maximum(gx, gy))
 
-
-def sanity_check_sigma(sigma: float) -> None:
-    if not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"field radius must be a finite number > 0, got {sigma!r}")

@@ -110,19 +110,8 @@ class DragRun:
         if self.mask is not None and float(self.mask.max() - self.mask.min()) > 0:
             self._keep = 1.0 - fx.resize_mask(self.mask, first.shape[-1])
         self._reference = first.detach()                  # F0 for the mask term
-        self._origin_image = out.image.detach()           # what the user saw when the points were set
-        self._origin_handles = self._handles.clone()
-        self._idle = self.distances() <= self.stop_distance
-        warped = self.method.warps and not bool(self._idle.all())
-        if warped:
-            start = self._warped(start, first)
-        self.variables = generator.drag_variables(start, self.mode)
-        self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
-        self._shown = self.variables.latent().detach()   # latent the handles belong to
-        self._image: Tensor | None = None                 # its image, when rendered
-        self._restart(first)
-        if warped:
-            self._handles = self._targets.clone()   # where the warp put them; the first step tracks
+        self._move_to(start)
+        self._begin(first, out.image.detach())
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Vector latents at ``lr``; spatial offsets (4-D) at ``lr * offset_lr``."""
@@ -192,14 +181,27 @@ class DragRun:
                 field = self.method.field(self._handles, self._targets, self._keep)
                 self._warp = (latent, features, field)
             offsets = dict(latent.offsets)
-            for name, value in carried.items():
-                f = field
-                if value.shape[-1] != field.shape[0]:
-                    f = torch.nn.functional.interpolate(field.permute(2, 0, 1)[None], size=value.shape[-2:],
-                                                        mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-                moved = fd.warp(value, f, self.generator.resolution)
+            for name, value in carried.items():     # all at the layer's size (Generator.carried)
+                moved = fd.warp(value, field, self.generator.resolution)
                 offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved - value)
         return Latent(latent.space, latent.code, offsets)
+
+    def _begin(self, features: Tensor, image: Tensor) -> None:
+        """Take the current points from the shown latent, whose feature-layer activation is
+        ``features`` and whose image (the one the user set the points on) is ``image``.
+
+        A warping method moves the content here, and the handles go where the warp put them;
+        its first step tracks what it did.
+        """
+        self._origin_image = image
+        self._origin_handles = self._handles.clone()
+        self._idle = self.distances() <= self.stop_distance
+        warps = self.method.warps and not bool(self._idle.all())
+        if warps:
+            self._move_to(self._warped(self._shown, features))
+        self._restart(features)
+        if warps:
+            self._handles = self._targets.clone()
 
     def _restart(self, features: Tensor) -> None:
         """Start (or restart after new points) from ``features`` of the points' first frame."""
@@ -240,23 +242,16 @@ class DragRun:
         self._targets = torch.tensor(ts, dtype=torch.float32, device=self.device)
         if self.config.stop_distance is None:   # the default depends on the number of points
             self.stop_distance = type(self.method).default_stop_distance(self.generator.resolution, len(hs))
-        self._origin_image = self.render()
-        self._origin_handles = self._handles.clone()
-        self._idle = self.distances() <= self.stop_distance
         with torch.no_grad():
             feats = self.generator.synthesize(self._shown, self.feature_layer, stop_at_feature=True).features
-        if self.method.warps and not bool(self._idle.all()):
-            self._move_to(self._warped(self._shown, feats))
-        self._restart(feats)
-        if self.method.warps and not bool(self._idle.all()):
-            self._handles = self._targets.clone()
+        self._begin(feats, self.render())
 
     def _move_to(self, latent: Latent) -> None:
-        """Continue from ``latent`` (a warp mid-drag): new variables, the optimiser's lr kept."""
+        """Optimise from ``latent`` (the start, or a warp): new variables and optimiser at the run's lr."""
         self.variables = self.generator.drag_variables(latent, self.mode)
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.lr)
-        self._shown = self.variables.latent().detach()
-        self._image = None
+        self._shown = self.variables.latent().detach()   # latent the handles belong to
+        self._image: Tensor | None = None                 # its image, when rendered
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate in place: latent, optimiser moments and points are kept."""

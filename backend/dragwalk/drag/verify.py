@@ -69,11 +69,20 @@ def locate(before: Tensor, after: Tensor, point: Sequence[float], search: float,
     patch). Returns ``[2]`` image px.
     """
     side = before.shape[-1]
+    return _match(upscaled(before), upscaled(after), side, point, search, half)
+
+
+def upscaled(image: Tensor) -> Tensor:
+    """A ``[1, 1, H, W]`` grey image upscaled (bicubic) to at least :data:`MATCH_SIDE`."""
+    scale = max(1, math.ceil(MATCH_SIDE / image.shape[-1]))
+    return image if scale == 1 else F.interpolate(image, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def _match(before: Tensor, after: Tensor, side: int, point: Sequence[float], search: float,
+           half: float | None) -> Tensor:
+    """:func:`locate` on images already :func:`upscaled` from ``side`` px."""
+    scale = before.shape[-1] // side
     half = PATCH_HALF_64 * side / 64.0 if half is None else half
-    scale = max(1, math.ceil(MATCH_SIDE / side))
-    if scale > 1:
-        before = F.interpolate(before, scale_factor=scale, mode="bicubic", align_corners=False)
-        after = F.interpolate(after, scale_factor=scale, mode="bicubic", align_corners=False)
     h = max(2, int(round(half * scale)))
     s = int(round(search * scale))
     pad = h + s
@@ -100,6 +109,7 @@ def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Ten
                     stop_distance: float) -> Arrival:
     """Check every pair: ``before``/``after`` are ``[1, 3, H, W]`` images, points ``[K, 2]`` px."""
     res = before.shape[-1]
+    a, b = upscaled(grey(before)), upscaled(grey(after))     # once for all pairs
     found, error, arrived = [], [], []
     for h, t in zip(handles.detach().cpu(), targets.detach().cpu()):
         gap = float((t - h).norm())
@@ -109,7 +119,7 @@ def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Ten
             error.append(gap)
             arrived.append(True)
             continue
-        where = locate(grey(before), grey(after), h.tolist(), search_radius(gap, tol, res))
+        where = _match(a, b, res, h.tolist(), search_radius(gap, tol, res), None)
         err = float((where - t).norm())
         found.append((float(where[0]), float(where[1])))
         error.append(err)

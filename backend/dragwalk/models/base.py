@@ -153,7 +153,7 @@ class Generator(nn.Module, abc.ABC):
         """Everything the network after ``layer`` reads, keyed like ``Latent.offsets``.
 
         Warping all of these (and adding the difference as offsets) moves the content
-        the rest of the network renders. For most networks that is the layer's activation
+        the rest of the network renders; all have the layer's spatial size. For most networks that is the layer's activation
         alone (``features``, when the caller has it already, saves a pass); StyleGAN2's
         skip generator also carries the image summed so far.
         """

@@ -8,7 +8,6 @@ up between steps, so the job's objects are only ever touched by the worker.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -96,8 +95,8 @@ def drag_steps(make_run: Callable[[], Any], control: DragControl, jpeg_quality: 
                              float(result.remaining), float(result.max_remaining), bool(result.done),
                              bool(getattr(result, "converged", False)), steps / max(elapsed, 1e-9),
                              time.time(), jpeg, latent,
-                             reason=_run_reason(run, result) if result.done else None,
-                             distances=_distances(result), idle=_idle(result))
+                             reason=result.reason, distances=[round(d, 3) for d in result.distances],
+                             idle=list(result.idle))
             if result.done:
                 return
 
@@ -105,39 +104,16 @@ def drag_steps(make_run: Callable[[], Any], control: DragControl, jpeg_quality: 
 def _tween_updates(run: Any, control: DragControl, started: float, jpeg_quality: int) -> Iterator[DragUpdate]:
     """A warping method moved the content when the run was built: show it growing in a few
     frames (step 0, markers on their way) before the first step, for the page and the GIF."""
-    tween = getattr(run, "tween", None)
-    if tween is None or not control.frame_wanted():
+    if not control.frame_wanted():
         return
-    images = tween(TWEEN_FRAMES)
-    origin = getattr(run, "origin_handles", run.handles)
+    images = run.tween(TWEEN_FRAMES)
+    origin = run.origin_handles
     for k, image in enumerate(images, start=1):
         share = k / (len(images) + 1)
         handles = [[h[0] + share * (t[0] - h[0]), h[1] + share * (t[1] - h[1])] for h, t in zip(origin, run.targets)]
         dist = [((t[0] - h[0]) ** 2 + (t[1] - h[1]) ** 2) ** 0.5 for h, t in zip(handles, run.targets)]
         yield DragUpdate(0, handles, [list(t) for t in run.targets], sum(dist) / len(dist), max(dist), False, False,
-                         0.0, time.time(), encode(image, "JPEG", jpeg_quality), None, None, dist,
-                         list(getattr(run, "idle", [False] * len(dist))))
-
-
-def _run_reason(run: Any, result: Any) -> str:
-    """Why a finished run ended, in the run's own words (never guessed from ``converged``)."""
-    reason = getattr(result, "reason", None) or getattr(run, "reason", None)
-    if reason:
-        return str(reason)
-    # an engine without reasons: only its converged flag is known, and "converged" must be earned
-    return "converged" if getattr(result, "converged", False) else "max_steps"
-
-
-def _distances(result: Any) -> list[float]:
-    values = getattr(result, "distances", None)
-    if values is None:
-        values = [math.dist(h, t) for h, t in zip(result.handles, result.targets)]
-    return [round(float(d), 3) for d in values]
-
-
-def _idle(result: Any) -> list[bool]:
-    values = getattr(result, "idle", None)
-    return [bool(v) for v in values] if values is not None else [False] * len(result.handles)
+                         0.0, time.time(), encode(image, "JPEG", jpeg_quality), None, None, dist, run.idle)
 
 
 @dataclass
@@ -149,17 +125,14 @@ class DragPreview:
     seconds: float
 
 
-def drag_preview(make_run: Callable[[], Any], handles: list, targets: list, jpeg_quality: int = 85
-                 ) -> DragPreview:
+def drag_preview(make_run: Callable[[], Any], jpeg_quality: int = 85) -> DragPreview:
     """Build the DragRun (a warping method moves the content while it is built) and encode the
     image it shows before its first step; the run is then dropped, nothing is stored."""
     started = time.perf_counter()
     with torch.no_grad():
         run = make_run()
         jpeg = encode(run.render(), "JPEG", jpeg_quality)
-    stop = float(getattr(run, "stop_distance", 0.0) or 0.0)
-    idle = [math.dist(h, t) <= stop for h, t in zip(handles, targets)]
-    return DragPreview(jpeg, idle, time.perf_counter() - started)
+    return DragPreview(jpeg, run.idle, time.perf_counter() - started)
 
 
 @dataclass

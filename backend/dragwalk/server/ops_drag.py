@@ -14,9 +14,6 @@ from .hub import LiveSession
 from .jobs import DragControl, DragPreview, DragUpdate, drag_preview, drag_steps
 from .ops_base import EditorBase, _engine, error_event
 
-#: why a drag ended, as the run says it (docs/PROTOCOL.md); the server adds stopped / cancelled / error
-RUN_REASONS = ("converged", "nothing_to_move", "tracking_lost", "max_steps")
-
 
 class DragCommands(EditorBase):
     """``start_drag``, ``stop_drag``, ``set_lr``, ``preview_drag`` (``set_points`` during a drag is
@@ -110,7 +107,7 @@ class DragCommands(EditorBase):
             # the run's own verdict: "converged" only when its image check found the content at the
             # targets; the server never upgrades a run that merely stopped moving
             told = last.reason if last is not None else getattr(run, "reason", None)
-            reason = told if told in RUN_REASONS else "max_steps"
+            reason = told if told in _engine("drag").REASONS else "max_steps"
         elif reason == "shutdown":
             reason = "cancelled"
         elif reason == "error":
@@ -164,8 +161,8 @@ class DragCommands(EditorBase):
         drag = _engine("drag")
         config = self._drag_config(live, drag, msg)
         method = drag.METHODS[config.method]
-        if not getattr(method, "warps", False):
-            warping = ", ".join(n for n, c in drag.METHODS.items() if getattr(c, "warps", False)) or "none"
+        if not method.warps:
+            warping = ", ".join(n for n, c in drag.METHODS.items() if c.warps) or "none"
             raise ApiError("bad_request", f"method {config.method!r} moves content only step by step, so it has "
                            f"no instant preview (methods that do: {warping})")
         doc = live.doc
@@ -214,7 +211,7 @@ class DragCommands(EditorBase):
 
         try:
             return await self.hub.scheduler.call(
-                lambda: drag_preview(make_run, job["handles"], job["targets"], self.hub.settings.jpeg_quality),
+                lambda: drag_preview(make_run, self.hub.settings.jpeg_quality),
                 owner=live.id, name="drag-preview")
         except drag.PointError as exc:
             raise ApiError("invalid_points", f"preview: {exc}") from None

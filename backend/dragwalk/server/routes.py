@@ -230,9 +230,9 @@ async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
         from ..drag import DEFAULT_METHOD
         from ..drag import METHODS as DRAG_METHODS
         for name, cls in DRAG_METHODS.items():
-            info = cls.describe(generator) if generator is not None else cls.describe()
+            info = cls.describe(generator)
             out["drag"].append({"name": name, "label": info.get("label", name),
-                                "warps": bool(getattr(cls, "warps", False)), "default": name == DEFAULT_METHOD,
+                                "warps": cls.warps, "default": name == DEFAULT_METHOD,
                                 "params": {**info.get("defaults", {}), **{k: v.get("default") for k, v in
                                                                          info.get("params", {}).items()}},
                                 "details": info})

@@ -156,6 +156,8 @@ def test_page_opens_and_shows_a_face(page, server, artifacts_dir):
     page.goto(server.url(f"/?seed={SEED}"))
     wait_state(page, "s.conn.state === 'open' && s.session && s.frameCount > 0")
     expect(page.get_by_test_id("connection-state")).to_have_text("connected")
+    # the drag method starts at the server's default, the warp (not the list's first entry)
+    expect(page.get_by_test_id("drag-method")).to_have_value("warp")
     image = pixels(page)
     assert image.shape == (64, 64, 3)
     assert image.std() > 20, "the canvas is (nearly) flat: no face drawn"

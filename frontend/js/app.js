@@ -213,7 +213,7 @@ export function createApp({ stageRoot }) {
       });
       // the reason is the server's word for it (the page never concludes "converged" by itself)
       const { title, detail } = describeEnd(msg.reason);
-      notify(`Drag ${msg.reason === "error" ? "failed" : "finished"} after ${msg.steps ?? "?"} steps (${title})${detail ? `: ${detail}` : ""}`);
+      notify(`Drag ${msg.reason === "error" ? "failed" : "finished"} after ${msg.steps ?? "?"} step${msg.steps === 1 ? "" : "s"} (${title})${detail ? `: ${detail}` : ""}`);
     } else if (msg.op === "invert") {
       notify(msg.reason === "error" ? "The photo could not be inverted" : `Photo inverted (${msg.reason}, ${msg.steps ?? "?"} steps): edit it like any image`);
     } else {

@@ -74,7 +74,10 @@ export function initDragPanel(app) {
   });
 
   return (s) => {
-    setOptions(method, s.methods.drag.map((m) => ({ value: m.name, label: m.label ?? m.name })));
+    // until the person picks one, the method is the server's default (the Warp), not the list's first
+    const serverDefault = s.methods.drag.find((m) => m.default)?.name;
+    setOptions(method, s.methods.drag.map((m) => ({ value: m.name, label: m.label ?? m.name })),
+      method.value || serverDefault);
     if (method.value && defaultsFor !== defaultsKey(s)) applyDefaults();
     const live = s.conn.state === "open" && !!s.session;
     const running = s.drag.running;

@@ -275,13 +275,14 @@ class DragRun:
             return self._report(self.render() if render else None)
         self.step_count += 1
         latent = self.variables.latent()
-        out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=not render)
+        # autograd covers the layers up to the features only; a frame is one inference pass of the rest
+        out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
         raw = out.features
         feats = fx.binomial_blur(raw, int(self.method.values["smooth"]))
         with torch.no_grad():
             self._handles = self.method.track(feats.detach(), self._handles, self._targets)
+            self._image = out.resume().detach() if render and out.resume is not None else None
         self._shown = latent.detach()
-        self._image = out.image.detach() if out.image is not None else None
         arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
         if bool(arrived.all()):
             self._finish("arrived", tracker_arrived=True)
@@ -299,7 +300,7 @@ class DragRun:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        return self._report(self._image if render else None)
+        return self._report(self.render() if render else None)
 
     def _report(self, image: Tensor | None) -> DragStep:
         dist = self.distances()

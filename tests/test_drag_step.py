@@ -1,0 +1,93 @@
+"""The editor's drag step: a frame costs an inference pass, never a bigger autograd graph.
+
+* ``Synthesis.resume`` (the rest of the network from a pass that stopped at the feature
+  layer) gives the same image as a full forward, on the DCGAN and on a StyleGAN2 with
+  block and skip-image offsets;
+* a step that renders a frame saves exactly as many tensors for backward as one that
+  does not (counted with autograd's saved-tensor hooks), and takes the same optimiser step;
+* the frame is the image of the latent the step's points belong to.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dragwalk.drag import DragConfig, DragRun
+from dragwalk.models.base import Latent
+from dragwalk.models.stylegan2 import StyleGAN2Generator
+
+HANDLES = [[30.0, 40.0]]
+TARGETS = [[30.0, 34.0]]
+
+
+@pytest.fixture(scope="module")
+def sg():
+    torch.manual_seed(1)
+    model = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs={"num_layers": 2},
+                               synthesis_kwargs={"channel_base": 512, "channel_max": 32}, name="tiny-sg2-32")
+    return model.eval().requires_grad_(False)
+
+
+def _with_offsets(generator, latent: Latent, names: list[str]) -> Latent:
+    gen = torch.Generator().manual_seed(3)
+    offsets = {n: 0.3 * torch.randn(1, *generator.offset_shape(n), generator=gen) for n in names}
+    return Latent(latent.space, latent.code, offsets)
+
+
+def test_resume_renders_what_a_full_forward_renders_dcgan(generator):
+    latent = _with_offsets(generator, generator.sample(4), ["b1", "b3"])
+    for layer in ("b1", "b2", "b3"):
+        part = generator.synthesize(latent, layer, stop_at_feature=True)
+        assert part.image is None and part.resume is not None
+        full = generator.synthesize(latent, layer)
+        torch.testing.assert_close(part.features, full.features)
+        with torch.no_grad():
+            torch.testing.assert_close(part.resume(), full.image, rtol=0, atol=1e-6)
+
+
+def test_resume_renders_what_a_full_forward_renders_stylegan2(sg):
+    blocks = [info.name for info in sg.layers if info.name != "image"]
+    base = sg.convert(sg.sample(2), "w+")
+    latent = _with_offsets(sg, base, [blocks[1], blocks[1] + ":rgb", blocks[2]])
+    full_image = sg.render(latent)
+    for layer in blocks:
+        part = sg.synthesize(latent, layer, stop_at_feature=True)
+        with torch.no_grad():
+            torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
+    # an offset changes the resumed image: the continuation reads the latent's offsets
+    plain = sg.synthesize(base, blocks[1], stop_at_feature=True)
+    with torch.no_grad():
+        assert (plain.resume() - full_image).abs().max() > 1e-3
+
+
+def _count_saved(run: DragRun, render: bool) -> tuple[int, object]:
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step = run.step(render=render)
+    return sum(saved), step
+
+
+@pytest.mark.parametrize("method", ["draggan", "stable"])
+def test_a_frame_adds_nothing_to_the_graph(generator, method):
+    config = DragConfig(method=method, max_steps=20)
+    latent = generator.sample(7)
+    quiet = DragRun(generator, latent, HANDLES, TARGETS, config=config)
+    shown = DragRun(generator, latent, HANDLES, TARGETS, config=config)
+    for _ in range(3):
+        n_quiet, _ = _count_saved(quiet, render=False)
+        n_shown, step = _count_saved(shown, render=True)
+        assert n_quiet > 0
+        assert n_shown == n_quiet
+        # the frame shows the latent the reported points were tracked on
+        with torch.no_grad():
+            torch.testing.assert_close(step.image, generator.render(shown.latent), rtol=0, atol=1e-6)
+    # and rendering changed nothing about the optimisation
+    torch.testing.assert_close(shown.latent.code, quiet.latent.code, rtol=0, atol=1e-6)
+    for name, value in quiet.latent.offsets.items():
+        torch.testing.assert_close(shown.latent.offsets[name], value, rtol=0, atol=1e-6)

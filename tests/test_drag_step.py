@@ -91,3 +91,22 @@ def test_a_frame_adds_nothing_to_the_graph(generator, method):
     torch.testing.assert_close(shown.latent.code, quiet.latent.code, rtol=0, atol=1e-6)
     for name, value in quiet.latent.offsets.items():
         torch.testing.assert_close(shown.latent.offsets[name], value, rtol=0, atol=1e-6)
+
+
+def test_bench_step_times_all_three_kinds_on_one_network(sg, capsys):
+    """`dragwalk bench step` on a tiny StyleGAN2: every kind runs, the reference really optimises."""
+    from dragwalk.bench import step as bench
+
+    kinds = bench.make_steps(sg, sg.default_feature_layer)
+    assert list(kinds) == ["reference", "headless", "editor"]
+    reference = kinds["reference"]
+    head = reference.head.detach().clone()
+    reference()
+    assert reference.head.grad is not None and float(reference.head.grad.abs().max()) > 0
+    assert not torch.equal(reference.head.detach(), head)
+    result = bench.measure(sg, sg.default_feature_layer, steps=2)
+    assert set(result["ms"]) == set(bench.KINDS) and all(v > 0 for v in result["ms"].values())
+    assert set(result["speedup"]) == {"headless", "editor"}
+    assert all(v >= 0 for v in result["peak_mb"].values())
+    text = bench.format_result(result)
+    assert "x faster than reference" in text and "editor peak memory / headless" in text

@@ -110,3 +110,65 @@ def test_bench_step_times_all_three_kinds_on_one_network(sg, capsys):
     assert all(v >= 0 for v in result["peak_mb"].values())
     text = bench.format_result(result)
     assert "x faster than reference" in text and "editor peak memory / headless" in text
+
+
+# ----------------------------------------------------------------- several sessions, one batch
+def _runs(generator):
+    from dragwalk.drag import DragConfig
+
+    mask = torch.zeros(64, 64)
+    mask[20:50, 15:50] = 1
+    specs = [
+        (3, [[30.0, 40.0]], [[30.0, 34.0]], None, DragConfig(method="draggan", max_steps=12)),
+        (5, [[22.0, 30.0], [42.0, 30.0]], [[20.0, 26.0], [44.0, 26.0]], None, DragConfig(method="stable", max_steps=12)),
+        (8, [[32.0, 44.0]], [[32.0, 48.0]], mask, DragConfig(method="freedrag", max_steps=12)),
+        (9, [[26.0, 26.0]], [[26.0, 22.0]], None, DragConfig(method="warp", params={"refine": 4})),
+    ]
+    return [DragRun(generator, generator.sample(seed), h, t, m, c) for seed, h, t, m, c in specs]
+
+
+def test_batched_drags_end_where_single_drags_end(generator):
+    from dragwalk.drag.batch import step_together
+
+    alone, together = _runs(generator), _runs(generator)
+    for k in range(14):
+        renders = [k % 2 == 0, True, False, k % 3 == 0]
+        singles = [run.step(render=r) for run, r in zip(alone, renders)]
+        batched = step_together(together, renders)
+        for a, b, r in zip(singles, batched, renders):
+            assert a.handles == b.handles and a.done == b.done and a.reason == b.reason
+            if r:
+                torch.testing.assert_close(b.image, a.image, rtol=0, atol=1e-5)
+    assert all(run.done for run in together)
+    assert sum(run.step_count for run in together) > 20
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(b.latent.code, a.latent.code, rtol=0, atol=1e-5)
+        assert set(a.latent.offsets) == set(b.latent.offsets)
+        for name, value in a.latent.offsets.items():
+            torch.testing.assert_close(b.latent.offsets[name], value, rtol=0, atol=1e-5)
+        assert b.converged == a.converged
+
+
+def test_batched_step_gives_each_run_its_own_gradient(generator):
+    """Zeroing one run's loss must leave it unmoved while the others move (no cross-talk)."""
+    from dragwalk.drag.batch import step_together
+
+    runs = _runs(generator)[:3]
+    before = [run.latent for run in runs]
+    runs[0].method.loss = lambda feats, *a, **k: feats.sum() * 0     # this run has nothing to learn
+    step_together(runs)
+    step_together(runs)
+    moved = [float((run.variables.latent().code.detach() - b.code).abs().max()) for run, b in zip(runs, before)]
+    assert moved[0] == 0.0
+    assert moved[1] > 1e-4 and moved[2] > 1e-4
+
+
+def test_drags_on_different_layers_are_not_batched(generator):
+    from dragwalk.drag import DragConfig
+    from dragwalk.drag.batch import step_together
+
+    a = DragRun(generator, generator.sample(1), [[30.0, 40.0]], [[30.0, 34.0]], config=DragConfig(method="draggan"))
+    b = DragRun(generator, generator.sample(2), [[30.0, 40.0]], [[30.0, 34.0]],
+                config=DragConfig(method="draggan", feature_layer="b2"))
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        step_together([a, b])

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token", default=None, help="access token required on every request "
                        "(also DRAGWALK_TOKEN)")
     serve.add_argument("--store", default=None, help="session store: a SQLite path or postgresql:// URL (default $DRAGWALK_HOME/sessions.sqlite3; also DRAGWALK_STORE)")
+    serve.add_argument("--no-batch-drags", dest="batch_drags", action="store_false", default=None,
+                       help="step every session's drag on its own instead of batching drags on one model "
+                            "(also DRAGWALK_BATCH_DRAGS=0)")
     serve.set_defaults(func=_cmd_serve)
 
     for module_name in COMMAND_MODULES:

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.editor = Editor(hub)
         try:
             await hub.generator(settings.model)     # load the default model before serving
+            await hub.warm_up()                      # and pay torch's one-time costs before the first drag
             yield
         finally:
             await hub.close()

@@ -47,6 +47,8 @@ class Settings:
     frontend: Path = field(default_factory=lambda: DEFAULT_FRONTEND)
     limits: Limits = field(default_factory=Limits)
     jpeg_quality: int = 85
+    #: drags of several sessions on one model share each forward/backward (scheduler batching)
+    batch_drags: bool = True
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -78,4 +80,19 @@ class Settings:
             store=pick("store", None) or None,
             frontend=Path(frontend) if frontend else DEFAULT_FRONTEND,
             limits=limits,
+            batch_drags=_batch_drags(getattr(args, "batch_drags", None), env.get("DRAGWALK_BATCH_DRAGS")),
         )
+
+
+def _batch_drags(flag: bool | None, env_value: str | None) -> bool:
+    """The flag when given, else ``DRAGWALK_BATCH_DRAGS`` (0/false/no/off disable), else on."""
+    if flag is not None:
+        return bool(flag)
+    if env_value in (None, ""):
+        return True
+    value = env_value.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"DRAGWALK_BATCH_DRAGS must be 1 or 0, got {env_value!r}")

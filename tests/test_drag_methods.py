@@ -188,7 +188,7 @@ def test_every_tracker_follows_content_that_moved(generator, latent, method):
 @pytest.fixture(scope="module")
 def tiny_sg():
     """A 16 px StyleGAN2 with seeded random weights: the other architecture behind the seam."""
-    stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
+    from dragwalk.models import stylegan2
     torch.manual_seed(0)
     return stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
                                         synthesis_kwargs={"channel_base": 256, "channel_max": 16}).eval()

@@ -32,8 +32,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent, seeded_normal
-from .base import DirectionSet, normalize_rows, small_linalg
-from .walks import density_endpoint
+from .base import DirectionSet, density_endpoint, layer_features, normalize_rows
 
 WEIGHTS = (0.1, 10.0, 100.0)
 
@@ -158,10 +157,7 @@ def channel_groups(deltas: Tensor, groups: int = 6, seed: int = 0) -> tuple[Tens
 
 def _g1(generator: Generator, layer: str) -> Callable[[Tensor], Tensor]:
     def g1(z: Tensor) -> Tensor:
-        latent = Latent("z", z.to(generator.device))
-        if generator.default_space != "z":
-            latent = generator.convert(latent, "w+")
-        return generator.synthesize(latent, feature_layer=layer, stop_at_feature=True).features.flatten(1).cpu()
+        return layer_features(generator, Latent("z", z.to(generator.device)), layer).flatten(1).cpu()
     return g1
 
 
@@ -197,8 +193,7 @@ def compute(generator: Generator, k: int = 20, layer: str | None = None, iters: 
             delta = (g1(moved) - base).reshape(32, info.channels, info.size, info.size)
             change.append(float(delta.pow(2).mean()))
             if refine:
-                with small_linalg():
-                    mask, share = channel_groups(delta, groups, seed)
+                mask, share = channel_groups(delta, groups, seed)
                 extras.setdefault("_masks", []).append(mask)  # type: ignore[arg-type]
                 shares.append(share)
     if refine:

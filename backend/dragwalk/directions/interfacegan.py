@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator
-from .base import DirectionSet, edit_space, layer_range, normalize_rows, projected_std, small_linalg
+from .base import DirectionSet, edit_space, layer_range, normalize_rows, projected_std
 from .labelled import labelled_sets
 
 
@@ -73,8 +73,7 @@ def compute(generator: Generator, attribute: str | list[str] = "all", samples: i
     for name, neg, pos in sets:
         x = torch.cat([neg, pos])
         y = torch.cat([-torch.ones(len(neg)), torch.ones(len(pos))])
-        with small_linalg():
-            n, _, acc = linear_svm(x, y)
+        n, _, acc = linear_svm(x, y)
         normals.append(n)
         accs.append(acc)
         names.append(name)

@@ -1,6 +1,6 @@
 """DragGAN (Pan et al., SIGGRAPH 2023): motion supervision + nearest-neighbour point tracking.
 
-Written from the paper's description (see /work/shared/specs/drag.md), not from its code.
+Written from the paper's description, not from its code.
 
 * Motion supervision: around each handle p, the features one step further towards the
   target, F(q + d), are pulled onto the *detached* current features F(q) for every q in

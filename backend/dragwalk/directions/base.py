@@ -11,7 +11,9 @@ the safetensors metadata, so loading never unpickles anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +44,8 @@ class DirectionSet:
         params: the parameters the set was computed with (JSON-friendly).
         extras: method data a walk or a tool needs later (DP-LaSE channel groups,
             the SFVQ codebook, the REDs mask, the LSD basis ...).
+        provenance: what produced the set, filled by ``compute_directions``: method, resolved
+            parameters, hashes of the inputs, model name and weight hash, dragwalk version.
     """
 
     method: str
@@ -54,6 +58,7 @@ class DirectionSet:
     values: list[float] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vectors = self.vectors.detach().float().cpu()
@@ -97,6 +102,7 @@ class DirectionSet:
             "values": None if self.values is None else [float(v) for v in self.values],
             "params": dict(self.params),
             "extras": sorted(self.extras),
+            "provenance": dict(self.provenance),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -110,7 +116,8 @@ class DirectionSet:
         tensors.update({f"extras.{k}": v.contiguous() for k, v in self.extras.items()})
         meta = {"format": FORMAT, "version": VERSION, "method": self.method, "model": self.model,
                 "space": self.space, "layers": list(self.layers) if self.layers else None,
-                "labels": self.labels, "values": self.values, "params": self.params}
+                "labels": self.labels, "values": self.values, "params": self.params,
+                "provenance": self.provenance}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"dragwalk": json.dumps(meta)})
         tmp.replace(path)  # a reader never sees half a file
@@ -138,12 +145,27 @@ class DirectionSet:
                    vectors=tensors["vectors"], scales=tensors["scales"],
                    layers=tuple(meta["layers"]) if meta.get("layers") else None,
                    labels=list(meta.get("labels") or []), values=meta.get("values"),
-                   params=dict(meta.get("params") or {}), extras=extras)
+                   params=dict(meta.get("params") or {}), extras=extras,
+                   provenance=dict(meta.get("provenance") or {}))
 
 
 # --------------------------------------------------------------------- shared helpers
 # Threads are the caller's: the CLIs take --threads, the server sets its own. Library code never
 # changes a process-wide setting (tests/test_structure.py checks).
+
+
+_fingerprints: "weakref.WeakKeyDictionary[Generator, str]" = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(generator: Generator) -> str:
+    """Short hash of the generator's first linear map (cached per generator object): two
+    different files with one model name do not share directions."""
+    fp = _fingerprints.get(generator)
+    if fp is None:
+        weight = generator.first_linear_map().detach().float().cpu().contiguous().numpy()
+        fp = hashlib.sha1(weight.tobytes()).hexdigest()[:10]
+        _fingerprints[generator] = fp
+    return fp
 
 
 def normalize_rows(vectors: Tensor, eps: float = 1e-12) -> Tensor:

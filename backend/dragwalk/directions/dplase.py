@@ -209,6 +209,6 @@ def compute(generator: Generator, k: int = 20, layer: str | None = None, iters: 
                         values=[change[i] for i in order.tolist()],
                         params={"k": k, "layer": layer, "iters": iters, "batch": batch, "lr": lr,
                                 "eps_max": eps_max, "groups": groups, "refine": refine, "seed": seed,
-                                "iterations": done, "train_seconds": round(train_s, 2), "group_energy_share": shares,
+                                "iterations": done, "truncated": done < iters, "train_seconds": round(train_s, 2), "group_energy_share": shares,
                                 "loss_history": history[-5:]},
                         extras=extras)

@@ -77,9 +77,12 @@ METHODS: dict[str, dict[str, Any]] = {
         "walk_kinds": ["linear", "density"], "cacheable": True,
     },
     "lsd": {
-        "label": "LSD quasi-eigenvectors",
-        "description": "Quasi-eigenvectors of labelled latents (one per label, completed to a "
-                       "basis); the slider moves weight from the low label's vector to the high's.",
+        "label": "LSD quasi-eigenvectors (our construction)",
+        "description": "After Toledo-Marin & Glazier's latent spectral decomposition, built by us "
+                       "from its description on a trained model: one quasi-eigenvector per label (the "
+                       "leading eigenvector of that label's latents, whitened), completed to a basis; "
+                       "the slider moves weight from the low label's vector to the high's. Not the "
+                       "paper's procedure or code.",
         "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "shrink": 0.9,
                    "layers": None},
         "needs_mask": False, "needs_labels": True, "needs_latent": False,

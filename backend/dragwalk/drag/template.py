@@ -53,8 +53,6 @@ class TemplateDrag(DragGAN):
     label = "Template (ours)"
     description = ("DragGAN with patch nearest-neighbour tracking and first-frame-template "
                    "supervision: the features one step ahead are pulled onto the original patch.")
-    lr = 2e-3
-    lambda_mask = 20.0
     params = {
         **DragGAN.params,
         "patch": Param(4.0, 0.0, 16.0, "Tracking patch radius (px)",

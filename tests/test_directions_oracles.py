@@ -209,3 +209,11 @@ def test_ssim_matches_scikit_image():
         theirs = structural_similarity((noisy + 1) / 2, (clean + 1) / 2, data_range=1.0, channel_axis=0,
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
         assert abs(ours - theirs) < 1e-4, (noise, ours, theirs)
+
+
+def test_a_split_at_the_median_never_puts_a_sample_on_both_sides():
+    from dragwalk.directions.labelled import binary_split
+
+    for n in (4, 5, 7, 101):
+        neg, pos = binary_split(np.arange(n, dtype=float), 0.5)
+        assert not set(neg) & set(pos) and len(neg) == len(pos) == n // 2

@@ -71,7 +71,7 @@ METHODS: dict[str, dict[str, Any]] = {
         "description": "Normal of a linear boundary between faces scored high and low on an "
                        "attribute (dlib landmarks: mouth open, smile width, eye openness, head yaw, "
                        "face size) or tagged by you.",
-        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "condition": None,
+        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.5, "condition": None,
                    "layers": None},
         "needs_mask": False, "needs_labels": True, "needs_latent": False,
         "walk_kinds": ["linear", "density"], "cacheable": True,

@@ -73,7 +73,7 @@ def _count_saved(run: DragRun, render: bool) -> tuple[int, object]:
     return sum(saved), step
 
 
-@pytest.mark.parametrize("method", ["draggan", "stable"])
+@pytest.mark.parametrize("method", ["draggan", "template"])
 def test_a_frame_adds_nothing_to_the_graph(generator, method):
     config = DragConfig(method=method, max_steps=20)
     latent = generator.sample(7)
@@ -120,7 +120,7 @@ def _runs(generator):
     mask[20:50, 15:50] = 1
     specs = [
         (3, [[30.0, 40.0]], [[30.0, 34.0]], None, DragConfig(method="draggan", max_steps=12)),
-        (5, [[22.0, 30.0], [42.0, 30.0]], [[20.0, 26.0], [44.0, 26.0]], None, DragConfig(method="stable", max_steps=12)),
+        (5, [[22.0, 30.0], [42.0, 30.0]], [[20.0, 26.0], [44.0, 26.0]], None, DragConfig(method="template", max_steps=12)),
         (8, [[32.0, 44.0]], [[32.0, 48.0]], mask, DragConfig(method="freedrag", max_steps=12)),
         (9, [[26.0, 26.0]], [[26.0, 22.0]], None, DragConfig(method="warp", params={"refine": 4})),
     ]

@@ -26,6 +26,14 @@ import torch
 from torch import Tensor, nn
 
 
+class ModelError(ValueError):
+    """A model reference that cannot be resolved or a file that cannot be read.
+
+    Lives beside the interface (not in ``registry``) so every loader can raise it without
+    importing the registry that imports the loaders.
+    """
+
+
 @dataclass
 class Latent:
     """A point in a generator's latent space, plus optional spatial offsets.

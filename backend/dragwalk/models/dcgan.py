@@ -67,7 +67,7 @@ class DCGANGenerator(Generator):
     #: spatial offsets reach the same landmark distance as 2e-3 in half the steps at 1e-2.
     drag_defaults = {
         "*": {"smooth": 1.0, "lr": 1e-2},
-        "stable": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
+        "template": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
         "warp": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
         "freedrag": {"d_max": 2.0, "spacing": 2.0},
     }

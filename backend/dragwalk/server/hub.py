@@ -28,7 +28,8 @@ from .config import Settings, directions_root
 from .errors import ApiError, check_session_id
 from .scheduler import Job, Scheduler
 from .session import SessionDocument
-from .store import SessionStore, open_store
+from .store import SessionStore
+from .stores import open_store
 
 
 class Client(Protocol):

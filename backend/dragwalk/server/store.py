@@ -2,8 +2,8 @@
 
 A session is stored as one opaque payload (bytes) keyed by its id, together with its model
 name. The server writes after every completed operation and every few drag steps, always from
-its worker thread, so implementations must be thread-safe. ``open_store`` picks the backend from
-a spec: a ``postgresql://`` URL (shared by several server processes) or a SQLite file path.
+its worker thread, so implementations must be thread-safe. ``stores.open_store`` picks the backend
+from a spec (it imports both backends, so it cannot live here without an import cycle).
 """
 
 from __future__ import annotations
@@ -97,18 +97,3 @@ class SQLiteStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path})"
-
-
-def default_store_path() -> Path:
-    """``$DRAGWALK_HOME/sessions.sqlite3``; ``DRAGWALK_HOME`` defaults to ``~/.dragwalk``."""
-    from ..home import dragwalk_home
-    return dragwalk_home() / "sessions.sqlite3"
-
-
-def open_store(spec: str | Path | None = None) -> SessionStore:
-    """A store from a spec: ``postgresql://...`` or a SQLite file path (default location if empty)."""
-    text = str(spec) if spec is not None else ""
-    if text.startswith(("postgresql://", "postgres://")):
-        from .store_postgres import PostgresStore
-        return PostgresStore(text)
-    return SQLiteStore(Path(text) if text else default_store_path())

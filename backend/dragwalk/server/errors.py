@@ -16,6 +16,10 @@ HTTP_STATUS = {
 }
 
 
+#: what a client hears about a failure inside the server (the details go to the server's log)
+INTERNAL_MESSAGE = "internal server error (the server's log has the details)"
+
+
 class ApiError(Exception):
     """A refusal the client should see as ``{"error": {"code", "message"}}``."""
 

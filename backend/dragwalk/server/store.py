@@ -29,22 +29,18 @@ class SessionStore(abc.ABC):
     """Persistent sessions: ``id -> (model, payload)``. Every method is thread-safe."""
 
     @abc.abstractmethod
-    @_sqlite_errors
     def put(self, session_id: str, model: str, payload: bytes) -> None:
         """Insert or replace one session atomically."""
 
     @abc.abstractmethod
-    @_sqlite_errors
     def get(self, session_id: str) -> tuple[str, bytes] | None:
         """``(model, payload)`` of a stored session, or ``None``."""
 
     @abc.abstractmethod
-    @_sqlite_errors
     def ids(self) -> list[str]:
         """Ids of every stored session."""
 
     @abc.abstractmethod
-    @_sqlite_errors
     def delete(self, session_id: str) -> None:
         """Forget a session (no error when it is absent)."""
 
@@ -109,6 +105,7 @@ class SQLiteStore(SessionStore):
             raise RuntimeError(f"session store {self.path} is closed")
         return self._conn
 
+    @_sqlite_errors
     def put(self, session_id: str, model: str, payload: bytes) -> None:
         with self._lock:
             self._db().execute(
@@ -116,17 +113,20 @@ class SQLiteStore(SessionStore):
                 "ON CONFLICT(id) DO UPDATE SET model=excluded.model, payload=excluded.payload, "
                 "updated=excluded.updated", (session_id, model, sqlite3.Binary(payload)))
 
+    @_sqlite_errors
     def get(self, session_id: str) -> tuple[str, bytes] | None:
         with self._lock:
             row = self._db().execute("SELECT model, payload FROM sessions WHERE id = ?",
                                      (session_id,)).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
 
+    @_sqlite_errors
     def ids(self) -> list[str]:
         with self._lock:
             rows = self._db().execute("SELECT id FROM sessions ORDER BY updated, id").fetchall()
         return [str(r[0]) for r in rows]
 
+    @_sqlite_errors
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._db().execute("DELETE FROM sessions WHERE id = ?", (session_id,))
@@ -186,3 +186,27 @@ def open_store(spec: str | Path | None = None) -> SessionStore:
         from .store_postgres import PostgresStore
         return PostgresStore(text)
     return SQLiteStore(Path(text) if text else default_store_path())
+
+
+def check_store(spec: str | Path | None = None) -> list[str]:
+    """Open the store, check it can be read, close it; returns warnings to print loudly.
+
+    Run before the server says it serves: a garbage or truncated SQLite file raises
+    :class:`StoreError` with a clear message; an existing 0-byte file (often a failed copy or a
+    full disk) is usable but starts empty, which the user must hear about.
+    """
+    text = str(spec) if spec is not None else ""
+    warnings = []
+    if not text.startswith(("postgresql://", "postgres://")):
+        path = Path(text).expanduser() if text else default_store_path()
+        if path.is_file() and path.stat().st_size == 0:
+            warnings.append(f"session store {path} is an empty (0-byte) file: starting with NO stored "
+                            "sessions. If it should hold sessions, stop now and restore it from a backup.")
+        elif path.exists() and not path.is_file():
+            raise StoreError(f"session store {path} is not a file")
+    store = open_store(spec)
+    try:
+        store.check()
+    finally:
+        store.close()
+    return warnings

@@ -225,7 +225,8 @@ async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
             out["directions"].append({"name": name, "label": info.get("label", name),
                                       "needs_mask": bool(info.get("needs_mask", name == "reds")),
                                       "needs_labels": bool(info.get("needs_labels", name in ("interfacegan", "lsd"))),
-                                      "params": info.get("params", {})})
+                                      "params": info.get("params", {}),
+                                      "ranges": dirs.ranges.describe_ranges(name)})
     except ImportError:
         pass
     return out

@@ -26,11 +26,12 @@ class LimitError(ApiError):
     """Input over a bound or malformed: an :class:`ApiError` (4xx / error event) raised by a helper here."""
 
 
-def parse_json(data: str | bytes, what: str = "body") -> Any:
-    """JSON text to Python values, refusing NaN/Infinity and nesting deeper than
-    :data:`MAX_JSON_DEPTH` with a :class:`LimitError` (never RecursionError)."""
+def parse_json(data: str | bytes, what: str = "body", allow_nan: bool = False) -> Any:
+    """JSON text to Python values, refusing nesting deeper than :data:`MAX_JSON_DEPTH` with a
+    :class:`LimitError` (never RecursionError), and NaN/Infinity unless ``allow_nan`` (websocket
+    messages keep them, so their validators can name the field: ``invalid_points``)."""
     try:
-        return pydantic_core.from_json(data or b"null", allow_inf_nan=False)
+        return pydantic_core.from_json(data or b"null", allow_inf_nan=allow_nan)
     except ValueError as exc:
         reason = str(exc)
         if "recursion limit" in reason:

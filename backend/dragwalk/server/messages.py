@@ -155,7 +155,7 @@ def parse_message(text: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
     if len(text) > limit:
         raise MessageError("too_large", f"message larger than {limit} bytes")
     try:
-        data = parse_json(text, "message")
+        data = parse_json(text, "message", allow_nan=True)
     except LimitError as exc:
         raise MessageError("invalid_message", exc.message) from None
     if not isinstance(data, dict):

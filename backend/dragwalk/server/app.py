@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.editor = Editor(hub)
         try:
             await hub.generator(settings.model)     # load the default model before serving
+            _freeze_startup_objects()
             yield
         finally:
             await hub.close()
@@ -60,6 +61,16 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.add_middleware(Guard, token=settings.token, hosts=HostPolicy(settings.host, settings.allowed_hosts),
                        allowed_origins=settings.allowed_origins)
     return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything imported and loaded so far (torch, the model) out of the garbage
+    collector's reach. A full collection otherwise walks those million objects while holding the
+    GIL, and one triggered while an upload is parsed in a thread stalled the event loop for
+    seconds (issue 13: /api/health answered after 2 s); after this it is a few milliseconds."""
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -54,22 +54,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
+#: bytes handed to the multipart parser at a time
+_FORM_CHUNK = 64 * 1024
+
+
 async def read_form(request: Request, limit: int) -> Any:
     """A multipart form read with a size cap (the body is counted before it is parsed)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError("unsupported_media", "expected multipart/form-data with a 'file' field")
     body = await read_body(request, limit)
-    sent = False
+    pieces = [body[i:i + _FORM_CHUNK] for i in range(0, len(body), _FORM_CHUNK)] or [b""]
 
     async def receive() -> dict:
-        nonlocal sent
-        if sent:
+        # small pieces: the parser's Python work is split, so the GIL changes hands between them
+        if not pieces:
             return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": pieces.pop(0), "more_body": bool(pieces)}
 
-    try:
+    async def parse() -> Any:
         return await Request(request.scope, receive).form(max_files=1, max_fields=8)
+
+    try:    # parsed in a thread with its own loop: 20 MB of multipart is seconds of Python work
+        return await asyncio.get_running_loop().run_in_executor(None, asyncio.run, parse())
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body
         raise ApiError("bad_request", f"cannot read the form: {exc}") from None
 

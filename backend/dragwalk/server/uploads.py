@@ -64,22 +64,29 @@ def parse_upload_json(data: bytes) -> Any:
 
 def document_from_upload(session_id: str, model: str, generator: Generator, data: bytes, suffix: str,
                          parsed: Any, limits: Limits) -> SessionDocument:
-    """The session an upload describes (runs on the compute worker). ApiError when unusable."""
+    """The session an upload describes (runs on the compute worker). ApiError when unusable.
+
+    The document's payload is encoded here once, so its latents' bytes are cached before the
+    event loop stores it.
+    """
     if isinstance(parsed, dict) and parsed.get("format") == LOG_FORMAT:
         log = check_edit_log(parsed, generator, limits)
         log["model"] = model
         try:
-            return SessionDocument.from_edit_log(session_id, log, generator.resolution, generator,
-                                                 limits.history)
+            doc = SessionDocument.from_edit_log(session_id, log, generator.resolution, generator,
+                                                limits.history)
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError("bad_request", f"edit log cannot be used: {exc}") from None
-    try:
-        latent = latent_from_dict(parsed, generator) if suffix == ".json" \
-            else load_latent(data, generator, suffix=suffix)
-    except LatentFileError as exc:
-        raise ApiError("bad_request", str(exc)) from None
-    return SessionDocument.create(session_id, model, generator.resolution, latent, "upload",
-                                  "uploaded latent", max_history=limits.history)
+    else:
+        try:
+            latent = latent_from_dict(parsed, generator) if suffix == ".json" \
+                else load_latent(data, generator, suffix=suffix)
+        except (LatentFileError, ValueError) as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        doc = SessionDocument.create(session_id, model, generator.resolution, latent, "upload",
+                                     "uploaded latent", max_history=limits.history)
+    doc.to_payload()
+    return doc
 
 
 def check_edit_log(log: dict[str, Any], generator: Generator, limits: Limits) -> dict[str, Any]:

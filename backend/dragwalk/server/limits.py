@@ -40,8 +40,9 @@ def parse_json(data: str | bytes, what: str = "body", allow_nan: bool = False) -
 
 
 def json_size(value: Any) -> int:
-    """Bytes of ``value`` as compact JSON (for caps on stored records)."""
-    return len(json.dumps(value, separators=(",", ":"), default=str))
+    """Bytes of ``value`` as compact JSON (for caps on stored records); TypeError/ValueError
+    when it is not plain JSON."""
+    return len(json.dumps(value, separators=(",", ":"), allow_nan=False))
 
 
 def require_json(content_type: str | None) -> None:

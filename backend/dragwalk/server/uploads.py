@@ -15,15 +15,22 @@ can reach the store:
 
 from __future__ import annotations
 
+import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..latent_io import LatentFileError, latent_from_dict, load_latent
 from ..models.base import Generator
 from .config import Limits
 from .errors import ApiError
-from .limits import LimitError, bounded_text, json_size, parse_json
+from .limits import MAX_JSON_DEPTH, LimitError, bounded_text, json_size, parse_json
 from .session import LOG_FORMAT, SessionDocument
 
 #: what an operation of an edit log may be (``SessionDocument.edit_log`` writes these)
@@ -57,9 +64,49 @@ def sniff_suffix(filename: str | None, data: bytes) -> str:
     return ".json" if data[:1] in (b"{", b"[") else ".npz" if data[:2] == b"PK" else ".npy"
 
 
+#: the script that parses JSON uploads in a child process (see its docstring)
+JSON_CHILD = Path(__file__).with_name("json_child.py")
+#: seconds a JSON upload may take to parse
+JSON_CHILD_TIMEOUT = 120.0
+
+
 def parse_upload_json(data: bytes) -> Any:
-    """An uploaded JSON file, bounded in depth (call it off the event loop: it may be 20 MB)."""
-    return parse_json(data, "file")
+    """An uploaded JSON file (up to ``Limits.upload_bytes``), parsed in a child process with the
+    depth bound of :func:`limits.parse_json`; latents' number lists come back as float32 arrays.
+
+    Blocking: call it off the event loop. A child process, not a thread, because turning 20 MB
+    of JSON into Python lists holds the GIL long enough to starve the event loop.
+    """
+    try:
+        done = subprocess.run([sys.executable, str(JSON_CHILD)], input=data, capture_output=True,
+                              timeout=JSON_CHILD_TIMEOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        raise LimitError("bad_request", "file took too long to parse") from None
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip()[:300]
+        if done.returncode == 2 and "recursion limit" in reason:
+            raise LimitError("bad_request", f"file is nested deeper than {MAX_JSON_DEPTH} levels")
+        if done.returncode == 2:
+            raise LimitError("bad_request", f"file is not valid JSON: {reason}")
+        raise ApiError("internal", "the JSON parser failed")
+    out = done.stdout
+    (size,) = struct.unpack(">I", out[:4])
+    skeleton = parse_json(out[4:4 + size], "file")
+    with np.load(io.BytesIO(out[4 + size:]), allow_pickle=False) as npz:
+        arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
+    return _with_arrays(skeleton, arrays)
+
+
+def _with_arrays(node: Any, arrays: list[np.ndarray]) -> Any:
+    """The child's skeleton with each ``{"__array__": i}`` replaced by its array."""
+    if isinstance(node, list):
+        return [_with_arrays(v, arrays) for v in node]
+    if isinstance(node, dict):
+        if set(node) == {"__array__"} and isinstance(node["__array__"], int) \
+                and 0 <= node["__array__"] < len(arrays):
+            return arrays[node["__array__"]]
+        return {k: _with_arrays(v, arrays) for k, v in node.items()}
+    return node
 
 
 def document_from_upload(session_id: str, model: str, generator: Generator, data: bytes, suffix: str,
@@ -115,6 +162,10 @@ def check_edit_log(log: dict[str, Any], generator: Generator, limits: Limits) ->
                            f"(known: {', '.join(LOG_KINDS)})")
         bounded_text(op.get("label", kind), limits.label_chars, f"operation {i} label")
         record = {k: v for k, v in op.items() if k not in ("latent", "label", "kind")}
-        if json_size(record) > limits.record_bytes:
+        try:
+            size = json_size(record)
+        except (TypeError, ValueError):
+            raise LimitError("bad_request", f"operation {i} record is not plain JSON") from None
+        if size > limits.record_bytes:
             raise LimitError("bad_request", f"operation {i} record larger than {limits.record_bytes} bytes")
     return log

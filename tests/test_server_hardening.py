@@ -545,14 +545,19 @@ def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path):
     with running_server(tmp_path / "t", store=truncated) as srv:
         for seed in range(30):
             srv.create_session(seed=seed)
-    data = truncated.read_bytes()
-    assert len(data) > 8192
-    truncated.write_bytes(data[: len(data) // 2])
     for extra in (Path(str(truncated) + "-wal"), Path(str(truncated) + "-shm")):
         extra.unlink(missing_ok=True)
-    done = _serve(["--store", str(truncated), "--port", str(free_port())], tmp_path)
-    assert done.returncode == 2 and "serving" not in done.stdout
-    assert "session store" in done.stderr and "Traceback" not in done.stderr
+    data = truncated.read_bytes()
+    assert len(data) > 16384
+    damaged = tmp_path / "damaged.sqlite3"        # header and schema intact, a middle page garbage:
+    middle = bytearray(data)                      # it opens, only a full check finds it
+    middle[len(data) // 2: len(data) // 2 + 4096] = b"\xff" * 4096
+    damaged.write_bytes(bytes(middle))
+    truncated.write_bytes(data[: len(data) // 2])
+    for path in (truncated, damaged):
+        done = _serve(["--store", str(path), "--port", str(free_port())], tmp_path)
+        assert done.returncode == 2 and "serving" not in done.stdout, path
+        assert "session store" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_an_empty_store_file_is_a_loud_warning(tmp_path):

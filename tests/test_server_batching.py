@@ -154,3 +154,13 @@ def test_batched_sessions_end_where_unbatched_ones_end(generator):
         torch.testing.assert_close(lat_b[name].code, lat_a[name].code, rtol=0, atol=1e-5)
         for key, value in lat_a[name].offsets.items():
             torch.testing.assert_close(lat_b[name].offsets[key], value, rtol=0, atol=1e-5)
+
+
+def test_no_batch_drags_flag_and_environment_turn_batching_off():
+    from dragwalk.cli import build_parser
+    from dragwalk.server.config import Settings
+
+    parser = build_parser()
+    assert Settings.from_args(parser.parse_args(["serve"]), env={}).no_batch_drags is False
+    assert Settings.from_args(parser.parse_args(["serve", "--no-batch-drags"]), env={}).no_batch_drags is True
+    assert Settings.from_args(parser.parse_args(["serve"]), env={"DRAGWALK_NO_BATCH_DRAGS": "1"}).no_batch_drags

@@ -387,7 +387,8 @@ export function createApp({ stageRoot }) {
           await openSession(await api.getSession(id));
           return;
         } catch (err) {
-          if (params.get("session")) showError(`session ${id} could not be opened (${err.message}); started a new one`);
+          // an expired session is worth a word even when it was only remembered (issue 13)
+          if (params.get("session") || err.code === "expired") showError(`session ${id} could not be opened (${err.message}); started a new one`);
         }
       }
       const seedParam = Number.parseInt(params.get("seed") ?? "", 10);

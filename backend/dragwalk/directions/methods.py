@@ -17,6 +17,7 @@ import numpy as np
 from .. import __version__
 from ..models.base import Generator
 from .base import VERSION, DirectionSet, model_fingerprint
+from .ranges import check_params
 
 #: per-request inputs (not parameters: they are not part of a cache key by value)
 INPUTS = ("latent", "mask", "codes", "labels")
@@ -99,16 +100,15 @@ def check_method(method: str) -> dict[str, Any]:
 
 
 def resolved_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` over the method's defaults; unknown names are refused with the known ones."""
+    """``params`` over the method's defaults; unknown names and values outside their ranges
+    (:mod:`.ranges`) are refused with a ValueError."""
     info = check_method(method)
     unknown = sorted(set(params) - set(info["params"]) - set(INPUTS))
     if unknown:
         raise ValueError(f"{method}: unknown parameter(s) {', '.join(unknown)} "
                          f"(known: {', '.join(info['params'])})")
     merged = dict(info["params"])
-    merged.update({k: v for k, v in params.items() if k not in INPUTS})
-    if isinstance(merged.get("layers"), (list, tuple)):
-        merged["layers"] = [int(x) for x in merged["layers"]]
+    merged.update(check_params(method, {k: v for k, v in params.items() if k not in INPUTS}))
     return merged
 
 

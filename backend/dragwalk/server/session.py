@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..drag.points import PointError
@@ -53,6 +54,14 @@ def _cpu(latent: Latent) -> Latent:
     return latent.detach().to("cpu")
 
 
+def _entry_latent(latent: Latent) -> Latent:
+    """A history entry's latent on the CPU; refuses NaN/inf, which must never be stored."""
+    latent = _cpu(latent)
+    if not all(bool(torch.isfinite(t).all()) for t in (latent.code, *latent.offsets.values())):
+        raise ValueError("the latent contains NaN or infinite values")
+    return latent
+
+
 def validate_points(handles: Any, targets: Any, resolution: int, max_points: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """The drag engine's point checks (empty allowed: the page may clear its points), plus a cap."""
@@ -68,21 +77,29 @@ def mask_to_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def mask_from_png(data: bytes, resolution: int) -> np.ndarray:
     """A boolean ``resolution x resolution`` mask from PNG bytes (white = may change).
 
-    The size is checked from the header before decoding, so a hostile image cannot make the
-    server allocate a huge bitmap.
+    PNG only (the protocol's format; other formats Pillow reads are refused before parsing), and
+    the size is checked from the header before decoding, so a hostile image cannot make the
+    server allocate a huge bitmap. Errors name the problem, never the decoder's internals.
     """
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("mask must be a PNG image")
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.size != (resolution, resolution):
-            raise ValueError(f"mask must be {resolution}x{resolution}, got {image.size[0]}x{image.size[1]}")
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
+        size = image.size
+    except Exception:  # noqa: BLE001 - PIL raises several types for corrupt input
+        raise ValueError("mask is not a readable PNG image") from None
+    if size != (resolution, resolution):
+        raise ValueError(f"mask must be {resolution}x{resolution}, got {size[0]}x{size[1]}")
+    try:
         array = np.asarray(image.convert("L"))
-    except ValueError:
-        raise
-    except Exception as exc:  # PIL raises several types for corrupt input
-        raise ValueError(f"mask is not a readable PNG: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise ValueError("mask is not a readable PNG image (its pixel data is damaged)") from None
     return array >= 128
 
 
@@ -110,7 +127,7 @@ class SessionDocument:
     def create(cls, session_id: str, model: str, resolution: int, latent: Latent, kind: str = "start",
                label: str = "start", record: dict[str, Any] | None = None,
                max_history: int = 100) -> "SessionDocument":
-        entry = Entry(kind, label, _cpu(latent), dict(record or {}))
+        entry = Entry(kind, label, _entry_latent(latent), dict(record or {}))
         return cls(session_id, model, resolution, [entry], 0, max_history=max_history)
 
     # ------------------------------------------------------------ reading
@@ -156,8 +173,8 @@ class SessionDocument:
     # ------------------------------------------------------------ editing
     def push(self, kind: str, label: str, latent: Latent, record: dict[str, Any] | None = None) -> Entry:
         """Add an entry after the cursor (dropping any redo branch) and move the cursor onto it."""
+        entry = Entry(kind, label, _entry_latent(latent), dict(record or {}))
         del self.history[self.cursor + 1:]
-        entry = Entry(kind, label, _cpu(latent), dict(record or {}))
         self.history.append(entry)
         overflow = len(self.history) - self.max_history
         if overflow > 0:

@@ -346,7 +346,9 @@ def test_drag_reasons_distances_and_the_warp_preview_are_shown(browser, server, 
             text = expect_status(pg, reason)
             assert state(pg, "s.framesByKind.preview || 0") == previews, "a method that does not warp previewed"
             lines = pg.get_by_test_id("drag-pair").all_inner_texts()
-            assert len(lines) == 1 and lines[0].startswith("1: ") and lines[0].endswith(" px"), lines
+            assert len(lines) == 1 and lines[0].startswith("1: "), lines
+            # the image check did not find the content at the target: the pair says its tracking is unsure
+            assert lines[0].endswith(" px" if reason == "max_steps" else " px · tracking unsure"), lines
             if reason == "max_steps":
                 assert float(lines[0][3:-3]) > 1.0, lines
             else:

@@ -17,10 +17,14 @@ const app = createApp({ stageRoot: $("#stage") });
 const notice = $("#notice");
 const errorBox = $("#error");
 const errorText = $("#error-text");
+const opCancel = $("#op-cancel");
 $("#error-close").addEventListener("click", () => app.clearError());
+opCancel.addEventListener("click", () => app.cancel("invert"));
 
 function renderStatus(s) {
   notice.textContent = s.notice;
+  // an inversion runs long: it can be cancelled (the latent fitted so far is kept)
+  opCancel.hidden = s.computing?.op !== "invert";
   errorBox.hidden = !s.error;
   errorText.textContent = s.error;
 }

@@ -23,6 +23,17 @@ from ..drag.points import PointError
 from .session import HistoryError, decode_base64, mask_from_png
 
 
+def reseed_label(seed: int, truncation: float, space: str, gen: Any) -> str:
+    """"seed 5", with the truncation and latent space when they are not the plain ones, so two
+    reseeds that differ only there are told apart in the history."""
+    parts = [f"seed {seed}"]
+    if truncation != 1.0:
+        parts.append(f"ψ {truncation:.2f}")
+    if space != getattr(gen, "default_space", space):
+        parts.append(space)
+    return " · ".join(parts)
+
+
 class Editor(DragCommands, DirectionCommands, InversionCommands):
     """Runs commands on sessions. One per server process."""
 
@@ -54,7 +65,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         if live.busy == "drag" and control is not None:
             control.points = ([list(p) for p in live.doc.handles], [list(p) for p in live.doc.targets])
         self.hub.persist_soon(live)
-        self.state(live)
+        self.state(live, client, msg.rid)
 
     async def on_set_mask(self, live: LiveSession, msg: Any, client: Any) -> None:
         if msg.mask is None:
@@ -66,7 +77,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
             except ValueError as exc:
                 raise ApiError("bad_request", f"mask: {exc}") from None
         self.hub.persist_soon(live)
-        self.state(live)
+        self.state(live, client, msg.rid)
 
     async def on_undo(self, live: LiveSession, msg: Any, client: Any) -> None:
         await self._move(live, lambda: live.doc.undo())
@@ -96,9 +107,26 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
             await self.settle(live)
             latent = await self.hub.scheduler.call(
                 lambda: gen.sample(msg.seed, truncation=msg.truncation, space=msg.space), owner=live.id)
-            live.doc.push("reseed", f"seed {msg.seed}", latent,
+            live.doc.push("reseed", reseed_label(msg.seed, msg.truncation, latent.space, gen), latent,
                           {"seed": msg.seed, "truncation": msg.truncation, "space": latent.space})
             await self.committed(live)
+
+    async def on_cancel(self, live: LiveSession, msg: Any, client: Any) -> None:
+        """Stop the session's long computation: a drag keeps what it reached (``stopped``), an
+        inversion keeps the latent it had fitted so far, directions being found are no longer
+        waited for (``done`` with ``cancelled``; a thread cannot be interrupted, so the set still
+        lands in the cache when it finishes)."""
+        cancelled = False
+        if msg.op in (None, "drag", "invert") and live.job is not None and live.busy in ("drag", "invert") \
+                and msg.op in (None, live.busy):
+            live.job.cancel("stopped" if live.busy == "drag" else "cancelled")
+            cancelled = True
+        if msg.op in (None, "directions") and live.finding:
+            for event in list(live.finding):
+                event.set()
+            cancelled = True
+        if not cancelled:
+            raise ApiError("bad_request", f"no {msg.op or 'long computation'} is running")
 
     # ------------------------------------------------------------ connections
     def detach(self, live: LiveSession, client: Any) -> None:

@@ -66,6 +66,8 @@ class LiveSession:
     preview_pending: Any = None
     preview_running: bool = False
     preview_epoch: int = 0
+    #: direction sets being found for this session: each an asyncio.Event set by ``cancel``
+    finding: set[asyncio.Event] = field(default_factory=set)
     #: a background store write is in flight / another was asked for meanwhile
     store_busy: bool = False
     store_dirty: bool = False

@@ -118,8 +118,16 @@ class DragCommands(EditorBase):
             record = dict(record, steps=state["steps"], calls=control.calls, reason=reason)
             if control.changes:
                 record["changes"] = list(control.changes)
-            live.doc.push("drag", record.pop("label"), run.latent, record)
-            live.doc.handles = [tuple(p) for p in run.handles]
+            # the image before the drag keeps the points the drag started from (undo puts them
+            # back, ready for another try); the drag's entry gets where tracking left the handles
+            doc = live.doc
+            doc.handles = [tuple(p) for p in record["handles"]]
+            doc.targets = [tuple(p) for p in record["targets"]]
+            # targets as the person set them (the run's copies went through float32)
+            changed_targets = [c["targets"] for c in control.changes if "targets" in c]
+            targets = changed_targets[-1] if changed_targets else record["targets"]
+            reached = ([list(p) for p in run.handles], [list(p) for p in targets])
+            doc.push("drag", record.pop("label"), run.latent, record, points=reached)
         else:
             live.doc.set_live(None)
         live.busy = None
@@ -130,6 +138,12 @@ class DragCommands(EditorBase):
         done = {"type": "done", "op": "drag", "reason": reason if not error else "error", "steps": state["steps"]}
         if last is not None:
             done.update(distances=last.distances, idle=last.idle)
+        arrival = getattr(run, "arrival", None) if run is not None else None
+        if arrival is not None and last is not None and len(arrival.arrived) == len(last.distances):
+            # per pair: the tracker put the handle on its target, but the image check did not find
+            # the handle's content there (the marker is not to be trusted)
+            stop = float(getattr(run, "stop_distance", 1.0))
+            done["unsure"] = [(not a) and d <= stop for a, d in zip(arrival.arrived, last.distances)]
         live.broadcast(done)
         self.state(live)
         if changed and live.clients and last is not None and last.jpeg is None:

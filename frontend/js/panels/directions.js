@@ -1,7 +1,8 @@
 /**
  * Directions panel: pick a method, set its parameters (and a layer range on
- * StyleGAN models), find directions, then one slider per direction. Moving a
- * slider previews (throttled); releasing it commits one history entry.
+ * StyleGAN models), find directions (with elapsed time, an estimate and Cancel),
+ * then one slider per direction. Moving a slider previews (throttled); one gesture
+ * (releasing the pointer, or the arrow keys stopping) commits one history entry.
  */
 
 import { $, h, setOptions } from "../dom.js";
@@ -21,6 +22,9 @@ export function initDirectionsPanel(app) {
   const reset = $("#dir-reset");
   const note = $("#dir-note");
   const slidersBox = $("#sliders");
+  const cancel = $("#dir-cancel");
+  const progress = $("#dir-progress");
+  const setTitle = $("#sliders-title");
   let paramsFor = null;
   let slidersFor = null;
 
@@ -65,7 +69,11 @@ export function initDirectionsPanel(app) {
     return params;
   }
 
-  method.addEventListener("change", buildParams);
+  method.addEventListener("change", () => {
+    buildParams();
+    app.store.set({});         // the note and buttons depend on the method: draw them again now
+  });
+  cancel.addEventListener("click", () => app.cancel("directions"));
   walkKind.addEventListener("change", () => app.setWalkKind(walkKind.value));
   compute.addEventListener("click", () => {
     try {
@@ -86,7 +94,9 @@ export function initDirectionsPanel(app) {
     slidersBox.replaceChildren(
       ...(d.labels ?? []).map((label, index) => {
         const id = `slider-${index}`;
-        const value = typeof d.values?.[index] === "number" ? ` · ${d.values[index].toPrecision(3)}` : "";
+        const name = directionName(d, label, index);
+        const raw = `${label}${typeof d.values?.[index] === "number" ? ` · value ${d.values[index].toPrecision(3)}` : ""}`
+          + `${typeof d.scales?.[index] === "number" ? ` · step ${d.scales[index].toPrecision(3)}` : ""}`;
         const input = h("input", {
           id,
           type: "range",
@@ -95,12 +105,23 @@ export function initDirectionsPanel(app) {
           step: "0.1",
           value: "0",
           dataset: { testid: "direction-slider", index: String(index) },
-          "aria-label": `${label}${value}`,
+          "aria-label": name,
+          title: raw,
         });
         const out = h("output", { for: id }, "0.0");
-        input.addEventListener("input", () => app.setSlider(index, Number(input.value), false));
-        input.addEventListener("change", () => app.setSlider(index, Number(input.value), true));
-        return h("div", { class: "slider" }, h("label", { for: id }, h("span", {}, `${label}${value}`), out), input);
+        let pointer = false;
+        input.addEventListener("pointerdown", () => {
+          pointer = true;
+        });
+        input.addEventListener("input", () => app.setSlider(index, Number(input.value)));
+        // one gesture, one history entry: a pointer commits when it lets go, keys when they stop
+        input.addEventListener("change", () => {
+          if (pointer) app.commitSliders();
+          else app.commitSlidersSoon();
+          pointer = false;
+        });
+        input.addEventListener("blur", () => app.commitSlidersPending());
+        return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), input);
       }),
     );
   }
@@ -120,13 +141,22 @@ export function initDirectionsPanel(app) {
     const m = current();
     const live = s.conn.state === "open" && !!s.session && !s.session.busy;
     const needsMask = !!m?.needs_mask && !s.session?.has_mask;
-    compute.disabled = !live || !m || s.computing || needsMask;
-    compute.textContent = s.computing ? "Finding…" : "Find directions";
-    note.textContent = needsMask
+    const finding = s.computing?.op === "directions";
+    compute.disabled = !live || !m || finding || needsMask;
+    compute.textContent = finding ? "Finding…" : "Find directions";
+    cancel.hidden = !finding;
+    progress.hidden = !finding;
+    progress.textContent = finding ? computingText(s.computing) : "";
+    note.textContent = s.directionsNote || (needsMask
       ? "Paint the region to change with the mask brush first."
       : m?.needs_labels
         ? "Learns from labelled samples; the first run takes a while."
-        : "";
+        : "");
+    setTitle.hidden = !s.directions;
+    setTitle.textContent = s.directions
+      ? `${methodLabel(s, s.directions.method)}: ${s.directions.count} directions${finding ? " (the previous set, until the new one is found)" : ""}`
+      : "";
+    slidersBox.classList.toggle("stale", finding);
     // walks the engine refuses are not offered: curved needs a REDs set, density a Gaussian z
     const kinds = { curved: s.directions?.method === "reds", density: s.session?.space === "z", linear: true };
     for (const option of walkKind.options) option.disabled = !kinds[option.value];
@@ -145,6 +175,24 @@ export function initDirectionsPanel(app) {
     });
     reset.disabled = !live || (!s.sliders.some((v) => v !== 0) && !s.committed.some((v) => v !== 0));
   };
+}
+
+/** "SeFa" for "sefa": the method's label from /api/methods. */
+function methodLabel(s, name) {
+  return s.methods.directions.find((m) => m.name === name)?.label ?? name;
+}
+
+/** A direction's name: its own label when the set names it ("smile"), else "1st, 2nd ..." of the method. */
+export function directionName(set, label, index) {
+  const generic = !label || label === `${set.method} ${index}` || /^[a-z_-]+ \d+$/.test(label);
+  return generic ? `${set.method} ${index + 1}` : label;
+}
+
+/** "Finding DP-LaSE directions… 12 s of about 100 s". */
+export function computingText(c) {
+  const elapsed = typeof c.elapsed === "number" ? `${Math.round(c.elapsed)} s` : "";
+  const estimate = typeof c.estimate === "number" ? ` of about ${Math.max(1, Math.round(c.estimate))} s` : "";
+  return `Finding ${c.method ?? ""} directions… ${elapsed}${estimate}`.trim();
 }
 
 /** Label and input for one method parameter, typed by its default value. */

@@ -90,9 +90,11 @@ export function initDragPanel(app) {
     remainingOut.textContent = typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–";
     const sps = typeof s.drag.stepsPerSecond === "number" ? ` (${fmt(s.drag.stepsPerSecond)} steps/s)` : "";
     fpsOut.textContent = `${fmt(s.drag.fps)}${sps}`;
-    statusOut.textContent = dragStatus(s.drag);
+    statusOut.textContent = running && s.conn.state !== "open"
+      ? "connection lost: the drag's progress shows again once the page reconnects"
+      : dragStatus(s.drag);
     statusOut.dataset.reason = running ? "" : s.drag.reason ?? "";
-    const lines = pairLines(s.drag.distances, s.drag.idle);
+    const lines = pairLines(s.drag.distances, s.drag.idle, s.drag.unsure);
     const key = JSON.stringify([lines, s.drag.idle]);
     if (key !== shownPairs) {
       shownPairs = key;

@@ -33,6 +33,16 @@ export function initHistoryPanel(app) {
         ),
       ),
     );
-    list.querySelector("[aria-current=step]")?.scrollIntoView?.({ block: "nearest" });
+    // keep the current entry in view inside the list (never scroll the page: on a phone the
+    // list is far below the image)
+    const current = list.querySelector("[aria-current=step]");
+    const box = list.closest(".panel");
+    for (const scroller of [list, box]) {
+      if (!current || !scroller || scroller.scrollHeight <= scroller.clientHeight) continue;
+      const top = current.offsetTop - scroller.offsetTop;
+      if (top < scroller.scrollTop || top > scroller.scrollTop + scroller.clientHeight - current.offsetHeight) {
+        scroller.scrollTop = Math.max(0, top - scroller.clientHeight / 2);
+      }
+    }
   };
 }

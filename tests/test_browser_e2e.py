@@ -55,6 +55,9 @@ def new_page(browser):
     pg.set_default_timeout(TIMEOUT_MS)
     pg.page_errors = []
     pg.on("pageerror", lambda exc: pg.page_errors.append(str(exc)))
+    # opening a file over an edited session asks first (test_browser_editor checks the question)
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.accept()))
     return pg
 
 

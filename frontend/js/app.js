@@ -36,7 +36,7 @@ export function createApp({ stageRoot }) {
     },
     maxPairs: MAX_PAIRS,
   });
-  store.subscribe(() => ctx.stage.render());
+  store.subscribe(() => ctx.stage.renderSoon());
   let fresh = false;     // the next state is the first since the connection opened
   ctx.connection = createConnection({
     url: () => {
@@ -160,6 +160,16 @@ export function createApp({ stageRoot }) {
     uploadPhoto: (file, pti, steps) => sessions.uploadPhoto(file, pti, steps),
     openFile: (file) => sessions.openFile(file),
     switchSession: (id) => sessions.switchTo(id),
+    previewSeed: (request) => sessions.previewSeed(request),
+    /**
+     * Opening a photo, latent or log starts another session: say so first when this one has
+     * edits (it stays reachable under Recent sessions and with Back).
+     */
+    confirmReplace(name) {
+      const history = store.get().session?.history ?? [];
+      return history.length <= 1
+        || window.confirm(`Open ${name} as a new session? The image you are editing stays under Recent sessions (and Back returns to it).`);
+    },
     reconnect: () => ctx.connection.reconnectNow(),
 
     /** Download an export; a refusal (no drag yet, no MP4 encoder...) is shown in words, not saved as a file. */

@@ -27,6 +27,7 @@ export class Stage {
     this.image = root.querySelector("[data-role=image]");
     this.overlay = root.querySelector("[data-role=overlay]");
     this.resolution = 0;
+    this.pending = 0;
     this.mask = null;
     this.drag = null; // {mode: "move"|"paint", target, moved}
     this.cursor = null; // brush cursor in model coordinates
@@ -37,16 +38,16 @@ export class Stage {
     this.overlay.addEventListener("pointercancel", (e) => this.onPointerUp(e));
     this.overlay.addEventListener("pointerleave", () => {
       this.cursor = null;
-      this.render();
+      this.renderSoon();
     });
     this.overlay.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     this.overlay.addEventListener("keydown", (e) => this.onKeyDown(e));
     this.overlay.addEventListener("focus", () => {
       if (!this.keyCursor && this.resolution) this.keyCursor = [(this.resolution - 1) / 2, (this.resolution - 1) / 2];
-      this.render();
+      this.renderSoon();
     });
-    this.overlay.addEventListener("blur", () => this.render());
-    new ResizeObserver(() => this.render()).observe(this.overlay);
+    this.overlay.addEventListener("blur", () => this.renderSoon());
+    new ResizeObserver(() => this.renderSoon()).observe(this.overlay);
   }
 
   setResolution(resolution) {
@@ -54,7 +55,7 @@ export class Stage {
     this.resolution = resolution;
     this.image.width = this.image.height = resolution;
     this.mask = new MaskLayer(resolution);
-    this.render();
+    this.renderSoon();
   }
 
   /** Draw a decoded frame; the image canvas is at model resolution, CSS scales it. */
@@ -105,7 +106,7 @@ export class Stage {
     }
     this.overlay.setPointerCapture(e.pointerId);
     e.preventDefault();
-    this.render();
+    this.renderSoon();
   }
 
   onPointerMove(e) {
@@ -119,7 +120,7 @@ export class Stage {
       this.drag.moved = true;
       this.store.set({ pairs: movePoint(s.pairs, this.drag.target, at) });
     }
-    this.render();
+    this.renderSoon();
   }
 
   onPointerUp(e) {
@@ -134,7 +135,7 @@ export class Stage {
     } else if (drag.moved) {
       this.actions.onPointsCommitted();
     }
-    this.render();
+    this.renderSoon();
   }
 
   onContextMenu(e) {
@@ -149,7 +150,7 @@ export class Stage {
     const s = this.store.get();
     this.store.set({ pairs: deletePair(s.pairs, index), selected: null });
     this.actions.onPointsCommitted();
-    this.render();
+    this.renderSoon();
   }
 
   /** Keyboard on the focused canvas: Delete removes, arrows nudge, Escape deselects. */
@@ -167,7 +168,7 @@ export class Stage {
     }
     if (e.key === "Escape") {
       this.store.set({ selected: null });
-      this.render();
+      this.renderSoon();
       return;
     }
     const nudge = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
@@ -179,12 +180,12 @@ export class Stage {
       e.preventDefault();
       this.store.set({ pairs: movePoint(s.pairs, sel, moved(s.pairs[sel.index][sel.role])) });
       this.actions.onPointsCommitted();
-      this.render();
+      this.renderSoon();
     } else if (nudge && this.keyCursor) {
       // with nothing selected they move the keyboard cursor...
       e.preventDefault();
       this.keyCursor = moved(this.keyCursor);
-      this.render();
+      this.renderSoon();
     } else if ((e.key === "Enter" || e.key === " ") && this.keyCursor) {
       // ...and Enter places a point (or paints a dab) there, as a click would
       e.preventDefault();
@@ -203,20 +204,32 @@ export class Stage {
           this.actions.onPointsCommitted();
         }
       }
-      this.render();
+      this.renderSoon();
     }
   }
 
   clearMask() {
     this.mask?.clear();
-    this.render();
+    this.renderSoon();
   }
 
   /** Show the server's mask (undo, redo, a history jump, another page). */
   async loadMask(b64, invert) {
     if (!this.mask) return;
     await this.mask.load(b64, invert);
-    this.render();
+    this.renderSoon();
+  }
+
+  /**
+   * Redraw on the next animation frame, once however many state changes come before it (a burst
+   * of clicks or events must not redraw the overlay each time). Input handlers call render().
+   */
+  renderSoon() {
+    if (this.pending) return;
+    this.pending = requestAnimationFrame(() => {
+      this.pending = 0;
+      this.render();
+    });
   }
 
   /** Redraw the overlay: mask, arrows, handles (red), targets (blue), brush cursor. */

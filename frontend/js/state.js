@@ -41,6 +41,10 @@ export const initialState = Object.freeze({
   lastFrame: null,
   frameCount: 0,
   framesByKind: {},
+  /** recent sessions of this browser (recents.js) */
+  recents: [],
+  /** what the server can export (GET /api/health: {mp4}) */
+  exports: {},
   notice: "",
   error: "",
 });

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .errors import ApiError
-from .frames import KIND_STATE
+from .frames import KIND_STATE, KIND_WALK
+from ..imaging import encode
 from .hub import Hub, LiveSession
 from .ops_base import _engine, error_event  # noqa: F401  (re-exported for routes and ws)
 from .ops_drag import DragCommands
@@ -103,6 +106,16 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         gen = live.generator
         if msg.space is not None and msg.space not in gen.latent_spaces:
             raise ApiError("bad_request", f"model has no latent space {msg.space!r}")
+        if msg.preview:
+            # a truncation slider being moved: the image it would give, to this page only
+            def render() -> bytes:
+                with torch.no_grad():
+                    latent = gen.sample(msg.seed, truncation=msg.truncation, space=msg.space)
+                    return encode(gen.render(latent), "JPEG", self.hub.settings.jpeg_quality)
+            jpeg = await self.hub.scheduler.call(render, owner=live.id, name="reseed-preview")
+            if client is not None:
+                client.offer_frame(KIND_WALK, 0, jpeg)
+            return
         async with live.lock:
             await self.settle(live)
             latent = await self.hub.scheduler.call(

@@ -127,8 +127,10 @@ class Hub:
         self.store.close()
 
     def health(self) -> dict[str, Any]:
+        from .exports import mp4_available
         return {"status": "ok", "version": __version__, "device": str(self.device),
-                "sessions": len(self.sessions), "jobs": len(self.scheduler.active()), "protocol": 1}
+                "sessions": len(self.sessions), "jobs": len(self.scheduler.active()), "protocol": 1,
+                "exports": {"mp4": mp4_available()}}
 
     # ------------------------------------------------------------ models
     def allowed_models(self) -> list[str]:

@@ -125,6 +125,8 @@ class Reseed(_Message):
     seed: int = Field(ge=0, le=2**32 - 1)
     truncation: float = Field(default=1.0, ge=0, le=2)
     space: Annotated[str, Field(max_length=8)] | None = None
+    #: only show the new image to this page (a frame of kind 2); nothing is stored
+    preview: bool = False
 
 
 class Undo(_Message):

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..imaging import encode
@@ -164,6 +165,27 @@ class DirectionCommands(EditorBase):
                       "walks": [{"index": w.index, "amount": w.amount} for w in msg.walks], "walk_kind": msg.kind}
             live.doc.push("walk", walk_label(dset, msg.walks), latent, record)
             await self.committed(live)
+
+    async def strip(self, live: LiveSession, set_id: str, index: int, amount: float, count: int) -> bytes:
+        """``count`` images side by side, direction ``index`` walked from -amount to +amount from
+        the current base image: what a slider does, before anyone moves it (as ``--strip``)."""
+        directions = _engine("directions")
+        dset = await self._direction_set(live, set_id)
+        if not 0 <= index < int(dset.vectors.shape[0]):
+            raise ApiError("bad_request", f"direction {index} is not in set {set_id!r} ({dset.vectors.shape[0]})")
+        gen, base = live.generator, live.doc.base
+        amounts = [float(a) for a in np.linspace(-amount, amount, count)]
+
+        def render() -> bytes:
+            with torch.no_grad():
+                frames = [gen.render(self._walked(gen, base, [directions.Walk(dset, index, a, "linear")], directions))
+                          for a in amounts]
+                return encode(torch.cat(frames, dim=3), "JPEG", self.hub.settings.jpeg_quality)
+
+        try:
+            return await self.hub.scheduler.call(render, owner=live.id, name="strip")
+        except (ValueError, IndexError) as exc:
+            raise ApiError("bad_request", f"strip: {exc}") from None
 
     @staticmethod
     def _walked(gen: Any, base: Any, walks: list, directions: Any) -> Any:

@@ -7,6 +7,7 @@
 import { fromServer } from "../points.js";
 import { initialState } from "../state.js";
 import { addRecent, readRecents } from "../recents.js";
+import { throttle } from "../throttle.js";
 
 export function randomSeed() {
   return Math.floor(Math.random() * 100000);
@@ -87,6 +88,7 @@ export function createSessionControl(ctx) {
 
     async boot() {
       store.set({ recents: readRecents() });
+      api.health().then((h) => store.set({ exports: h?.exports ?? {} }), () => {});
       const [models, methods] = await Promise.allSettled([api.models(), api.methods()]);
       if (models.status === "rejected") {
         store.set({ conn: { state: "failed", reason: models.reason.message } });
@@ -164,6 +166,13 @@ export function createSessionControl(ctx) {
         ctx.showError(`could not create a session: ${err.message}`);
       }
     },
+
+    /** The image a seed and truncation give, shown at once and not stored (a slider being moved). */
+    previewSeed: throttle(({ seed, truncation, space }) => {
+      if (connection.isOpen() && store.get().session) {
+        connection.send({ type: "reseed", seed, truncation, preview: true, ...(space ? { space } : {}) });
+      }
+    }, 80),
 
     async uploadPhoto(file, pti, steps) {
       ctx.notify(`Uploading ${file.name}…`);

@@ -27,6 +27,7 @@ export function initDirectionsPanel(app) {
   const setTitle = $("#sliders-title");
   let paramsFor = null;
   let slidersFor = null;
+  let stripsFor = "";
 
   const current = () => app.store.get().methods.directions.find((m) => m.name === method.value);
 
@@ -121,7 +122,11 @@ export function initDirectionsPanel(app) {
           pointer = false;
         });
         input.addEventListener("blur", () => app.commitSlidersPending());
-        return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), input);
+        // what the direction does, before anyone moves it: the image shown, walked -5 ... +5
+        // along it (loaded when in view)
+        const strip = h("img", { class: "strip", alt: `${name}: this image walked from -${SLIDER_RANGE} to +${SLIDER_RANGE}`,
+          loading: "lazy", width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
+        return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), strip, input);
       }),
     );
   }
@@ -165,6 +170,15 @@ export function initDirectionsPanel(app) {
       if (s.walkKind !== "linear") app.setWalkKind("linear");
     }
     if (s.directions !== slidersFor) buildSliders(s);
+    // strips start from the image the sliders walk from: new ones when that image changes
+    const key = s.directions && s.session ? `${s.session.id}/${s.directions.set}/${baseOf(s.session)}` : "";
+    if (key !== stripsFor) {
+      stripsFor = key;
+      for (const img of slidersBox.querySelectorAll("img.strip")) {
+        img.src = key ? app.api.exportUrl(s.session.id,
+          `strip.jpg?set=${encodeURIComponent(s.directions.set)}&index=${img.dataset.index}&amount=${SLIDER_RANGE}&count=5`, key) : "";
+      }
+    }
     const inputs = slidersBox.querySelectorAll("input");
     inputs.forEach((input, i) => {
       input.disabled = !live;
@@ -175,6 +189,11 @@ export function initDirectionsPanel(app) {
     });
     reset.disabled = !live || (!s.sliders.some((v) => v !== 0) && !s.committed.some((v) => v !== 0));
   };
+}
+
+/** The image the strips start from: the history entry shown (the server walks from it). */
+function baseOf(session) {
+  return `${session.cursor}-${session.history.length}-${session.history[session.cursor]?.label ?? ""}`;
 }
 
 /** "SeFa" for "sefa": the method's label from /api/methods. */

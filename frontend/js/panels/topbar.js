@@ -24,6 +24,7 @@ export function initTopbar(app) {
   const exportMenu = $("#export-menu");
   const links = {
     png: [$("#export-png"), "image.png"],
+    big: [$("#export-png-big"), "image.png"],
     latent: [$("#export-latent"), "latent.npz"],
     latentJson: [$("#export-latent-json"), "latent.json"],
     log: [$("#export-log"), "log.json"],
@@ -31,6 +32,16 @@ export function initTopbar(app) {
     mp4: [$("#export-mp4"), "animation.mp4"],
   };
 
+  const scale = $("#export-scale");
+  const smoothExport = $("#export-smooth");
+  const big = links.big[0];
+  const showScale = () => {
+    big.textContent = `Image ${scale.value}× (PNG${smoothExport.checked ? ", smooth" : ""})`;
+    big.setAttribute("download", `dragwalk-${scale.value}x.png`);
+    store.set({});
+  };
+  scale.addEventListener("change", showScale);
+  smoothExport.addEventListener("change", showScale);
   reconnect.addEventListener("click", () => app.reconnect());
   undo.addEventListener("click", () => app.undo());
   redo.addEventListener("click", () => app.redo());
@@ -82,10 +93,13 @@ export function initTopbar(app) {
     const id = s.session?.id;
     const version = s.session ? `${s.session.cursor}-${s.session.history?.length ?? 0}` : undefined;
     const hasDrag = !!s.session?.history?.some((e) => e.kind === "drag");
+    // no MP4 encoder on this server: the entry is not offered at all
+    links.mp4[0].hidden = s.exports?.mp4 === false;
     for (const [key, [a, file]] of Object.entries(links)) {
       const enabled = !!id && (key === "gif" || key === "mp4" ? hasDrag : true);
+      const path = key === "big" ? `${file}?scale=${scale.value}${smoothExport.checked ? "&smooth=true" : ""}` : file;
       if (enabled) {
-        a.href = app.api.exportUrl(id, file, version);
+        a.href = app.api.exportUrl(id, path, version);
         a.removeAttribute("aria-disabled");
       } else {
         a.removeAttribute("href");

@@ -680,9 +680,9 @@ def test_state_rid_cancel_progress_labels_strip_and_upscale(server):
             walked = await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 3)
             frames = len(page.frames)
             await page.send(type="reseed", seed=9, truncation=0.1, preview=True)
-            while len(page.frames) == frames:
+            while not any(f[0] == 2 for f in page.frames[frames:]):
                 await page.receive()
-            return confirmed, nothing, progress, cancelled, walked, sefa, page.frames[frames]
+            return confirmed, nothing, progress, cancelled, walked, sefa, [f for f in page.frames[frames:] if f[0] == 2][0]
 
     confirmed, nothing, progress, cancelled, walked, sefa, preview = run(scenario())
     assert confirmed["session"]["points"] == {"handles": [[10.0, 10.0]], "targets": [[12.0, 10.0]]}
@@ -692,8 +692,10 @@ def test_state_rid_cancel_progress_labels_strip_and_upscale(server):
     history = walked["session"]["history"]
     assert [h["label"] for h in history[1:]] == ["seed 9 · ψ 0.50", "seed 9 · ψ 0.70", "walk sefa 2 +1.5"]
     assert history[3]["walk"] == {"set": sefa["set"], "walks": [{"index": 1, "amount": 1.5}]}
-    assert preview[0] == 2 and walked["session"]["cursor"] == 3      # a preview frame, no entry
+    assert preview[0] == 2
     with server.client() as client:
+        after = client.get(f"/api/sessions/{sid}").json()
+        assert after["cursor"] == 3 and len(after["history"]) == 4          # a preview frame, no entry
         strip = client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": sefa["set"], "index": 1, "count": 3})
         shown = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
         big = client.get(f"/api/sessions/{sid}/image.png", params={"scale": 8})

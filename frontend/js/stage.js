@@ -222,7 +222,7 @@ export class Stage {
 
   /**
    * Redraw on the next animation frame, once however many state changes come before it (a burst
-   * of clicks or events must not redraw the overlay each time). Input handlers call render().
+   * of clicks or events must not redraw the overlay each time).
    */
   renderSoon() {
     if (this.pending) return;

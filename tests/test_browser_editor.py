@@ -276,7 +276,8 @@ def test_one_gesture_is_one_entry_and_sliders_follow_undo(page):
     first.focus()
     for _ in range(5):
         page.keyboard.press("ArrowRight")                # one keyboard gesture...
-    wait_state(page, f"s.session.history.length === {entries + 1}")
+    wait_state(page, f"s.session.history.length === {entries + 1} && s.session.cursor === {entries} "
+                     "&& s.session.history.at(-1).kind === 'walk'")
     time.sleep(1.0)
     assert state(page, "s.session.history.length") == entries + 1, "...must be one history entry"
     assert abs(state(page, "s.sliders[0]") - 0.5) < 1e-9

@@ -62,7 +62,7 @@ class DragCommands(EditorBase):
         record = {"method": config.method, "params": config.to_dict(), "handles": handles, "targets": targets,
                   "label": f"drag ({config.method})"}
         if doc.mask is not None:
-            record["mask"] = doc.mask.astype(int).tolist()
+            record["mask"] = doc.mask_b64()      # base64 PNG: a 64 px mask is ~100 bytes, not 4096 numbers
         state = {"steps": 0, "last": None, "error": None}
         live.preview_epoch += 1          # a preview still being rendered is superseded by the drag
         live.animation = []

@@ -312,13 +312,13 @@ class SessionDocument:
             start: dict[str, Any] = {k: first.record[k] for k in ("seed", "truncation", "space")
                                      if k in first.record}
         else:
-            start = {"latent": latent_to_dict(first.latent, self.model)}
+            start = {"latent": latent_to_dict(first.latent, self.model, packed=True)}
         operations = []
         for entry in self.history[1: self.cursor + 1]:
             op = {k: v for k, v in entry.record.items() if k != "kind"}
             op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed") else "reseed"
                       if "seed" in entry.record else "latent",
-                      label=entry.label, latent=latent_to_dict(entry.latent, self.model))
+                      label=entry.label, latent=latent_to_dict(entry.latent, self.model, packed=True))
             operations.append(op)
         return {"format": LOG_FORMAT, "model": self.model, "start": start, "operations": operations}
 

@@ -706,6 +706,10 @@ def test_state_rid_cancel_progress_labels_strip_and_upscale(server):
                client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": sefa["set"], "index": 0,
                                                                      "count": 50}).status_code]
         health = client.get("/api/health").json()
+        thumbs = [png_array(client.get(f"/api/sessions/{sid}/image.png", params={"entry": i}).content)
+                  for i in (3, 0)]
+        bad.append(client.get(f"/api/sessions/{sid}/image.png", params={"entry": 4}).status_code)
+    assert np.array_equal(thumbs[0], shown) and np.abs(thumbs[1] - shown).mean() > 10   # entry 0: seed 4
     image = np.asarray(Image.open(io.BytesIO(strip.content)).convert("RGB"), dtype=np.float32)
     assert strip.headers["content-type"] == "image/jpeg" and image.shape == (64, 192, 3)
     assert np.abs(image[:, 64:128] - shown).mean() < 6            # amount 0 is the image shown
@@ -713,5 +717,5 @@ def test_state_rid_cancel_progress_labels_strip_and_upscale(server):
     up = png_array(big.content)
     assert up.shape == (512, 512, 3) and np.array_equal(up[::8, ::8], shown) and np.array_equal(up[7::8, 7::8], shown)
     assert png_array(smooth.content).shape == (128, 128, 3)
-    assert bad == [400, 400, 404, 400]
+    assert bad == [400, 400, 404, 400, 400]
     assert isinstance(health["exports"]["mp4"], bool)

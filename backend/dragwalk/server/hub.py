@@ -68,6 +68,8 @@ class LiveSession:
     preview_epoch: int = 0
     #: direction sets being found for this session: each an asyncio.Event set by ``cancel``
     finding: set[asyncio.Event] = field(default_factory=set)
+    #: one preview strip renders at a time, so slider previews never queue behind a page of strips
+    strip_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     #: a background store write is in flight / another was asked for meanwhile
     store_busy: bool = False
     store_dirty: bool = False

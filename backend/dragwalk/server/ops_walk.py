@@ -166,9 +166,14 @@ class DirectionCommands(EditorBase):
             live.doc.push("walk", walk_label(dset, msg.walks), latent, record)
             await self.committed(live)
 
-    async def strip(self, live: LiveSession, set_id: str, index: int, amount: float, count: int) -> bytes:
+    async def strip(self, live: LiveSession, set_id: str, index: int, amount: float, count: int,
+                    gone: Any = None) -> bytes | None:
         """``count`` images side by side, direction ``index`` walked from -amount to +amount from
-        the current base image: what a slider does, before anyone moves it (as ``--strip``)."""
+        the current base image: what a slider does, before anyone moves it (as ``--strip``).
+
+        Strips are rendered one image per worker call and one strip at a time per session, so a
+        slider preview waits for at most one image; ``gone()`` (the page no longer wants it) is
+        checked between images. None when the page went away."""
         directions = _engine("directions")
         dset = await self._direction_set(live, set_id)
         if not 0 <= index < int(dset.vectors.shape[0]):
@@ -176,16 +181,20 @@ class DirectionCommands(EditorBase):
         gen, base = live.generator, live.doc.base
         amounts = [float(a) for a in np.linspace(-amount, amount, count)]
 
-        def render() -> bytes:
+        def render(a: float) -> Any:
             with torch.no_grad():
-                frames = [gen.render(self._walked(gen, base, [directions.Walk(dset, index, a, "linear")], directions))
-                          for a in amounts]
-                return encode(torch.cat(frames, dim=3), "JPEG", self.hub.settings.jpeg_quality)
+                return gen.render(self._walked(gen, base, [directions.Walk(dset, index, a, "linear")], directions))
 
-        try:
-            return await self.hub.scheduler.call(render, owner=live.id, name="strip")
-        except (ValueError, IndexError) as exc:
-            raise ApiError("bad_request", f"strip: {exc}") from None
+        frames = []
+        async with live.strip_gate:
+            for a in amounts:
+                if gone is not None and await gone():
+                    return None
+                try:
+                    frames.append(await self.hub.scheduler.call(lambda a=a: render(a), owner=live.id, name="strip"))
+                except (ValueError, IndexError) as exc:
+                    raise ApiError("bad_request", f"strip: {exc}") from None
+        return encode(torch.cat(frames, dim=3), "JPEG", self.hub.settings.jpeg_quality)
 
     @staticmethod
     def _walked(gen: Any, base: Any, walks: list, directions: Any) -> Any:

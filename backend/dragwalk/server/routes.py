@@ -153,13 +153,18 @@ SCALES = (1, 2, 4, 8)
 
 
 @router.get("/sessions/{session_id}/image.png")
-async def image_png(session_id: str, request: Request, scale: int = 1, smooth: bool = False) -> Response:
-    """The current image; ``scale`` 2/4/8 upscales it, nearest (pixels stay sharp) or ``smooth``."""
+async def image_png(session_id: str, request: Request, scale: int = 1, smooth: bool = False,
+                    entry: int | None = None) -> Response:
+    """The current image (or history entry ``entry``'s: the history's thumbnails); ``scale``
+    2/4/8 upscales it, nearest (pixels stay sharp) or ``smooth``."""
     if scale not in SCALES:
         raise ApiError("bad_request", f"scale must be one of {', '.join(map(str, SCALES))}")
     hub = hub_of(request)
     live = await hub.get(session_id)
-    png = await hub.image(live, "PNG")
+    if entry is not None and not 0 <= entry < len(live.doc.history):
+        raise ApiError("bad_request", f"no history entry {entry} (there are {len(live.doc.history)})")
+    latent = None if entry is None else live.doc.history[entry].latent
+    png = await hub.image(live, "PNG", latent)
     if scale > 1:
         import io
 
@@ -181,7 +186,9 @@ async def direction_strip(session_id: str, request: Request, set: str, index: in
         raise ApiError("bad_request", "strip: count 2-9, amount in (0, 100], set id up to 128 characters")
     hub = hub_of(request)
     live = await hub.get(session_id)
-    jpeg = await request.app.state.editor.strip(live, set, index, amount, count)
+    jpeg = await request.app.state.editor.strip(live, set, index, amount, count, request.is_disconnected)
+    if jpeg is None:
+        return Response(status_code=204)        # the page stopped waiting for it
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 

@@ -28,6 +28,15 @@ export function initDirectionsPanel(app) {
   let paramsFor = null;
   let slidersFor = null;
   let stripsFor = "";
+  let stripUrl = () => "";
+  // a strip is asked for only when its slider is on screen (and again when the image changes)
+  const stripsSeen = new IntersectionObserver((seen) => {
+    for (const e of seen) if (e.isIntersecting) showStrip(e.target);
+  });
+  function showStrip(img) {
+    const url = stripUrl(img.dataset.index);
+    if (url && img.getAttribute("src") !== url) img.src = url;
+  }
 
   const current = () => app.store.get().methods.directions.find((m) => m.name === method.value);
 
@@ -125,7 +134,8 @@ export function initDirectionsPanel(app) {
         // what the direction does, before anyone moves it: the image shown, walked -5 ... +5
         // along it (loaded when in view)
         const strip = h("img", { class: "strip", alt: `${name}: this image walked from -${SLIDER_RANGE} to +${SLIDER_RANGE}`,
-          loading: "lazy", width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
+          width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
+        stripsSeen.observe(strip);
         return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), strip, input);
       }),
     );
@@ -174,9 +184,15 @@ export function initDirectionsPanel(app) {
     const key = s.directions && s.session ? `${s.session.id}/${s.directions.set}/${baseOf(s.session)}` : "";
     if (key !== stripsFor) {
       stripsFor = key;
+      const { id } = s.session ?? {};
+      const set = s.directions?.set;
+      stripUrl = (index) => (key ? app.api.exportUrl(id,
+        `strip.jpg?set=${encodeURIComponent(set)}&index=${index}&amount=${SLIDER_RANGE}&count=5`, key) : "");
       for (const img of slidersBox.querySelectorAll("img.strip")) {
-        img.src = key ? app.api.exportUrl(s.session.id,
-          `strip.jpg?set=${encodeURIComponent(s.directions.set)}&index=${img.dataset.index}&amount=${SLIDER_RANGE}&count=5`, key) : "";
+        const box = img.getBoundingClientRect();
+        const visible = box.bottom > 0 && box.top < innerHeight && box.width > 0;
+        if (visible) showStrip(img);
+        else img.removeAttribute("src");   // asked for when scrolled into view
       }
     }
     const inputs = slidersBox.querySelectorAll("input");

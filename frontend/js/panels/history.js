@@ -1,4 +1,4 @@
-/** History list: every edit of the session; click one to go back to it. */
+/** History list: every edit of the session, each with a thumbnail; click one to go back to it. */
 
 import { $, h } from "../dom.js";
 
@@ -28,6 +28,11 @@ export function initHistoryPanel(app) {
               title: entry.index > cursor ? "undone: click to redo up to here" : "go back to this state",
               onclick: () => app.goto(entry.index),
             },
+            h("img", {
+              class: "thumb", alt: "", width: "32", height: "32", loading: "lazy",
+              // an entry's image never changes: keyed by its place and label, fetched once
+              src: app.api.exportUrl(s.session.id, `image.png?entry=${entry.index}`, `${entry.index}-${entry.label}`),
+            }),
             `${entry.index}. ${entry.label || entry.kind}`,
           ),
         ),

@@ -210,6 +210,7 @@ def test_undo_after_a_drag_puts_back_the_exact_points_and_mask(page):
                timeout=120_000)
     dragged = [state(page, "s.pairs.map((p) => p.handle)"), state(page, "s.pairs.map((p) => p.target)")]
     assert dragged[0] != before[0], "tracking did not move the handles"
+    assert state(page, "s.session.history.at(-1).label") == "drag (warp) · 2 pairs, 4.1 px"
     # item 7: each pair's distance and the end reason, as the server reported them
     reason = state(page, "s.drag.reason")
     expect(page.get_by_test_id("drag-status")).to_have_attribute("data-reason", reason)

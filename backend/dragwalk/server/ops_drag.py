@@ -60,7 +60,7 @@ class DragCommands(EditorBase):
         control = DragControl(store_every=self.limits.store_every,
                               frame_wanted=lambda: live.frame_wanted() or len(live.animation) == 0)
         record = {"method": config.method, "params": config.to_dict(), "handles": handles, "targets": targets,
-                  "label": f"drag ({config.method})"}
+                  "label": drag_label(config.method, handles, targets)}
         if doc.mask is not None:
             record["mask"] = doc.mask_b64()      # base64 PNG: a 64 px mask is ~100 bytes, not 4096 numbers
         state = {"steps": 0, "last": None, "error": None}
@@ -240,3 +240,11 @@ class DragCommands(EditorBase):
                 and not live.deleted and doc.current is job["latent"] and doc.mask is job["mask"]
                 and [list(p) for p in doc.handles] == job["handles"]
                 and [list(p) for p in doc.targets] == job["targets"])
+
+
+def drag_label(method: str, handles: list, targets: list) -> str:
+    """"drag (warp) · 2 pairs, 6.0 px": the method, how many pairs and how far on average, so
+    two drags in the history can be told apart."""
+    lengths = [((t[0] - h[0]) ** 2 + (t[1] - h[1]) ** 2) ** 0.5 for h, t in zip(handles, targets)]
+    mean = sum(lengths) / len(lengths) if lengths else 0.0
+    return f"drag ({method}) · {len(lengths)} pair{'' if len(lengths) == 1 else 's'}, {mean:.1f} px"

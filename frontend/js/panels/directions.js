@@ -35,7 +35,10 @@ export function initDirectionsPanel(app) {
   });
   function showStrip(img) {
     const url = stripUrl(img.dataset.index);
-    if (url && img.getAttribute("src") !== url) img.src = url;
+    if (url && img.getAttribute("src") !== url) {
+      img.classList.add("loading");      // the old strip stays, dimmed, until the new one is in
+      img.src = url;
+    }
   }
 
   const current = () => app.store.get().methods.directions.find((m) => m.name === method.value);
@@ -135,6 +138,7 @@ export function initDirectionsPanel(app) {
         // along it (loaded when in view)
         const strip = h("img", { class: "strip", alt: `${name}: this image walked from -${SLIDER_RANGE} to +${SLIDER_RANGE}`,
           width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
+        strip.addEventListener("load", () => strip.classList.remove("loading"));
         stripsSeen.observe(strip);
         return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), strip, input);
       }),

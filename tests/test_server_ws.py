@@ -94,8 +94,14 @@ def test_full_drag_streams_frames_and_progress(server):
     assert gif.status_code == 200 and gif.content[:4] == b"GIF8"
     assert npz.status_code == 200 and npz.content[:2] == b"PK"
     assert latent_json["space"] == "z" and len(latent_json["code"]) == 100
-    assert (mp4.status_code == 200 and mp4.content[4:8] == b"ftyp") or \
-        (mp4.status_code == 501 and mp4.json()["error"]["code"] == "unavailable")
+    from dragwalk.server.exports import mp4_available
+    if mp4_available():          # imageio-ffmpeg is a dependency: its wheel carries ffmpeg
+        import imageio.v3 as iio
+        assert mp4.status_code == 200 and mp4.content[4:8] == b"ftyp"
+        video = iio.imread(mp4.content, extension=".mp4", index=None)
+        assert video.shape[0] >= 2 and video.shape[1:] == (256, 256, 3)
+    else:
+        assert mp4.status_code == 501 and mp4.json()["error"]["code"] == "unavailable"
     assert no_drag.status_code == 404
     # the default drag mode adds a spatial offset, which a bare .npy cannot hold: a clear refusal
     assert npy.status_code == 200 or "npz" in npy.json()["error"]["message"]

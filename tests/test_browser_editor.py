@@ -406,6 +406,13 @@ def test_hint_follows_the_points_and_delete_removes_a_keyboard_point(page):
     page.keyboard.press("Delete")                   # the point under the keyboard cursor
     wait_state(page, "s.pairs.length === 1 && s.session.points.handles.length === 1")
     reset_points(page)
+    # the History heading stays in view and each entry has a thumbnail of its image
+    thumbs = page.locator("[data-testid=history] img.thumb")
+    assert thumbs.count() == state(page, "s.session.history.length")
+    thumbs.last.scroll_into_view_if_needed()
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=history] img.thumb')]
+        .slice(-1).every((i) => i.complete && i.naturalWidth === 64)""")
+    expect(page.get_by_role("heading", name="History")).to_be_in_viewport()
 
 
 def test_truncation_previews_live_without_an_entry(page):

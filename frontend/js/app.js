@@ -115,8 +115,13 @@ export function createApp({ stageRoot }) {
 
   function applyInvertProgress(msg) {
     const psnr = typeof msg.psnr === "number" ? `, PSNR ${msg.psnr.toFixed(1)} dB` : "";
-    store.set({ computing: { op: "invert", step: msg.step, total: msg.total, stage: msg.stage } });
-    ctx.notify(`Inverting: ${msg.stage ?? ""} ${msg.step ?? ""}/${msg.total ?? "?"}${psnr}`);
+    const was = store.get().computing;
+    // time left at the pace so far, per stage (projection, then pivotal tuning)
+    const since = was?.op === "invert" && was.stage === msg.stage && was.since ? was.since : performance.now();
+    const perStep = msg.step > 1 ? (performance.now() - since) / 1000 / (msg.step - 1) : null;
+    const left = perStep !== null && msg.total > msg.step ? ` · about ${Math.ceil(perStep * (msg.total - msg.step))} s left` : "";
+    store.set({ computing: { op: "invert", step: msg.step, total: msg.total, stage: msg.stage, since } });
+    ctx.notify(`Inverting: ${msg.stage ?? ""} ${msg.step ?? ""}/${msg.total ?? "?"}${psnr}${left}`);
   }
 
   async function handleFrame(frame) {

@@ -364,6 +364,32 @@ def test_finding_directions_shows_progress_and_can_be_cancelled(page):
 
 
 
+def test_region_sliders_are_cleared_when_the_image_changes_and_hints_follow_the_method(page):
+    dir_method = page.get_by_test_id("dir-method")
+    note = page.get_by_test_id("dir-note")
+    dir_method.select_option("interfacegan")
+    expect(note).to_contain_text("labelled samples")
+    for name in ("sfvq", "dplase"):
+        dir_method.select_option(name)
+        expect(note).to_have_text("")
+    page.get_by_test_id("tool-brush").check()
+    page.mouse.click(*canvas_xy(page, 32, 40))
+    wait_state(page, "s.session.has_mask")
+    page.get_by_test_id("tool-points").check()
+    dir_method.select_option("reds")
+    page.get_by_test_id("dir-compute").click()
+    wait_state(page, "s.directions && s.directions.method === 'reds' && !s.computing", timeout=120_000)
+    page.get_by_test_id("seed-random").click()             # another image: those sliders mean nothing now
+    wait_state(page, "!s.directions && s.directionsNote.includes('another image')")
+    expect(note).to_contain_text("find them again")
+    assert page.get_by_test_id("direction-slider").count() == 0
+    page.get_by_test_id("mask-clear").click()
+    wait_state(page, "!s.session.has_mask")
+    dir_method.select_option("sefa")
+    page.get_by_test_id("dir-compute").click()
+    wait_state(page, "s.directions && s.directions.method === 'sefa' && !s.computing")
+
+
 # ------------------------------------------------------------------ 6. sliders you can see
 def test_each_direction_has_a_preview_strip_a_name_and_its_numbers_in_a_tooltip(page):
     strip = page.get_by_test_id("direction-strip").first

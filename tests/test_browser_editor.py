@@ -312,6 +312,8 @@ def test_slider_to_frame_time(page):
     """Median time from a slider move to its walk preview on the canvas (target <= 50 ms)."""
     slider = page.get_by_test_id("direction-slider").nth(2)
     slider.focus()
+    # the strips of the sliders in view load first (they share the worker with the previews)
+    page.wait_for_function("() => !document.querySelector('img.strip.loading')")
     page.evaluate("""() => { window.__t = [];
         document.querySelectorAll('[data-testid=direction-slider]')[2]
           .addEventListener('input', () => window.__t.push(performance.now())); }""")

@@ -5,7 +5,7 @@
  * (releasing the pointer, or the arrow keys stopping) commits one history entry.
  */
 
-import { $, h, setOptions } from "../dom.js";
+import { $, h, setOptions, setText } from "../dom.js";
 
 const SLIDER_RANGE = 5;
 const HIDDEN_PARAMS = new Set(["layers", "mask", "latent"]);
@@ -138,7 +138,7 @@ export function initDirectionsPanel(app) {
         // along it (loaded when in view)
         const strip = h("img", { class: "strip", alt: `${name}: this image walked from -${SLIDER_RANGE} to +${SLIDER_RANGE}`,
           width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
-        strip.addEventListener("load", () => strip.classList.remove("loading"));
+        for (const done of ["load", "error"]) strip.addEventListener(done, () => strip.classList.remove("loading"));
         stripsSeen.observe(strip);
         return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), strip, input);
       }),
@@ -162,19 +162,19 @@ export function initDirectionsPanel(app) {
     const needsMask = !!m?.needs_mask && !s.session?.has_mask;
     const finding = s.computing?.op === "directions";
     compute.disabled = !live || !m || finding || needsMask;
-    compute.textContent = finding ? "Finding…" : "Find directions";
+    setText(compute, finding ? "Finding…" : "Find directions");
     cancel.hidden = !finding;
     progress.hidden = !finding;
-    progress.textContent = finding ? computingText(s.computing) : "";
-    note.textContent = s.directionsNote || (needsMask
+    setText(progress, finding ? computingText(s.computing) : "");
+    setText(note, s.directionsNote || (needsMask
       ? "Paint the region to change with the mask brush first."
       : m?.needs_labels
         ? "Learns from labelled samples; the first run takes a while."
-        : "");
+        : ""));
     setTitle.hidden = !s.directions;
-    setTitle.textContent = s.directions
+    setText(setTitle, s.directions
       ? `${methodLabel(s, s.directions.method)}: ${s.directions.count} directions${finding ? " (the previous set, until the new one is found)" : ""}`
-      : "";
+      : "");
     slidersBox.classList.toggle("stale", finding);
     // walks the engine refuses are not offered: curved needs a REDs set, density a Gaussian z
     const kinds = { curved: s.directions?.method === "reds", density: s.session?.space === "z", linear: true };
@@ -196,7 +196,10 @@ export function initDirectionsPanel(app) {
         const box = img.getBoundingClientRect();
         const visible = box.bottom > 0 && box.top < innerHeight && box.width > 0;
         if (visible) showStrip(img);
-        else img.removeAttribute("src");   // asked for when scrolled into view
+        else {
+          img.removeAttribute("src");      // asked for when scrolled into view
+          img.classList.remove("loading");
+        }
       }
     }
     const inputs = slidersBox.querySelectorAll("input");
@@ -205,7 +208,7 @@ export function initDirectionsPanel(app) {
       const v = s.sliders[i] ?? 0;
       if (Number(input.value) !== v) input.value = String(v);
       const out = input.parentElement.querySelector("output");
-      if (out) out.textContent = v.toFixed(1);
+      if (out) setText(out, v.toFixed(1));
     });
     reset.disabled = !live || (!s.sliders.some((v) => v !== 0) && !s.committed.some((v) => v !== 0));
   };

@@ -3,7 +3,7 @@
  * remaining distance per pair, frame rate, and why the drag ended in words.
  */
 
-import { $, fmt, h, setOptions } from "../dom.js";
+import { $, fmt, h, setOptions, setText } from "../dom.js";
 import { toMessage } from "../points.js";
 import { dragStatus, pairLines } from "../reasons.js";
 
@@ -86,13 +86,13 @@ export function initDragPanel(app) {
     start.title = complete === 0 ? "Add a handle and its target on the image first" : "Start dragging";
     stop.disabled = !live || !running;
     method.disabled = running;
-    stepOut.textContent = stepText(s.drag, Number.parseInt(steps.value, 10));
-    remainingOut.textContent = typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–";
+    setText(stepOut, stepText(s.drag, Number.parseInt(steps.value, 10)));
+    setText(remainingOut, typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–");
     const sps = typeof s.drag.stepsPerSecond === "number" ? ` (${fmt(s.drag.stepsPerSecond)} steps/s)` : "";
-    fpsOut.textContent = `${fmt(s.drag.fps)}${sps}`;
-    statusOut.textContent = running && s.conn.state !== "open"
+    setText(fpsOut, `${fmt(s.drag.fps)}${sps}`);
+    setText(statusOut, running && s.conn.state !== "open"
       ? "connection lost: the drag's progress shows again once the page reconnects"
-      : dragStatus(s.drag);
+      : dragStatus(s.drag));
     statusOut.dataset.reason = running ? "" : s.drag.reason ?? "";
     const lines = pairLines(s.drag.distances, s.drag.idle, s.drag.unsure);
     const key = JSON.stringify([lines, s.drag.idle]);

@@ -1,6 +1,6 @@
 /** Session panel: model, seed (with random), truncation, latent space, photo and file upload. */
 
-import { $, h, setOptions } from "../dom.js";
+import { $, h, setOptions, setText } from "../dom.js";
 import { randomSeed } from "../app.js";
 
 export function initSessionPanel(app) {
@@ -39,7 +39,7 @@ export function initSessionPanel(app) {
   });
   // moving the truncation shows its image at once (nothing stored); New image keeps it
   truncation.addEventListener("input", () => {
-    truncationValue.textContent = Number(truncation.value).toFixed(2);
+    setText(truncationValue, Number(truncation.value).toFixed(2));
     if (seed.value !== "" && seed.checkValidity()) app.previewSeed(request());
   });
   const recents = $("#recent-sessions");
@@ -79,7 +79,7 @@ export function initSessionPanel(app) {
         seed.value = s.session.seed !== null && s.session.seed !== undefined ? String(s.session.seed) : "";
         if (typeof s.session.truncation === "number") {
           truncation.value = String(s.session.truncation);
-          truncationValue.textContent = s.session.truncation.toFixed(2);
+          setText(truncationValue, s.session.truncation.toFixed(2));
         }
       }
       shownSession = s.session;

@@ -3,7 +3,7 @@
  * visibility, reset buttons, the pair count against its limit, and a hint for the next step.
  */
 
-import { $ } from "../dom.js";
+import { $, setText } from "../dom.js";
 import { MAX_PAIRS } from "../state.js";
 
 /** What to do next, for the tool in hand and the points placed so far. */
@@ -39,7 +39,7 @@ export function initTools(app) {
   for (const r of radios) r.addEventListener("change", () => r.checked && store.set({ tool: r.value }));
   for (const r of modes) r.addEventListener("change", () => r.checked && app.setMaskMode(r.value));
   radius.addEventListener("input", () => {
-    radiusValue.textContent = radius.value;
+    setText(radiusValue, radius.value);
     store.set({ brushRadius: Number(radius.value) });
   });
   visible.addEventListener("change", () => store.set({ maskVisible: visible.checked }));
@@ -50,17 +50,17 @@ export function initTools(app) {
     for (const r of radios) r.checked = r.value === s.tool;
     for (const r of modes) r.checked = r.value === s.maskMode;
     visible.checked = s.maskVisible;
-    hint.textContent = hintFor(s);
+    setText(hint, hintFor(s));
     const complete = s.pairs.filter((p) => p.target).length;
-    pairCount.textContent = `${complete} / ${MAX_PAIRS} pairs`;
+    setText(pairCount, `${complete} / ${MAX_PAIRS} pairs`);
     pairCount.classList.toggle("full", s.pairs.length >= MAX_PAIRS);
     const live = s.conn.state === "open" && !!s.session;
     maskClear.disabled = !live || s.maskPixels === 0;
     // a running drag needs at least its points: clearing them is for after Stop
     pointsClear.disabled = !live || s.pairs.length === 0 || s.drag.running;
     const f = s.lastFrame;
-    frameInfo.textContent = f
+    setText(frameInfo, f
       ? `${s.session?.model ?? ""} · ${s.session?.resolution ?? "?"} px · frame ${f.seq} (${f.kind}${f.kind === "drag" ? ` step ${f.step}` : ""})`
-      : "no frame yet";
+      : "no frame yet");
   };
 }

@@ -1,6 +1,6 @@
 /** Top bar: connection state and reconnect, undo/redo (buttons and keys), export links, scaling. */
 
-import { $ } from "../dom.js";
+import { $, setText } from "../dom.js";
 
 const CONN_TEXT = {
   idle: () => "starting…",
@@ -36,7 +36,7 @@ export function initTopbar(app) {
   const smoothExport = $("#export-smooth");
   const big = links.big[0];
   const showScale = () => {
-    big.textContent = `Image ${scale.value}× (PNG${smoothExport.checked ? ", smooth" : ""})`;
+    setText(big, `Image ${scale.value}× (PNG${smoothExport.checked ? ", smooth" : ""})`);
     big.setAttribute("download", `dragwalk-${scale.value}x.png`);
     store.set({});
   };
@@ -77,7 +77,7 @@ export function initTopbar(app) {
 
   let countdown = null;
   const showConnection = (c) => {
-    connText.textContent = (CONN_TEXT[c.state] ?? (() => c.state))(c);
+    setText(connText, (CONN_TEXT[c.state] ?? (() => c.state))(c));
   };
 
   return (s) => {
@@ -99,7 +99,8 @@ export function initTopbar(app) {
       const enabled = !!id && (key === "gif" || key === "mp4" ? hasDrag : true);
       const path = key === "big" ? `${file}?scale=${scale.value}${smoothExport.checked ? "&smooth=true" : ""}` : file;
       if (enabled) {
-        a.href = app.api.exportUrl(id, path, version);
+        const href = app.api.exportUrl(id, path, version);
+        if (a.getAttribute("href") !== href) a.href = href;
         a.removeAttribute("aria-disabled");
       } else {
         a.removeAttribute("href");

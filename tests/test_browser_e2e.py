@@ -52,6 +52,9 @@ def new_page(browser):
     pg.set_default_timeout(TIMEOUT_MS)
     pg.page_errors = []
     pg.on("pageerror", lambda exc: pg.page_errors.append(str(exc)))
+    # opening a file over an edited session asks first (test_browser_editor checks the question)
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.accept()))
     return pg
 
 
@@ -343,7 +346,9 @@ def test_drag_reasons_distances_and_the_warp_preview_are_shown(browser, server, 
             text = expect_status(pg, reason)
             assert state(pg, "s.framesByKind.preview || 0") == previews, "a method that does not warp previewed"
             lines = pg.get_by_test_id("drag-pair").all_inner_texts()
-            assert len(lines) == 1 and lines[0].startswith("1: ") and lines[0].endswith(" px"), lines
+            assert len(lines) == 1 and lines[0].startswith("1: "), lines
+            # the image check did not find the content at the target: the pair says its tracking is unsure
+            assert lines[0].endswith(" px" if reason == "max_steps" else " px · tracking unsure"), lines
             if reason == "max_steps":
                 assert float(lines[0][3:-3]) > 1.0, lines
             else:

@@ -86,3 +86,27 @@ def test_photo_inversion_with_pti_streams_and_survives_restart(tmp_path, face_ph
     with torch.no_grad():
         plain = to_uint8(generator.render(load_latent(latent_npz, generator, suffix=".npz"))).astype(float)
     assert np.abs(plain - b).max() > 0
+
+
+def test_an_inversion_is_cancelled_over_the_protocol_and_keeps_its_fit(tmp_path, face_photo):
+    with running_server(tmp_path) as server:
+        with server.client() as client:
+            r = client.post("/api/sessions/photo", files={"file": ("me.png", face_photo, "image/png")},
+                            data={"steps": "2000"})
+            assert r.status_code == 201, r.text
+            sid = r.json()["id"]
+
+            async def cancel():
+                async with PageClient(server.ws_url(sid)) as page:
+                    await page.until(lambda e: e["type"] == "progress" and e["op"] == "invert" and e["step"] >= 3,
+                                     timeout=120)
+                    await page.send(type="cancel", op="invert", rid="stop")
+                    done = await page.until(lambda e: e["type"] == "done" and e["op"] == "invert", timeout=60)
+                    state = await page.until(lambda e: e["type"] == "state")
+                    return done, state
+
+            done, state = asyncio.run(cancel())
+            summary = client.get(f"/api/sessions/{sid}").json()
+    assert done["reason"] == "cancelled" and 3 <= done["steps"] < 2000
+    assert state["session"]["busy"] is None and summary["busy"] is None
+    assert summary["history"][0]["kind"] == "photo"

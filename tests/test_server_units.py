@@ -91,6 +91,38 @@ def test_payload_roundtrip_with_mask_and_live_drag(doc_parts):
     assert (copy.current.code == back.current.code).all()
 
 
+def test_points_and_mask_belong_to_the_history(doc_parts):
+    """Undo/redo/goto put back the points and mask last used on that image; a drag's entry starts
+    with its tracked handles, the entry before it keeps the points the drag started from."""
+    gen, latents = doc_parts
+    doc = SessionDocument.create("abcdefgh", gen.name, 64, latents[0], record={"seed": 0})
+    mask_a = np.zeros((64, 64), bool)
+    mask_a[5:9, 5:9] = True
+    doc.set_points([[10, 10], [20, 20]], [[14, 10], [20, 25]])
+    doc.set_mask(mask_a)
+    doc.push("drag", "drag", latents[1], {}, points=([[13.25, 10.5], [20, 23]], [[14, 10], [20, 25]]))
+    assert doc.handles == [(13.25, 10.5), (20.0, 23.0)] and np.array_equal(doc.mask, mask_a)
+    doc.set_points([[30, 30]], [[31, 31]])
+    doc.set_mask(None)
+    doc.undo()
+    assert doc.handles == [(10.0, 10.0), (20.0, 20.0)] and doc.targets == [(14.0, 10.0), (20.0, 25.0)]
+    assert np.array_equal(doc.mask, mask_a)
+    doc.redo()                                   # the edits made on the drag's image come back too
+    assert doc.handles == [(30.0, 30.0)] and doc.mask is None
+    doc.push("walk", "walk", latents[2], {"set_id": "sefa-1", "walks": [{"index": 0, "amount": 2.0}]})
+    summary = doc.summary()
+    assert summary["history"][2]["walk"] == {"set": "sefa-1", "walks": [{"index": 0, "amount": 2.0}]}
+    assert summary["mask"] is None
+    doc.goto(0)
+    assert summary["history"][0].keys() == {"index", "kind", "label"}
+    assert mask_from_png(__import__("base64").b64decode(doc.summary()["mask"]), 64).sum() == mask_a.sum()
+    back = SessionDocument.from_payload(doc.to_payload())      # kept by the store as well
+    back.goto(1)
+    assert back.handles == [(30.0, 30.0)] and back.mask is None
+    back.goto(0)
+    assert back.handles == [(10.0, 10.0), (20.0, 20.0)] and np.array_equal(back.mask, mask_a)
+
+
 def test_points_and_mask_validation():
     from dragwalk.server.session import validate_points
     assert validate_points([[0, 0]], [[63, 63]], 64, 4) == ([(0.0, 0.0)], [(63.0, 63.0)])
@@ -228,3 +260,33 @@ def test_preview_drag_message_is_validated_like_start_drag():
         parse_message('{"type": "preview_drag", "handles": [[1, 1]]}')
     with pytest.raises(MessageError):
         parse_message('{"type": "preview_drag", "params": {' + ",".join(f'"k{i}": 1' for i in range(40)) + '}}')
+
+
+def test_edit_log_is_packed_and_reads_back_exactly(doc_parts):
+    """Latents in the edit log are float32 bytes in base64 (exact, about a third of the text of number lists);
+    logs written with number lists still open; a packed array that lies about its size is refused."""
+    import json as _json
+
+    from dragwalk.latent_io import LatentFileError, latent_from_dict, latent_to_dict, pack_array, unpack_array
+    gen, latents = doc_parts
+    doc = SessionDocument.create("abcdefgh", gen.name, 64, latents[0], record={"seed": 0})
+    for latent in latents[1:]:
+        doc.push("reseed", "seed", latent, {"seed": 1})
+    log = doc.edit_log()
+    packed = len(_json.dumps(log))
+    plain = len(_json.dumps([latent_to_dict(e.latent, gen.name) for e in doc.history[1:]]))
+    assert packed * 2.5 < plain, (packed, plain)
+    copy = SessionDocument.from_edit_log("ijklmnop", log, 64, gen)
+    for a, b in zip(copy.history, doc.history):
+        assert torch_equal(a.latent.code, b.latent.code)
+    assert latent_from_dict(latent_to_dict(latents[1], gen.name), gen).code.equal(latents[1].code.cpu())
+    values = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    assert np.array_equal(unpack_array(pack_array(values)), values)
+    lying = dict(pack_array(values), shape=[4, 4])
+    for bad in (lying, {"dtype": "float64", "shape": [1], "b64": "AAAA"}, dict(pack_array(values), b64="!!")):
+        with pytest.raises(LatentFileError):
+            unpack_array(bad)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a.cpu() == b.cpu()).all())

@@ -94,8 +94,14 @@ def test_full_drag_streams_frames_and_progress(server):
     assert gif.status_code == 200 and gif.content[:4] == b"GIF8"
     assert npz.status_code == 200 and npz.content[:2] == b"PK"
     assert latent_json["space"] == "z" and len(latent_json["code"]) == 100
-    assert (mp4.status_code == 200 and mp4.content[4:8] == b"ftyp") or \
-        (mp4.status_code == 501 and mp4.json()["error"]["code"] == "unavailable")
+    from dragwalk.server.exports import mp4_available
+    if mp4_available():          # imageio-ffmpeg is a dependency: its wheel carries ffmpeg
+        import imageio.v3 as iio
+        assert mp4.status_code == 200 and mp4.content[4:8] == b"ftyp"
+        video = iio.imread(mp4.content, extension=".mp4", index=None)
+        assert video.shape[0] >= 2 and video.shape[1:] == (256, 256, 3)
+    else:
+        assert mp4.status_code == 501 and mp4.json()["error"]["code"] == "unavailable"
     assert no_drag.status_code == 404
     # the default drag mode adds a spatial offset, which a bare .npy cannot hold: a clear refusal
     assert npy.status_code == 200 or "npz" in npy.json()["error"]["message"]
@@ -651,3 +657,71 @@ def test_a_drag_supersedes_a_preview_in_flight(server):
     assert done["reason"] in RUN_REASONS
     assert [f[0] for f in page.frames if f[0] == 4] == [], [f[0] for f in page.frames]
     assert not [e for e in page.events if e["type"] == "preview"]
+
+
+def test_state_rid_cancel_progress_labels_strip_and_upscale(server):
+    """The page's set_points comes back with its rid; finding directions reports progress and can be
+    cancelled; labels tell reseeds and walks apart; strips and upscaled PNGs are what they say."""
+    sid = server.create_session(seed=4)["id"]
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            await page.send(type="set_points", handles=[[10, 10]], targets=[[12, 10]], rid="p1")
+            confirmed = await page.until(lambda e: e["type"] == "state" and e.get("rid") == "p1")
+            await page.send(type="cancel", rid="nothing")
+            nothing = await page.until(lambda e: e["type"] == "error" and e.get("rid") == "nothing")
+            # a GANSpace run long enough to report progress, then cancelled
+            await page.send(type="compute_directions", method="ganspace", params={"samples": 400_000}, rid="slow")
+            progress = await page.until(lambda e: e["type"] == "progress" and e["op"] == "directions")
+            await page.send(type="cancel", op="directions")
+            cancelled = await page.until(lambda e: e["type"] == "done" and e["op"] == "directions")
+            await page.send(type="reseed", seed=9, truncation=0.5)
+            await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 1)
+            await page.send(type="reseed", seed=9, truncation=0.7)
+            await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 2)
+            await page.send(type="compute_directions", method="sefa", params={"num": 4})
+            sefa = await page.until(is_type("directions"))
+            await page.send(type="walk", set=sefa["set"], walks=[{"index": 1, "amount": 1.5}], commit=True)
+            walked = await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 3)
+            frames = len(page.frames)
+            await page.send(type="reseed", seed=9, truncation=0.1, preview=True)
+            while not any(f[0] == 2 for f in page.frames[frames:]):
+                await page.receive()
+            return confirmed, nothing, progress, cancelled, walked, sefa, [f for f in page.frames[frames:] if f[0] == 2][0]
+
+    confirmed, nothing, progress, cancelled, walked, sefa, preview = run(scenario())
+    assert confirmed["session"]["points"] == {"handles": [[10.0, 10.0]], "targets": [[12.0, 10.0]]}
+    assert nothing["code"] == "bad_request" and "running" in nothing["message"]
+    assert progress["method"] == "ganspace" and progress["elapsed"] >= 0.9 and progress["estimate"] is None
+    assert cancelled["reason"] == "cancelled" and cancelled.get("rid") == "slow"
+    history = walked["session"]["history"]
+    assert [h["label"] for h in history[1:]] == ["seed 9 · ψ 0.50", "seed 9 · ψ 0.70", "walk sefa 2 +1.5"]
+    assert history[3]["walk"] == {"set": sefa["set"], "walks": [{"index": 1, "amount": 1.5}]}
+    assert preview[0] == 2
+    with server.client() as client:
+        after = client.get(f"/api/sessions/{sid}").json()
+        assert after["cursor"] == 3 and len(after["history"]) == 4          # a preview frame, no entry
+        strip = client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": sefa["set"], "index": 1, "count": 3})
+        shown = png_array(client.get(f"/api/sessions/{sid}/image.png").content)
+        big = client.get(f"/api/sessions/{sid}/image.png", params={"scale": 8})
+        smooth = client.get(f"/api/sessions/{sid}/image.png", params={"scale": 2, "smooth": "true"})
+        bad = [client.get(f"/api/sessions/{sid}/image.png", params={"scale": 3}).status_code,
+               client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": sefa["set"], "index": 99}).status_code,
+               client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": "nope", "index": 0}).status_code,
+               client.get(f"/api/sessions/{sid}/strip.jpg", params={"set": sefa["set"], "index": 0,
+                                                                     "count": 50}).status_code]
+        health = client.get("/api/health").json()
+        thumbs = [png_array(client.get(f"/api/sessions/{sid}/image.png", params={"entry": i}).content)
+                  for i in (3, 0)]
+        bad.append(client.get(f"/api/sessions/{sid}/image.png", params={"entry": 4}).status_code)
+    assert np.array_equal(thumbs[0], shown) and np.abs(thumbs[1] - shown).mean() > 10   # entry 0: seed 4
+    image = np.asarray(Image.open(io.BytesIO(strip.content)).convert("RGB"), dtype=np.float32)
+    assert strip.headers["content-type"] == "image/jpeg" and image.shape == (64, 192, 3)
+    assert np.abs(image[:, 64:128] - shown).mean() < 6            # amount 0 is the image shown
+    assert np.abs(image[:, :64] - image[:, 128:]).mean() > 2      # -5 and +5 differ
+    up = png_array(big.content)
+    assert up.shape == (512, 512, 3) and np.array_equal(up[::8, ::8], shown) and np.array_equal(up[7::8, 7::8], shown)
+    assert png_array(smooth.content).shape == (128, 128, 3)
+    assert bad == [400, 400, 404, 400, 400]
+    assert isinstance(health["exports"]["mp4"], bool)

@@ -42,3 +42,12 @@ export function setOptions(select, options, preferred) {
 export function fmt(value, digits = 1) {
   return typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
 }
+
+/**
+ * Set an element's text only when it differs: panels render on every animation frame with a
+ * change, and rewriting equal text still makes the browser lay the page out again.
+ */
+export function setText(el, text) {
+  const value = String(text);
+  if (el.textContent !== value) el.textContent = value;
+}

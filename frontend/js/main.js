@@ -4,7 +4,7 @@
  */
 
 import { createApp } from "./app.js";
-import { $ } from "./dom.js";
+import { $, setText } from "./dom.js";
 import { initDirectionsPanel } from "./panels/directions.js";
 import { initDragPanel } from "./panels/drag.js";
 import { initHistoryPanel } from "./panels/history.js";
@@ -17,12 +17,16 @@ const app = createApp({ stageRoot: $("#stage") });
 const notice = $("#notice");
 const errorBox = $("#error");
 const errorText = $("#error-text");
+const opCancel = $("#op-cancel");
 $("#error-close").addEventListener("click", () => app.clearError());
+opCancel.addEventListener("click", () => app.cancel("invert"));
 
 function renderStatus(s) {
-  notice.textContent = s.notice;
+  setText(notice, s.notice);
+  // an inversion runs long: it can be cancelled (the latent fitted so far is kept)
+  opCancel.hidden = s.computing?.op !== "invert";
   errorBox.hidden = !s.error;
-  errorText.textContent = s.error;
+  setText(errorText, s.error);
 }
 
 const renderers = [

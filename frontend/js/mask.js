@@ -68,11 +68,16 @@ export class MaskLayer {
     return bin.reduce((a, b) => a + b, 0);
   }
 
-  /** Base64 PNG (no data: prefix), white = may change, as set_mask expects; null when empty. */
-  toBase64Png() {
+  /**
+   * Base64 PNG (no data: prefix), white = may change, as set_mask expects; null when nothing is
+   * painted. With `invert` (the "fixed area" mode) the paint marks what must stay, so the mask
+   * sent is its complement.
+   */
+  toBase64Png(invert = false) {
     const n = this.resolution;
-    const bin = alphaToBinary(this.ctx.getImageData(0, 0, n, n).data);
-    if (!bin.some((v) => v)) return null;
+    const painted = alphaToBinary(this.ctx.getImageData(0, 0, n, n).data);
+    if (!painted.some((v) => v)) return null;
+    const bin = invert ? painted.map((v) => 1 - v) : painted;
     const out = document.createElement("canvas");
     out.width = out.height = n;
     const octx = out.getContext("2d");
@@ -83,6 +88,30 @@ export class MaskLayer {
     }
     octx.putImageData(img, 0, 0);
     return out.toDataURL("image/png").split(",", 2)[1];
+  }
+
+  /**
+   * Show a mask the server holds (base64 PNG, white = may change; null = none). With `invert`
+   * the paint is its complement (what must stay). Decoded from bytes, not from a data: URL.
+   */
+  async load(b64, invert = false) {
+    const n = this.resolution;
+    let bin = new Uint8Array(n * n);
+    if (b64) {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
+      const scratch = document.createElement("canvas");
+      scratch.width = scratch.height = n;
+      const sctx = scratch.getContext("2d", { willReadFrequently: true });
+      sctx.drawImage(bitmap, 0, 0, n, n);
+      bitmap.close?.();
+      const rgba = sctx.getImageData(0, 0, n, n).data;
+      for (let i = 0; i < bin.length; i++) bin[i] = rgba[i * 4] > 127 ? 1 : 0;
+      if (invert) bin = bin.map((v) => 1 - v);
+    }
+    const img = this.ctx.createImageData(n, n);
+    for (let i = 0; i < bin.length; i++) if (bin[i]) img.data.set([255, 255, 255, 255], i * 4);
+    this.ctx.putImageData(img, 0, 0);
   }
 
   /** Draw the mask as a translucent colour over a display canvas of size w x h. */

@@ -7,8 +7,12 @@
 
 /** @typedef {{handle: number[], target: number[]|null}} Pair */
 
-/** Add a point: completes the last pair if it waits for a target, else starts a pair. */
-export function addPoint(pairs, xy) {
+/**
+ * Add a point: completes the last pair if it waits for a target, else starts a pair. With
+ * `maxPairs` pairs already complete a new pair is refused (`refused: true`, nothing changes):
+ * the server takes at most that many, and a click must never vanish silently.
+ */
+export function addPoint(pairs, xy, maxPairs = Infinity) {
   const last = pairs[pairs.length - 1];
   if (last && !last.target) {
     return {
@@ -16,6 +20,7 @@ export function addPoint(pairs, xy) {
       selected: { index: pairs.length - 1, role: "target" },
     };
   }
+  if (pairs.length >= maxPairs) return { pairs, selected: null, refused: true };
   return {
     pairs: [...pairs, { handle: [...xy], target: null }],
     selected: { index: pairs.length, role: "handle" },

@@ -40,12 +40,14 @@ export function dragStatus(drag) {
 
 /**
  * One line per handle/target pair: "1: 3.2 px", or "1: nothing to move" for pairs that were
- * already on their target when they were set.
+ * already on their target when they were set; a pair the done event marks `unsure` (its handle
+ * reached the target, its content did not) says so.
  */
-export function pairLines(distances, idle) {
+export function pairLines(distances, idle, unsure) {
   if (!Array.isArray(distances)) return [];
   return distances.map((d, i) => {
     if (idle?.[i]) return `${i + 1}: nothing to move`;
-    return `${i + 1}: ${typeof d === "number" && Number.isFinite(d) ? d.toFixed(1) : "–"} px`;
+    const mark = unsure?.[i] ? " · tracking unsure" : "";
+    return `${i + 1}: ${typeof d === "number" && Number.isFinite(d) ? d.toFixed(1) : "–"} px${mark}`;
   });
 }

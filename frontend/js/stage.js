@@ -17,7 +17,8 @@ export class Stage {
   /**
    * @param {HTMLElement} root element holding the two canvases
    * @param {{get: () => object, set: (patch: object) => void}} store
-   * @param {{onPointsCommitted: () => void, onMaskCommitted: () => void}} actions
+   * @param {{onPointsCommitted: () => void, onMaskCommitted: () => void, onPairsFull: () => void,
+   *          maxPairs: number}} actions
    */
   constructor(root, store, actions) {
     this.root = root;
@@ -26,6 +27,7 @@ export class Stage {
     this.image = root.querySelector("[data-role=image]");
     this.overlay = root.querySelector("[data-role=overlay]");
     this.resolution = 0;
+    this.pending = 0;
     this.mask = null;
     this.drag = null; // {mode: "move"|"paint", target, moved}
     this.cursor = null; // brush cursor in model coordinates
@@ -36,16 +38,16 @@ export class Stage {
     this.overlay.addEventListener("pointercancel", (e) => this.onPointerUp(e));
     this.overlay.addEventListener("pointerleave", () => {
       this.cursor = null;
-      this.render();
+      this.renderSoon();
     });
     this.overlay.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     this.overlay.addEventListener("keydown", (e) => this.onKeyDown(e));
     this.overlay.addEventListener("focus", () => {
       if (!this.keyCursor && this.resolution) this.keyCursor = [(this.resolution - 1) / 2, (this.resolution - 1) / 2];
-      this.render();
+      this.renderSoon();
     });
-    this.overlay.addEventListener("blur", () => this.render());
-    new ResizeObserver(() => this.render()).observe(this.overlay);
+    this.overlay.addEventListener("blur", () => this.renderSoon());
+    new ResizeObserver(() => this.renderSoon()).observe(this.overlay);
   }
 
   setResolution(resolution) {
@@ -53,7 +55,7 @@ export class Stage {
     this.resolution = resolution;
     this.image.width = this.image.height = resolution;
     this.mask = new MaskLayer(resolution);
-    this.render();
+    this.renderSoon();
   }
 
   /** Draw a decoded frame; the image canvas is at model resolution, CSS scales it. */
@@ -76,7 +78,8 @@ export class Stage {
   }
 
   onPointerDown(e) {
-    if (!this.resolution || e.button !== 0) return;
+    // mouse, pen and touch alike; a second finger does not start another edit
+    if (!this.resolution || e.button !== 0 || !e.isPrimary) return;
     this.overlay.focus({ preventScroll: true });
     const s = this.store.get();
     const at = this.eventToModel(e);
@@ -91,14 +94,19 @@ export class Stage {
         this.drag = { mode: "move", target: hit, moved: false };
         this.store.set({ selected: hit });
       } else {
-        const { pairs, selected } = addPoint(s.pairs, at);
+        const { pairs, selected, refused } = addPoint(s.pairs, at, this.actions.maxPairs);
+        if (refused) {
+          this.actions.onPairsFull();
+          e.preventDefault();
+          return;
+        }
         this.drag = { mode: "move", target: selected, moved: true };
         this.store.set({ pairs, selected });
       }
     }
     this.overlay.setPointerCapture(e.pointerId);
     e.preventDefault();
-    this.render();
+    this.renderSoon();
   }
 
   onPointerMove(e) {
@@ -112,10 +120,11 @@ export class Stage {
       this.drag.moved = true;
       this.store.set({ pairs: movePoint(s.pairs, this.drag.target, at) });
     }
-    this.render();
+    this.renderSoon();
   }
 
   onPointerUp(e) {
+    if (!e.isPrimary) return;
     const drag = this.drag;
     this.drag = null;
     if (this.overlay.hasPointerCapture?.(e.pointerId)) this.overlay.releasePointerCapture(e.pointerId);
@@ -126,7 +135,7 @@ export class Stage {
     } else if (drag.moved) {
       this.actions.onPointsCommitted();
     }
-    this.render();
+    this.renderSoon();
   }
 
   onContextMenu(e) {
@@ -141,21 +150,25 @@ export class Stage {
     const s = this.store.get();
     this.store.set({ pairs: deletePair(s.pairs, index), selected: null });
     this.actions.onPointsCommitted();
-    this.render();
+    this.renderSoon();
   }
 
   /** Keyboard on the focused canvas: Delete removes, arrows nudge, Escape deselects. */
   onKeyDown(e) {
     const s = this.store.get();
     const sel = s.selected;
-    if ((e.key === "Delete" || e.key === "Backspace") && sel) {
-      e.preventDefault();
-      this.deletePairAt(sel.index);
+    if (e.key === "Delete" || e.key === "Backspace") {
+      // the selected point, else the point under the keyboard cursor (placed with Enter, say)
+      const hit = sel ?? (this.keyCursor ? pickPoint(s.pairs, this.keyCursor, 1.5) : null);
+      if (hit) {
+        e.preventDefault();
+        this.deletePairAt(hit.index);
+      }
       return;
     }
     if (e.key === "Escape") {
       this.store.set({ selected: null });
-      this.render();
+      this.renderSoon();
       return;
     }
     const nudge = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
@@ -167,12 +180,12 @@ export class Stage {
       e.preventDefault();
       this.store.set({ pairs: movePoint(s.pairs, sel, moved(s.pairs[sel.index][sel.role])) });
       this.actions.onPointsCommitted();
-      this.render();
+      this.renderSoon();
     } else if (nudge && this.keyCursor) {
       // with nothing selected they move the keyboard cursor...
       e.preventDefault();
       this.keyCursor = moved(this.keyCursor);
-      this.render();
+      this.renderSoon();
     } else if ((e.key === "Enter" || e.key === " ") && this.keyCursor) {
       // ...and Enter places a point (or paints a dab) there, as a click would
       e.preventDefault();
@@ -183,16 +196,40 @@ export class Stage {
         this.actions.onMaskCommitted();
       } else {
         // nothing gets selected, so the arrows go on moving the cursor (to the target, say)
-        this.store.set({ pairs: addPoint(s.pairs, this.keyCursor).pairs, selected: null });
-        this.actions.onPointsCommitted();
+        const added = addPoint(s.pairs, this.keyCursor, this.actions.maxPairs);
+        if (added.refused) {
+          this.actions.onPairsFull();
+        } else {
+          this.store.set({ pairs: added.pairs, selected: null });
+          this.actions.onPointsCommitted();
+        }
       }
-      this.render();
+      this.renderSoon();
     }
   }
 
   clearMask() {
     this.mask?.clear();
-    this.render();
+    this.renderSoon();
+  }
+
+  /** Show the server's mask (undo, redo, a history jump, another page). */
+  async loadMask(b64, invert) {
+    if (!this.mask) return;
+    await this.mask.load(b64, invert);
+    this.renderSoon();
+  }
+
+  /**
+   * Redraw on the next animation frame, once however many state changes come before it (a burst
+   * of clicks or events must not redraw the overlay each time).
+   */
+  renderSoon() {
+    if (this.pending) return;
+    this.pending = requestAnimationFrame(() => {
+      this.pending = 0;
+      this.render();
+    });
   }
 
   /** Redraw the overlay: mask, arrows, handles (red), targets (blue), brush cursor. */
@@ -210,16 +247,30 @@ export class Stage {
     ctx.clearRect(0, 0, w, h);
     if (!this.resolution) return;
     const s = this.store.get();
-    if (s.maskVisible && this.mask) this.mask.drawTinted(ctx, w, h);
+    if (s.maskVisible && this.mask) {
+      this.mask.drawTinted(ctx, w, h, s.maskMode === "fixed" ? "rgba(120, 140, 255, 0.45)" : undefined);
+    }
     const res = this.resolution;
     const scr = (p) => toScreen(p[0], p[1], w, h, res);
     const r = Math.max(4, 5 * dpr);
+    const labels = !s.drag.running && Array.isArray(s.drag.distances);
+    let k = 0;        // index among complete pairs (the server's numbering)
     s.pairs.forEach((pair, i) => {
       const hp = scr(pair.handle);
       if (pair.target) drawArrow(ctx, hp, scr(pair.target), r, dpr);
       const selected = s.selected?.index === i;
       drawDot(ctx, hp, r, HANDLE, selected && s.selected.role === "handle", dpr);
-      if (pair.target) drawDot(ctx, scr(pair.target), r, TARGET, selected && s.selected.role === "target", dpr);
+      if (!pair.target) return;
+      drawDot(ctx, scr(pair.target), r, TARGET, selected && s.selected.role === "target", dpr);
+      // after a drag: each pair's number and distance; a handle whose content was not found at
+      // its target (tracking unsure) gets a dashed amber ring and a "?"
+      const unsure = s.drag.unsure?.[k] === true;
+      if (unsure) drawUnsure(ctx, hp, r, dpr);
+      const d = s.drag.distances?.[k];
+      if (labels && typeof d === "number" && w >= 200) {
+        drawLabel(ctx, scr(pair.target), r, `${k + 1}: ${d.toFixed(1)} px${unsure ? " ?" : ""}`, dpr);
+      }
+      k += 1;
     });
     if (this.keyCursor && document.activeElement === canvas && !s.selected) {
       const [cx, cy] = scr(this.keyCursor);
@@ -254,6 +305,33 @@ function drawDot(ctx, [x, y], r, color, selected, dpr) {
   ctx.lineWidth = (selected ? 2.5 : 1.5) * dpr;
   ctx.strokeStyle = selected ? "#ffd166" : "#fff";
   ctx.stroke();
+}
+
+function drawUnsure(ctx, [x, y], r, dpr) {
+  ctx.save();
+  ctx.setLineDash([3 * dpr, 2 * dpr]);
+  ctx.lineWidth = 2 * dpr;
+  ctx.strokeStyle = "#ffb703";
+  ctx.beginPath();
+  ctx.arc(x, y, r + 4 * dpr, 0, Math.PI * 2);
+  ctx.stroke();
+  ctx.restore();
+}
+
+function drawLabel(ctx, [x, y], r, text, dpr) {
+  ctx.save();
+  ctx.font = `${Math.round(11 * dpr)}px system-ui, sans-serif`;
+  const pad = 2 * dpr;
+  const width = ctx.measureText(text).width + 2 * pad;
+  const height = 14 * dpr;
+  const left = Math.min(Math.max(0, x + r + 2 * dpr), ctx.canvas.width - width);
+  const top = Math.min(Math.max(0, y - height / 2), ctx.canvas.height - height);
+  ctx.fillStyle = "rgba(0, 0, 0, 0.65)";
+  ctx.fillRect(left, top, width, height);
+  ctx.fillStyle = "#fff";
+  ctx.textBaseline = "middle";
+  ctx.fillText(text, left + pad, top + height / 2);
+  ctx.restore();
 }
 
 function drawArrow(ctx, [x0, y0], [x1, y1], r, dpr) {

@@ -9,7 +9,7 @@
  * @param {(...args: A) => void} fn
  * @param {number} intervalMs
  * @param {{now?: () => number, setTimer?: Function, clearTimer?: Function}} [clock] injectable for tests.
- * @returns {((...args: A) => void) & {cancel: () => void, flush: () => void}}
+ * @returns {((...args: A) => void) & {cancel: () => void, flush: () => void, pending: () => boolean}}
  */
 export function throttle(fn, intervalMs, clock = {}) {
   const now = clock.now ?? (() => Date.now());
@@ -42,6 +42,8 @@ export function throttle(fn, intervalMs, clock = {}) {
     timer = null;
     pending = null;
   };
+  /** Whether a call waits for its turn (not yet made). */
+  throttled.pending = () => pending !== null;
   throttled.flush = () => {
     if (timer !== null) clearTimer(timer);
     fire();

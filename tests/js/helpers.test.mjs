@@ -126,9 +126,37 @@ test("rate meter counts events per second over its window", async () => {
   const { RateMeter } = await import("../../frontend/js/rate.js");
   const m = new RateMeter(1000);
   assert.equal(m.tick(0), null);
-  assert.equal(m.tick(500), 2);
-  assert.equal(m.tick(1000), 2);
+  assert.equal(m.tick(250), null, "two events are not a rate yet");
+  assert.equal(m.tick(500), 4);
+  assert.equal(m.tick(1000), 3);
   assert.equal(m.tick(3000), null, "events older than the window are dropped");
+  const burst = new RateMeter(2000);
+  for (let t = 0; t < 4; t++) assert.equal(burst.tick(1000 + t * 0.6), null, "a burst of frames is not 1666 frames/s");
+});
+
+test("a new pair past the limit is refused, never dropped silently", () => {
+  let pairs = [];
+  for (let i = 0; i < 4; i++) pairs = addPoint(pairs, [i, i], 2).pairs;
+  assert.equal(pairs.length, 2);
+  const refused = addPoint(pairs, [9, 9], 2);
+  assert.equal(refused.refused, true);
+  assert.equal(refused.pairs, pairs);
+  const half = addPoint([{ handle: [1, 1], target: null }], [2, 2], 1);
+  assert.ok(!half.refused && half.pairs[0].target, "completing the last pair is never refused");
+});
+
+test("sliders read their committed amounts from the history", async () => {
+  const { committedAmounts, setFitsImage } = await import("../../frontend/js/walks.js");
+  const walk = (set, index, amount) => ({ kind: "walk", walk: { set, walks: [{ index, amount }] } });
+  const history = [{ kind: "start" }, walk("a", 0, 2), { kind: "drag" }, walk("a", 1, 1.5), walk("b", 0, 3),
+    walk("a", 1, -0.5), walk("a", 0, 4.8)];
+  assert.deepEqual(committedAmounts(history, 6, "a", 3), [4.8, 1, 0]);
+  assert.deepEqual(committedAmounts(history, 5, "a", 3), [0, 1, 0], "undo takes the last walk back");
+  assert.deepEqual(committedAmounts(history, 2, "a", 3), [0, 0, 0], "a drag starts a new base");
+  assert.deepEqual(committedAmounts(history, 1, "a", 3), [2, 0, 0]);
+  assert.equal(setFitsImage(history, 3, "a", 2), true);
+  assert.equal(setFitsImage(history, 4, "a", 2), false, "another set's walk: another image");
+  assert.equal(setFitsImage(history, 1, "a", 2), false, "an undo before the set was found");
 });
 
 test("drag end reasons are explained, and only 'converged' says converged", () => {

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .errors import ApiError
-from .frames import KIND_STATE
+from .frames import KIND_STATE, KIND_WALK
+from ..imaging import encode
 from .hub import Hub, LiveSession
 from .ops_base import _engine, error_event  # noqa: F401  (re-exported for routes and ws)
 from .ops_drag import DragCommands
@@ -21,6 +24,17 @@ from .ops_photo import InversionCommands
 from .ops_walk import DirectionCommands
 from ..drag.points import PointError
 from .session import HistoryError, decode_base64, mask_from_png
+
+
+def reseed_label(seed: int, truncation: float, space: str, gen: Any) -> str:
+    """"seed 5", with the truncation and latent space when they are not the plain ones, so two
+    reseeds that differ only there are told apart in the history."""
+    parts = [f"seed {seed}"]
+    if truncation != 1.0:
+        parts.append(f"ψ {truncation:.2f}")
+    if space != getattr(gen, "default_space", space):
+        parts.append(space)
+    return " · ".join(parts)
 
 
 class Editor(DragCommands, DirectionCommands, InversionCommands):
@@ -54,7 +68,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         if live.busy == "drag" and control is not None:
             control.points = ([list(p) for p in live.doc.handles], [list(p) for p in live.doc.targets])
         self.hub.persist_soon(live)
-        self.state(live)
+        self.state(live, client, msg.rid)
 
     async def on_set_mask(self, live: LiveSession, msg: Any, client: Any) -> None:
         if msg.mask is None:
@@ -66,7 +80,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
             except ValueError as exc:
                 raise ApiError("bad_request", f"mask: {exc}") from None
         self.hub.persist_soon(live)
-        self.state(live)
+        self.state(live, client, msg.rid)
 
     async def on_undo(self, live: LiveSession, msg: Any, client: Any) -> None:
         await self._move(live, lambda: live.doc.undo())
@@ -92,13 +106,40 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         gen = live.generator
         if msg.space is not None and msg.space not in gen.latent_spaces:
             raise ApiError("bad_request", f"model has no latent space {msg.space!r}")
+        if msg.preview:
+            # a truncation slider being moved: the image it would give, to this page only
+            def render() -> bytes:
+                with torch.no_grad():
+                    latent = gen.sample(msg.seed, truncation=msg.truncation, space=msg.space)
+                    return encode(gen.render(latent), "JPEG", self.hub.settings.jpeg_quality)
+            jpeg = await self.hub.scheduler.call(render, owner=live.id, name="reseed-preview")
+            if client is not None:
+                client.offer_frame(KIND_WALK, 0, jpeg)
+            return
         async with live.lock:
             await self.settle(live)
             latent = await self.hub.scheduler.call(
                 lambda: gen.sample(msg.seed, truncation=msg.truncation, space=msg.space), owner=live.id)
-            live.doc.push("reseed", f"seed {msg.seed}", latent,
+            live.doc.push("reseed", reseed_label(msg.seed, msg.truncation, latent.space, gen), latent,
                           {"seed": msg.seed, "truncation": msg.truncation, "space": latent.space})
             await self.committed(live)
+
+    async def on_cancel(self, live: LiveSession, msg: Any, client: Any) -> None:
+        """Stop the session's long computation: a drag keeps what it reached (``stopped``), an
+        inversion keeps the latent it had fitted so far, directions being found are no longer
+        waited for (``done`` with ``cancelled``; a thread cannot be interrupted, so the set still
+        lands in the cache when it finishes)."""
+        cancelled = False
+        if msg.op in (None, "drag", "invert") and live.job is not None and live.busy in ("drag", "invert") \
+                and msg.op in (None, live.busy):
+            live.job.cancel("stopped" if live.busy == "drag" else "cancelled")
+            cancelled = True
+        if msg.op in (None, "directions") and live.finding:
+            for event in list(live.finding):
+                event.set()
+            cancelled = True
+        if not cancelled:
+            raise ApiError("bad_request", f"no {msg.op or 'long computation'} is running")
 
     # ------------------------------------------------------------ connections
     def detach(self, live: LiveSession, client: Any) -> None:

@@ -73,6 +73,10 @@ class LiveSession:
     preview_pending: Any = None
     preview_running: bool = False
     preview_epoch: int = 0
+    #: direction sets being found for this session: each an asyncio.Event set by ``cancel``
+    finding: set[asyncio.Event] = field(default_factory=set)
+    #: one preview strip renders at a time, so slider previews never queue behind a page of strips
+    strip_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     #: a background store write is in flight / another was asked for meanwhile
     store_busy: bool = False
     store_dirty: bool = False
@@ -167,8 +171,10 @@ class Hub:
         self.store.close()
 
     def health(self) -> dict[str, Any]:
+        from .exports import mp4_available
         return {"status": "ok", "version": __version__, "device": str(self.device),
-                "sessions": len(self.sessions), "jobs": len(self.scheduler.active()), "protocol": 1}
+                "sessions": len(self.sessions), "jobs": len(self.scheduler.active()), "protocol": 1,
+                "exports": {"mp4": mp4_available()}}
 
     # ------------------------------------------------------------ models
     def allowed_models(self) -> list[str]:

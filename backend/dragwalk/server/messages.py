@@ -89,6 +89,14 @@ class StopDrag(_Message):
     type: Literal["stop_drag"]
 
 
+class Cancel(_Message):
+    """Cancel the session's long computation: ``op`` names one (``drag``, ``invert``,
+    ``directions``), none means whichever runs."""
+
+    type: Literal["cancel"]
+    op: Literal["drag", "invert", "directions"] | None = None
+
+
 class SetLr(_Message):
     type: Literal["set_lr"]
     lr: float = Field(gt=0, le=10)
@@ -119,6 +127,8 @@ class Reseed(_Message):
     seed: int = Field(ge=0, le=2**32 - 1)
     truncation: float = Field(default=1.0, ge=0, le=2)
     space: Annotated[str, Field(max_length=8)] | None = None
+    #: only show the new image to this page (a frame of kind 2); nothing is stored
+    preview: bool = False
 
 
 class Undo(_Message):
@@ -142,11 +152,11 @@ class Ping(_Message):
     type: Literal["ping"]
 
 
-Message = Annotated[Union[Hello, Ack, SetPoints, SetMask, StartDrag, PreviewDrag, StopDrag, SetLr,
+Message = Annotated[Union[Hello, Ack, SetPoints, SetMask, StartDrag, PreviewDrag, StopDrag, Cancel, SetLr,
                           ComputeDirections, WalkMessage, Reseed, Undo, Redo, Goto, Frame, Ping],
                     Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
-TYPES = ("hello", "ack", "set_points", "set_mask", "start_drag", "preview_drag", "stop_drag", "set_lr",
+TYPES = ("hello", "ack", "set_points", "set_mask", "start_drag", "preview_drag", "stop_drag", "cancel", "set_lr",
          "compute_directions", "walk", "reseed", "undo", "redo", "goto", "frame", "ping")
 
 

@@ -28,8 +28,12 @@ class EditorBase:
         self.hub = hub
         self.limits = hub.settings.limits
 
-    def state(self, live: LiveSession) -> None:
-        live.broadcast({"type": "state", "session": live.summary()})
+    def state(self, live: LiveSession, client: Any = None, rid: Any = None) -> None:
+        """The session summary to every page; the page whose message (``rid``) caused it gets the
+        rid back, so it knows which of its edits the server has applied."""
+        event = {"type": "state", "session": live.summary()}
+        for target in list(live.clients):
+            target.send_event({**event, "rid": rid} if target is client and rid is not None else event)
 
     async def send_image(self, live: LiveSession, kind: int = KIND_STATE, client: Any = None) -> None:
         jpeg = await self.hub.image(live, "JPEG")

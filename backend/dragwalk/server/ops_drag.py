@@ -63,9 +63,9 @@ class DragCommands(EditorBase):
         control = DragControl(store_every=self.limits.store_every,
                               frame_wanted=lambda: live.frame_wanted() or len(live.animation) == 0)
         record = {"method": config.method, "params": config.to_dict(), "handles": handles, "targets": targets,
-                  "label": f"drag ({config.method})"}
+                  "label": drag_label(config.method, handles, targets)}
         if doc.mask is not None:
-            record["mask"] = doc.mask.astype(int).tolist()
+            record["mask"] = doc.mask_b64()      # base64 PNG: a 64 px mask is ~100 bytes, not 4096 numbers
         state = {"steps": 0, "last": None, "error": None}
         live.preview_epoch += 1          # a preview still being rendered is superseded by the drag
         live.animation = []
@@ -124,8 +124,16 @@ class DragCommands(EditorBase):
             record = dict(record, steps=state["steps"], calls=control.calls, reason=reason)
             if control.changes:
                 record["changes"] = list(control.changes)
-            live.doc.push("drag", record.pop("label"), run.latent, record)
-            live.doc.handles = [tuple(p) for p in run.handles]
+            # the image before the drag keeps the points the drag started from (undo puts them
+            # back, ready for another try); the drag's entry gets where tracking left the handles
+            doc = live.doc
+            doc.handles = [tuple(p) for p in record["handles"]]
+            doc.targets = [tuple(p) for p in record["targets"]]
+            # targets as the person set them (the run's copies went through float32)
+            changed_targets = [c["targets"] for c in control.changes if "targets" in c]
+            targets = changed_targets[-1] if changed_targets else record["targets"]
+            reached = ([list(p) for p in run.handles], [list(p) for p in targets])
+            doc.push("drag", record.pop("label"), run.latent, record, points=reached)
         else:
             live.doc.set_live(None)
         live.busy = None
@@ -136,6 +144,12 @@ class DragCommands(EditorBase):
         done = {"type": "done", "op": "drag", "reason": reason if not error else "error", "steps": state["steps"]}
         if last is not None:
             done.update(distances=last.distances, idle=last.idle)
+        arrival = getattr(run, "arrival", None) if run is not None else None
+        if arrival is not None and last is not None and len(arrival.arrived) == len(last.distances):
+            # per pair: the tracker put the handle on its target, but the image check did not find
+            # the handle's content there (the marker is not to be trusted)
+            stop = float(getattr(run, "stop_distance", 1.0))
+            done["unsure"] = [(not a) and d <= stop for a, d in zip(arrival.arrived, last.distances)]
         live.broadcast(done)
         self.state(live)
         if changed and live.clients and last is not None and last.jpeg is None:
@@ -232,3 +246,11 @@ class DragCommands(EditorBase):
                 and not live.deleted and doc.current is job["latent"] and doc.mask is job["mask"]
                 and [list(p) for p in doc.handles] == job["handles"]
                 and [list(p) for p in doc.targets] == job["targets"])
+
+
+def drag_label(method: str, handles: list, targets: list) -> str:
+    """"drag (warp) · 2 pairs, 6.0 px": the method, how many pairs and how far on average, so
+    two drags in the history can be told apart."""
+    lengths = [((t[0] - h[0]) ** 2 + (t[1] - h[1]) ** 2) ** 0.5 for h, t in zip(handles, targets)]
+    mean = sum(lengths) / len(lengths) if lengths else 0.0
+    return f"drag ({method}) · {len(lengths)} pair{'' if len(lengths) == 1 else 's'}, {mean:.1f} px"

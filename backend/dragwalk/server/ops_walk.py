@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..imaging import encode
@@ -20,6 +21,8 @@ from .ops_base import EditorBase, _engine
 
 #: direction sets a session keeps in use
 MAX_SETS = 16
+#: seconds between progress events while a set is being found
+PROGRESS_EVERY = 1.0
 
 
 class DirectionCommands(EditorBase):
@@ -29,6 +32,8 @@ class DirectionCommands(EditorBase):
         super().__init__(hub)
         self._side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dragwalk-directions")
         self._cache: Any = None
+        #: (model, method) -> seconds the last computation took: the estimate shown next time
+        self._took: dict[tuple[str, str], float] = {}
 
     def direction_cache(self, directions: Any) -> Any:
         """One cache per process: sets are computed once per model, then served from memory/disk."""
@@ -66,9 +71,13 @@ class DirectionCommands(EditorBase):
             return self.direction_cache(directions).get(gen, msg.method, **call_params)
 
         try:
-            dset = await asyncio.get_running_loop().run_in_executor(self._side, compute)
+            dset = await self._wait_for_set(live, client, msg.method, compute, started)
         except (ValueError, TypeError) as exc:
             raise ApiError("bad_request", f"{msg.method}: {exc}") from None
+        if dset is None:
+            return {"type": "done", "op": "directions", "method": msg.method, "reason": "cancelled",
+                    "seconds": round(time.perf_counter() - started, 3)}
+        self._took[(live.doc.model, msg.method)] = time.perf_counter() - started
         key = json.dumps({"method": msg.method, "params": params}, sort_keys=True)
         set_id = f"{msg.method}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
         if msg.method == "reds":
@@ -87,6 +96,31 @@ class DirectionCommands(EditorBase):
                 "values": summary.get("values"), "scales": [float(s) for s in dset.scales],
                 "layers": list(dset.layers) if getattr(dset, "layers", None) else None,
                 "seconds": round(time.perf_counter() - started, 3)}
+
+    async def _wait_for_set(self, live: LiveSession, client: Any, method: str, compute: Any,
+                            started: float) -> Any:
+        """Run ``compute`` beside the worker; every second tell the page how long it has run (and
+        how long the last run of this method on this model took). None when cancelled."""
+        future = asyncio.get_running_loop().run_in_executor(self._side, compute)
+        cancelled = asyncio.Event()
+        live.finding.add(cancelled)
+        waiter = asyncio.ensure_future(cancelled.wait())
+        estimate = self._took.get((live.doc.model, method))
+        try:
+            while True:
+                done, _ = await asyncio.wait({future, waiter}, timeout=PROGRESS_EVERY,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if future in done:
+                    return future.result()
+                if waiter in done:
+                    return None
+                if client is not None:
+                    client.send_event({"type": "progress", "op": "directions", "method": method,
+                                       "elapsed": round(time.perf_counter() - started, 1),
+                                       "estimate": None if estimate is None else round(estimate, 1)})
+        finally:
+            waiter.cancel()
+            live.finding.discard(cancelled)
 
     async def _direction_set(self, live: LiveSession, set_id: str) -> Any:
         if set_id in live.sets:
@@ -134,11 +168,40 @@ class DirectionCommands(EditorBase):
             base = live.doc.base
             latent = await self.hub.scheduler.call(
                 lambda: self._walked(gen, base, walks, directions), owner=live.id, name="walk")
-            record = {"set": live.doc.directions.get(msg.set, {"method": dset.method}),
+            record = {"set": live.doc.directions.get(msg.set, {"method": dset.method}), "set_id": msg.set,
                       "walks": [{"index": w.index, "amount": w.amount} for w in msg.walks], "walk_kind": msg.kind}
-            labels = ", ".join(f"{dset.method}[{w.index}] {w.amount:+.2g}" for w in msg.walks[:3])
-            live.doc.push("walk", f"walk {labels}", latent, record)
+            live.doc.push("walk", walk_label(dset, msg.walks), latent, record)
             await self.committed(live)
+
+    async def strip(self, live: LiveSession, set_id: str, index: int, amount: float, count: int,
+                    gone: Any = None) -> bytes | None:
+        """``count`` images side by side, direction ``index`` walked from -amount to +amount from
+        the current base image: what a slider does, before anyone moves it (as ``--strip``).
+
+        Strips are rendered one image per worker call and one strip at a time per session, so a
+        slider preview waits for at most one image; ``gone()`` (the page no longer wants it) is
+        checked between images. None when the page went away."""
+        directions = _engine("directions")
+        dset = await self._direction_set(live, set_id)
+        if not 0 <= index < int(dset.vectors.shape[0]):
+            raise ApiError("bad_request", f"direction {index} is not in set {set_id!r} ({dset.vectors.shape[0]})")
+        gen, base = live.generator, live.doc.base
+        amounts = [float(a) for a in np.linspace(-amount, amount, count)]
+
+        def render(a: float) -> Any:
+            with torch.no_grad():
+                return gen.render(self._walked(gen, base, [directions.Walk(dset, index, a, "linear")], directions))
+
+        frames = []
+        async with live.strip_gate:
+            for a in amounts:
+                if gone is not None and await gone():
+                    return None
+                try:
+                    frames.append(await self.hub.scheduler.call(lambda a=a: render(a), owner=live.id, name="strip"))
+                except (ValueError, IndexError) as exc:
+                    raise ApiError("bad_request", f"strip: {exc}") from None
+        return encode(torch.cat(frames, dim=3), "JPEG", self.hub.settings.jpeg_quality)
 
     @staticmethod
     def _walked(gen: Any, base: Any, walks: list, directions: Any) -> Any:
@@ -149,3 +212,17 @@ class DirectionCommands(EditorBase):
         latent = self._walked(gen, base, walks, directions)
         with torch.no_grad():
             return encode(gen.render(latent), "JPEG", self.hub.settings.jpeg_quality)
+
+
+def walk_label(dset: Any, walks: list) -> str:
+    """"sefa 1 +2.0, smile -1.5": each direction's name as the page's sliders show it (a set's
+    own label, or the method and the direction's number from 1) and amount."""
+    labels = list(getattr(dset, "labels", None) or [])
+
+    def name(index: int) -> str:
+        label = str(labels[index]) if index < len(labels) and labels[index] else ""
+        return label if label and label != f"{dset.method} {index}" else f"{dset.method} {index + 1}"
+
+    parts = [f"{name(w.index)} {w.amount:+.1f}" for w in walks[:3]]
+    more = f" (+{len(walks) - 3} more)" if len(walks) > 3 else ""
+    return "walk " + ", ".join(parts) + more

@@ -56,6 +56,9 @@ def _drag(generator: Generator, latent: Latent, op: dict[str, Any]) -> Latent:
 
     config = DragConfig.from_dict(op.get("params") or {"method": op.get("method", "draggan")})
     mask = op.get("mask")
+    if isinstance(mask, str):          # base64 PNG (white = may change); older logs hold a list
+        from .session import decode_base64, mask_from_png
+        mask = mask_from_png(decode_base64(mask, 16 << 20), generator.resolution)
     mask_tensor = None if mask is None else torch.tensor(np.asarray(mask, dtype=np.float32))
     run = DragRun(generator, latent, op["handles"], op["targets"], mask_tensor, config)
     calls = int(op.get("calls", op.get("steps", config.max_steps)))

@@ -142,12 +142,48 @@ async def delete_session(session_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
+#: the upscales `image.png?scale=` offers (the model's pixels are few: 64 px for the default)
+SCALES = (1, 2, 4, 8)
+
+
 @router.get("/sessions/{session_id}/image.png")
-async def image_png(session_id: str, request: Request) -> Response:
+async def image_png(session_id: str, request: Request, scale: int = 1, smooth: bool = False,
+                    entry: int | None = None) -> Response:
+    """The current image (or history entry ``entry``'s: the history's thumbnails); ``scale``
+    2/4/8 upscales it, nearest (pixels stay sharp) or ``smooth``."""
+    if scale not in SCALES:
+        raise ApiError("bad_request", f"scale must be one of {', '.join(map(str, SCALES))}")
     hub = hub_of(request)
     live = await hub.get(session_id)
-    return Response(await hub.image(live, "PNG"), media_type="image/png",
-                    headers={"Cache-Control": "no-store"})
+    if entry is not None and not 0 <= entry < len(live.doc.history):
+        raise ApiError("bad_request", f"no history entry {entry} (there are {len(live.doc.history)})")
+    latent = None if entry is None else live.doc.history[entry].latent
+    png = await hub.image(live, "PNG", latent)
+    if scale > 1:
+        import io
+
+        from PIL import Image
+        image = Image.open(io.BytesIO(png))
+        image = image.resize((image.width * scale, image.height * scale),
+                             Image.Resampling.LANCZOS if smooth else Image.Resampling.NEAREST)
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        png = out.getvalue()
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/sessions/{session_id}/strip.jpg")
+async def direction_strip(session_id: str, request: Request, set: str, index: int, amount: float = 5.0,
+                          count: int = 5) -> Response:
+    """A preview strip of one direction of a set in use (docs/PROTOCOL.md)."""
+    if not 2 <= count <= 9 or not 0 < amount <= 100 or len(set) > 128:
+        raise ApiError("bad_request", "strip: count 2-9, amount in (0, 100], set id up to 128 characters")
+    hub = hub_of(request)
+    live = await hub.get(session_id)
+    jpeg = await request.app.state.editor.strip(live, set, index, amount, count, request.is_disconnected)
+    if jpeg is None:
+        return Response(status_code=204)        # the page stopped waiting for it
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/sessions/{session_id}/latent.{ext}")

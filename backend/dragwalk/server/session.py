@@ -41,6 +41,10 @@ class Entry:
     label: str
     latent: Latent       # on the CPU, detached
     record: dict[str, Any] = field(default_factory=dict)
+    #: the points and mask last in use on this image (put back when the history returns here)
+    handles: list[tuple[float, float]] = field(default_factory=list)
+    targets: list[tuple[float, float]] = field(default_factory=list)
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
     _blob: bytes | None = field(default=None, repr=False, compare=False)
 
     def blob(self) -> bytes:
@@ -78,6 +82,10 @@ def mask_to_png(mask: np.ndarray) -> bytes:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _mask_b64(mask: np.ndarray) -> str:
+    return base64.b64encode(mask_to_png(mask)).decode("ascii")
 
 
 def mask_from_png(data: bytes, resolution: int) -> np.ndarray:
@@ -121,6 +129,7 @@ class SessionDocument:
     live: Latent | None = None
     live_record: dict[str, Any] | None = None
     max_history: int = 100
+    _mask_cache: tuple[np.ndarray, str] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -163,18 +172,47 @@ class SessionDocument:
         return {
             "id": self.id, "model": self.model, "resolution": self.resolution,
             "seed": origin["seed"], "truncation": origin["truncation"], "space": self.current.space,
-            "history": [{"index": i, "kind": e.kind, "label": e.label} for i, e in enumerate(self.history)],
+            "history": [_entry_summary(i, e) for i, e in enumerate(self.history)],
             "cursor": self.cursor, "can_undo": self.can_undo, "can_redo": self.can_redo,
             "points": {"handles": [list(p) for p in self.handles], "targets": [list(p) for p in self.targets]},
-            "has_mask": self.mask is not None, "directions": sorted(self.directions),
+            "has_mask": self.mask is not None, "mask": self.mask_b64(), "directions": sorted(self.directions),
             "busy": busy, "protocol": PROTOCOL_VERSION,
         }
 
+    def mask_b64(self) -> str | None:
+        """The mask as base64 PNG (white = may change), encoded once per mask."""
+        if self.mask is None:
+            return None
+        if self._mask_cache is None or self._mask_cache[0] is not self.mask:
+            self._mask_cache = (self.mask, _mask_b64(self.mask))
+        return self._mask_cache[1]
+
     # ------------------------------------------------------------ editing
-    def push(self, kind: str, label: str, latent: Latent, record: dict[str, Any] | None = None) -> Entry:
-        """Add an entry after the cursor (dropping any redo branch) and move the cursor onto it."""
-        entry = Entry(kind, label, _entry_latent(latent), dict(record or {}))
+    def _keep_view(self) -> None:
+        """The points and mask in use now belong to the entry shown: saved before the history moves."""
+        entry = self.history[self.cursor]
+        entry.handles, entry.targets, entry.mask = list(self.handles), list(self.targets), self.mask
+
+    def _restore_view(self) -> None:
+        entry = self.history[self.cursor]
+        self.handles, self.targets, self.mask = list(entry.handles), list(entry.targets), entry.mask
+
+    def push(self, kind: str, label: str, latent: Latent, record: dict[str, Any] | None = None,
+             points: tuple[list, list] | None = None) -> Entry:
+        """Add an entry after the cursor (dropping any redo branch) and move the cursor onto it.
+
+        The entry left behind keeps the points and mask in use (the ones this operation started
+        from, so undo puts them back); the new entry starts with ``points`` (a drag's tracked
+        handles and its targets) or the same points, and the same mask.
+        """
+        latent = _entry_latent(latent)          # refused before anything changes
+        self._keep_view()
         del self.history[self.cursor + 1:]
+        if points is not None:
+            self.handles = [(float(p[0]), float(p[1])) for p in points[0]]
+            self.targets = [(float(p[0]), float(p[1])) for p in points[1]]
+        entry = Entry(kind, label, latent, dict(record or {}), list(self.handles), list(self.targets),
+                      self.mask)
         self.history.append(entry)
         overflow = len(self.history) - self.max_history
         if overflow > 0:
@@ -187,17 +225,20 @@ class SessionDocument:
     def undo(self) -> None:
         if not self.can_undo:
             raise HistoryError("nothing to undo")
-        self.cursor -= 1
+        self.goto(self.cursor - 1)
 
     def redo(self) -> None:
         if not self.can_redo:
             raise HistoryError("nothing to redo")
-        self.cursor += 1
+        self.goto(self.cursor + 1)
 
     def goto(self, index: int) -> None:
+        """Show entry ``index``, with the points and mask last used on it."""
         if not 0 <= index < len(self.history):
             raise HistoryError(f"no history entry {index} (there are {len(self.history)})")
+        self._keep_view()
         self.cursor = index
+        self._restore_view()
 
     def set_points(self, handles: Any, targets: Any, max_points: int = 128) -> None:
         self.handles, self.targets = validate_points(handles, targets, self.resolution, max_points)
@@ -220,10 +261,23 @@ class SessionDocument:
             blobs.append(latent_to_npz_bytes(self.live))
         if self.mask is not None:
             blobs.append(mask_to_png(self.mask))
+        masks: list[str] = []          # each distinct mask once (entries share them)
+        seen: dict[int, int] = {}
+
+        def mask_ref(mask: np.ndarray | None) -> int | None:
+            if mask is None:
+                return None
+            if id(mask) not in seen:
+                seen[id(mask)] = len(masks)
+                masks.append(_mask_b64(mask))
+            return seen[id(mask)]
+
         meta = {
             "format": "dragwalk-session/1", "id": self.id, "model": self.model,
             "resolution": self.resolution, "cursor": self.cursor, "max_history": self.max_history,
-            "entries": [{"kind": e.kind, "label": e.label, "record": e.record} for e in self.history],
+            "entries": [{"kind": e.kind, "label": e.label, "record": e.record, "handles": e.handles,
+                         "targets": e.targets, "mask": mask_ref(e.mask)} for e in self.history],
+            "masks": masks,
             "handles": self.handles, "targets": self.targets, "directions": self.directions,
             "live": self.live_record if self.live is not None else None,
             "has_mask": self.mask is not None,
@@ -246,8 +300,12 @@ class SessionDocument:
             blobs.append(payload[offset:offset + n])
             offset += n
         entries = []
+        masks = [mask_from_png(base64.b64decode(m), int(meta["resolution"])) for m in meta.get("masks") or []]
         for info, blob in zip(meta["entries"], blobs):
-            entry = Entry(info["kind"], info["label"], load_latent(blob, suffix=".npz"), info["record"])
+            mask_index = info.get("mask")
+            entry = Entry(info["kind"], info["label"], load_latent(blob, suffix=".npz"), info["record"],
+                          [tuple(p) for p in info.get("handles") or []], [tuple(p) for p in info.get("targets") or []],
+                          None if mask_index is None else masks[mask_index])
             entry._blob = blob
             entries.append(entry)
         rest = blobs[len(entries):]
@@ -272,13 +330,13 @@ class SessionDocument:
             start: dict[str, Any] = {k: first.record[k] for k in ("seed", "truncation", "space")
                                      if k in first.record}
         else:
-            start = {"latent": latent_to_dict(first.latent, self.model)}
+            start = {"latent": latent_to_dict(first.latent, self.model, packed=True)}
         operations = []
         for entry in self.history[1: self.cursor + 1]:
             op = {k: v for k, v in entry.record.items() if k != "kind"}
             op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed") else "reseed"
                       if "seed" in entry.record else "latent",
-                      label=entry.label, latent=latent_to_dict(entry.latent, self.model))
+                      label=entry.label, latent=latent_to_dict(entry.latent, self.model, packed=True))
             operations.append(op)
         return {"format": LOG_FORMAT, "model": self.model, "start": start, "operations": operations}
 
@@ -314,6 +372,15 @@ class SessionDocument:
             kind = str(op.get("kind", "latent"))
             doc.push(kind, str(op.get("label", kind)), latent, record)
         return doc
+
+
+def _entry_summary(index: int, entry: Entry) -> dict[str, Any]:
+    """One history line of the session summary; a walk also says which set and amounts it used,
+    so a page can put its sliders where the history says they are."""
+    out: dict[str, Any] = {"index": index, "kind": entry.kind, "label": entry.label}
+    if entry.kind == "walk" and "set_id" in entry.record:
+        out["walk"] = {"set": entry.record["set_id"], "walks": entry.record.get("walks", [])}
+    return out
 
 
 def decode_base64(data: str, limit: int) -> bytes:

@@ -140,7 +140,7 @@ async def session_socket(websocket: WebSocket, session_id: str) -> None:
 
 
 #: answered by the reader at once, even while an earlier command still waits for the worker
-IMMEDIATE = ("stop_drag", "set_lr", "ping")
+IMMEDIATE = ("stop_drag", "cancel", "set_lr", "ping")
 #: may take long (direction sets): run beside the others
 BESIDE = ("compute_directions", "walk")
 

@@ -1,10 +1,11 @@
 /**
  * Directions panel: pick a method, set its parameters (and a layer range on
- * StyleGAN models), find directions, then one slider per direction. Moving a
- * slider previews (throttled); releasing it commits one history entry.
+ * StyleGAN models), find directions (with elapsed time, an estimate and Cancel),
+ * then one slider per direction. Moving a slider previews (throttled); one gesture
+ * (releasing the pointer, or the arrow keys stopping) commits one history entry.
  */
 
-import { $, h, setOptions } from "../dom.js";
+import { $, h, setOptions, setText } from "../dom.js";
 
 const SLIDER_RANGE = 5;
 const HIDDEN_PARAMS = new Set(["layers", "mask", "latent"]);
@@ -21,8 +22,24 @@ export function initDirectionsPanel(app) {
   const reset = $("#dir-reset");
   const note = $("#dir-note");
   const slidersBox = $("#sliders");
+  const cancel = $("#dir-cancel");
+  const progress = $("#dir-progress");
+  const setTitle = $("#sliders-title");
   let paramsFor = null;
   let slidersFor = null;
+  let stripsFor = "";
+  let stripUrl = () => "";
+  // a strip is asked for only when its slider is on screen (and again when the image changes)
+  const stripsSeen = new IntersectionObserver((seen) => {
+    for (const e of seen) if (e.isIntersecting) showStrip(e.target);
+  });
+  function showStrip(img) {
+    const url = stripUrl(img.dataset.index);
+    if (url && img.getAttribute("src") !== url) {
+      img.classList.add("loading");      // the old strip stays, dimmed, until the new one is in
+      img.src = url;
+    }
+  }
 
   const current = () => app.store.get().methods.directions.find((m) => m.name === method.value);
 
@@ -65,7 +82,11 @@ export function initDirectionsPanel(app) {
     return params;
   }
 
-  method.addEventListener("change", buildParams);
+  method.addEventListener("change", () => {
+    buildParams();
+    app.store.set({});         // the note and buttons depend on the method: draw them again now
+  });
+  cancel.addEventListener("click", () => app.cancel("directions"));
   walkKind.addEventListener("change", () => app.setWalkKind(walkKind.value));
   compute.addEventListener("click", () => {
     try {
@@ -86,7 +107,9 @@ export function initDirectionsPanel(app) {
     slidersBox.replaceChildren(
       ...(d.labels ?? []).map((label, index) => {
         const id = `slider-${index}`;
-        const value = typeof d.values?.[index] === "number" ? ` · ${d.values[index].toPrecision(3)}` : "";
+        const name = directionName(d, label, index);
+        const raw = `${label}${typeof d.values?.[index] === "number" ? ` · value ${d.values[index].toPrecision(3)}` : ""}`
+          + `${typeof d.scales?.[index] === "number" ? ` · step ${d.scales[index].toPrecision(3)}` : ""}`;
         const input = h("input", {
           id,
           type: "range",
@@ -95,12 +118,29 @@ export function initDirectionsPanel(app) {
           step: "0.1",
           value: "0",
           dataset: { testid: "direction-slider", index: String(index) },
-          "aria-label": `${label}${value}`,
+          "aria-label": name,
+          title: raw,
         });
         const out = h("output", { for: id }, "0.0");
-        input.addEventListener("input", () => app.setSlider(index, Number(input.value), false));
-        input.addEventListener("change", () => app.setSlider(index, Number(input.value), true));
-        return h("div", { class: "slider" }, h("label", { for: id }, h("span", {}, `${label}${value}`), out), input);
+        let pointer = false;
+        input.addEventListener("pointerdown", () => {
+          pointer = true;
+        });
+        input.addEventListener("input", () => app.setSlider(index, Number(input.value)));
+        // one gesture, one history entry: a pointer commits when it lets go, keys when they stop
+        input.addEventListener("change", () => {
+          if (pointer) app.commitSliders();
+          else app.commitSlidersSoon();
+          pointer = false;
+        });
+        input.addEventListener("blur", () => app.commitSlidersPending());
+        // what the direction does, before anyone moves it: the image shown, walked -5 ... +5
+        // along it (loaded when in view)
+        const strip = h("img", { class: "strip", alt: `${name}: this image walked from -${SLIDER_RANGE} to +${SLIDER_RANGE}`,
+          width: "250", height: "50", dataset: { testid: "direction-strip", index: String(index) } });
+        for (const done of ["load", "error"]) strip.addEventListener(done, () => strip.classList.remove("loading"));
+        stripsSeen.observe(strip);
+        return h("div", { class: "slider", title: raw }, h("label", { for: id }, h("span", { class: "name" }, name), out), strip, input);
       }),
     );
   }
@@ -120,13 +160,22 @@ export function initDirectionsPanel(app) {
     const m = current();
     const live = s.conn.state === "open" && !!s.session && !s.session.busy;
     const needsMask = !!m?.needs_mask && !s.session?.has_mask;
-    compute.disabled = !live || !m || s.computing || needsMask;
-    compute.textContent = s.computing ? "Finding…" : "Find directions";
-    note.textContent = needsMask
+    const finding = s.computing?.op === "directions";
+    compute.disabled = !live || !m || finding || needsMask;
+    setText(compute, finding ? "Finding…" : "Find directions");
+    cancel.hidden = !finding;
+    progress.hidden = !finding;
+    setText(progress, finding ? computingText(s.computing) : "");
+    setText(note, s.directionsNote || (needsMask
       ? "Paint the region to change with the mask brush first."
       : m?.needs_labels
         ? "Learns from labelled samples; the first run takes a while."
-        : "";
+        : ""));
+    setTitle.hidden = !s.directions;
+    setText(setTitle, s.directions
+      ? `${methodLabel(s, s.directions.method)}: ${s.directions.count} directions${finding ? " (the previous set, until the new one is found)" : ""}`
+      : "");
+    slidersBox.classList.toggle("stale", finding);
     // walks the engine refuses are not offered: curved needs a REDs set, density a Gaussian z
     const kinds = { curved: s.directions?.method === "reds", density: s.session?.space === "z", linear: true };
     for (const option of walkKind.options) option.disabled = !kinds[option.value];
@@ -135,16 +184,57 @@ export function initDirectionsPanel(app) {
       if (s.walkKind !== "linear") app.setWalkKind("linear");
     }
     if (s.directions !== slidersFor) buildSliders(s);
+    // strips start from the image the sliders walk from: new ones when that image changes
+    const key = s.directions && s.session ? `${s.session.id}/${s.directions.set}/${baseOf(s.session)}` : "";
+    if (key !== stripsFor) {
+      stripsFor = key;
+      const { id } = s.session ?? {};
+      const set = s.directions?.set;
+      stripUrl = (index) => (key ? app.api.exportUrl(id,
+        `strip.jpg?set=${encodeURIComponent(set)}&index=${index}&amount=${SLIDER_RANGE}&count=5`, key) : "");
+      for (const img of slidersBox.querySelectorAll("img.strip")) {
+        const box = img.getBoundingClientRect();
+        const visible = box.bottom > 0 && box.top < innerHeight && box.width > 0;
+        if (visible) showStrip(img);
+        else {
+          img.removeAttribute("src");      // asked for when scrolled into view
+          img.classList.remove("loading");
+        }
+      }
+    }
     const inputs = slidersBox.querySelectorAll("input");
     inputs.forEach((input, i) => {
       input.disabled = !live;
       const v = s.sliders[i] ?? 0;
       if (Number(input.value) !== v) input.value = String(v);
       const out = input.parentElement.querySelector("output");
-      if (out) out.textContent = v.toFixed(1);
+      if (out) setText(out, v.toFixed(1));
     });
     reset.disabled = !live || (!s.sliders.some((v) => v !== 0) && !s.committed.some((v) => v !== 0));
   };
+}
+
+/** The image the strips start from: the history entry shown (the server walks from it). */
+function baseOf(session) {
+  return `${session.cursor}-${session.history.length}-${session.history[session.cursor]?.label ?? ""}`;
+}
+
+/** "SeFa" for "sefa": the method's label from /api/methods. */
+function methodLabel(s, name) {
+  return s.methods.directions.find((m) => m.name === name)?.label ?? name;
+}
+
+/** A direction's name: its own label when the set names it ("smile"), else "1st, 2nd ..." of the method. */
+export function directionName(set, label, index) {
+  const generic = !label || label === `${set.method} ${index}` || /^[a-z_-]+ \d+$/.test(label);
+  return generic ? `${set.method} ${index + 1}` : label;
+}
+
+/** "Finding DP-LaSE directions… 12 s of about 100 s". */
+export function computingText(c) {
+  const elapsed = typeof c.elapsed === "number" ? `${Math.round(c.elapsed)} s` : "";
+  const estimate = typeof c.estimate === "number" ? ` of about ${Math.max(1, Math.round(c.estimate))} s` : "";
+  return `Finding ${c.method ?? ""} directions… ${elapsed}${estimate}`.trim();
 }
 
 /** Label and input for one method parameter, typed by its default value. */

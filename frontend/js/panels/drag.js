@@ -3,7 +3,7 @@
  * remaining distance per pair, frame rate, and why the drag ended in words.
  */
 
-import { $, fmt, h, setOptions } from "../dom.js";
+import { $, fmt, h, setOptions, setText } from "../dom.js";
 import { toMessage } from "../points.js";
 import { dragStatus, pairLines } from "../reasons.js";
 
@@ -86,13 +86,15 @@ export function initDragPanel(app) {
     start.title = complete === 0 ? "Add a handle and its target on the image first" : "Start dragging";
     stop.disabled = !live || !running;
     method.disabled = running;
-    stepOut.textContent = s.drag.step === null ? "–" : String(s.drag.step);
-    remainingOut.textContent = typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–";
+    setText(stepOut, stepText(s.drag, Number.parseInt(steps.value, 10)));
+    setText(remainingOut, typeof s.drag.remaining === "number" ? `${fmt(s.drag.remaining, 2)} px` : "–");
     const sps = typeof s.drag.stepsPerSecond === "number" ? ` (${fmt(s.drag.stepsPerSecond)} steps/s)` : "";
-    fpsOut.textContent = `${fmt(s.drag.fps)}${sps}`;
-    statusOut.textContent = dragStatus(s.drag);
+    setText(fpsOut, `${fmt(s.drag.fps)}${sps}`);
+    setText(statusOut, running && s.conn.state !== "open"
+      ? "connection lost: the drag's progress shows again once the page reconnects"
+      : dragStatus(s.drag));
     statusOut.dataset.reason = running ? "" : s.drag.reason ?? "";
-    const lines = pairLines(s.drag.distances, s.drag.idle);
+    const lines = pairLines(s.drag.distances, s.drag.idle, s.drag.unsure);
     const key = JSON.stringify([lines, s.drag.idle]);
     if (key !== shownPairs) {
       shownPairs = key;
@@ -103,6 +105,15 @@ export function initDragPanel(app) {
       );
     }
   };
+}
+
+/** "12 / 200 · at most 9 s left": the step, the budget, and the time the rest can take at the current pace. */
+export function stepText(drag, maxSteps) {
+  if (drag.step === null) return "–";
+  if (!drag.running || !Number.isFinite(maxSteps)) return String(drag.step);
+  const left = maxSteps - drag.step;
+  const eta = drag.stepsPerSecond > 0 && left > 0 ? ` · at most ${Math.ceil(left / drag.stepsPerSecond)} s left` : "";
+  return `${drag.step} / ${maxSteps}${eta}`;
 }
 
 /** Label and number input for one method setting ({default, min, max, label, help, integer}). */

@@ -1,4 +1,4 @@
-/** History list: every edit of the session; click one to go back to it. */
+/** History list: every edit of the session, each with a thumbnail; click one to go back to it. */
 
 import { $, h } from "../dom.js";
 
@@ -28,11 +28,26 @@ export function initHistoryPanel(app) {
               title: entry.index > cursor ? "undone: click to redo up to here" : "go back to this state",
               onclick: () => app.goto(entry.index),
             },
+            h("img", {
+              class: "thumb", alt: "", width: "32", height: "32", loading: "lazy",
+              // an entry's image never changes: keyed by its place and label, fetched once
+              src: app.api.exportUrl(s.session.id, `image.png?entry=${entry.index}`, `${entry.index}-${entry.label}`),
+            }),
             `${entry.index}. ${entry.label || entry.kind}`,
           ),
         ),
       ),
     );
-    list.querySelector("[aria-current=step]")?.scrollIntoView?.({ block: "nearest" });
+    // keep the current entry in view inside the list (never scroll the page: on a phone the
+    // list is far below the image)
+    const current = list.querySelector("[aria-current=step]");
+    const box = list.closest(".panel");
+    for (const scroller of [list, box]) {
+      if (!current || !scroller || scroller.scrollHeight <= scroller.clientHeight) continue;
+      const top = current.offsetTop - scroller.offsetTop;
+      if (top < scroller.scrollTop || top > scroller.scrollTop + scroller.clientHeight - current.offsetHeight) {
+        scroller.scrollTop = Math.max(0, top - scroller.clientHeight / 2);
+      }
+    }
   };
 }

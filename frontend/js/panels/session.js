@@ -1,6 +1,6 @@
 /** Session panel: model, seed (with random), truncation, latent space, photo and file upload. */
 
-import { $, setOptions } from "../dom.js";
+import { $, h, setOptions, setText } from "../dom.js";
 import { randomSeed } from "../app.js";
 
 export function initSessionPanel(app) {
@@ -37,17 +37,29 @@ export function initSessionPanel(app) {
     seed.value = String(randomSeed());
     app.newImage(request());
   });
-  truncation.addEventListener("input", () => (truncationValue.textContent = Number(truncation.value).toFixed(2)));
+  // moving the truncation shows its image at once (nothing stored); New image keeps it
+  truncation.addEventListener("input", () => {
+    setText(truncationValue, Number(truncation.value).toFixed(2));
+    if (seed.value !== "" && seed.checkValidity()) app.previewSeed(request());
+  });
+  const recents = $("#recent-sessions");
+  recents.addEventListener("click", (e) => {
+    const id = e.target.closest("button[data-session]")?.dataset.session;
+    if (id) app.switchSession(id);
+  });
   model.addEventListener("change", () => fillSpaces(app.store.get()));
   photo.addEventListener("change", () => {
     const steps = photoSteps.value !== "" && photoSteps.checkValidity() ? Number(photoSteps.value) : undefined;
-    if (photo.files?.[0]) app.uploadPhoto(photo.files[0], pti.checked, steps);
+    const file = photo.files?.[0];
     photo.value = "";
+    if (file && app.confirmReplace(file.name)) app.uploadPhoto(file, pti.checked, steps);
   });
   openFile.addEventListener("change", () => {
-    if (openFile.files?.[0]) app.openFile(openFile.files[0]);
+    const file = openFile.files?.[0];
     openFile.value = "";
+    if (file && app.confirmReplace(file.name)) app.openFile(file);
   });
+  let shownRecents = "";
 
   function fillSpaces(s) {
     const m = s.models.find((x) => x.name === model.value);
@@ -67,7 +79,7 @@ export function initSessionPanel(app) {
         seed.value = s.session.seed !== null && s.session.seed !== undefined ? String(s.session.seed) : "";
         if (typeof s.session.truncation === "number") {
           truncation.value = String(s.session.truncation);
-          truncationValue.textContent = s.session.truncation.toFixed(2);
+          setText(truncationValue, s.session.truncation.toFixed(2));
         }
       }
       shownSession = s.session;
@@ -77,6 +89,16 @@ export function initSessionPanel(app) {
     const busy = !!s.session?.busy;
     generate.disabled = busy || !s.models.length || !live;
     random.disabled = generate.disabled;
+    const key = JSON.stringify([s.recents, s.session?.id]);
+    if (key !== shownRecents) {
+      shownRecents = key;
+      const others = (s.recents ?? []).filter((r) => r.id !== s.session?.id);
+      recents.replaceChildren(...others.map((r) => h("li", {}, h("button", {
+        type: "button", dataset: { session: r.id, testid: "recent-session" },
+        title: `session ${r.id} (${r.model}), opened ${new Date(r.time).toLocaleString()}`,
+      }, `${r.label} · ${new Date(r.time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`))));
+      recents.closest("details").hidden = others.length === 0;
+    }
     photo.disabled = busy || !s.models.length;
     openFile.disabled = busy || !s.models.length;
   };

@@ -1,6 +1,6 @@
 /** Top bar: connection state and reconnect, undo/redo (buttons and keys), export links, scaling. */
 
-import { $ } from "../dom.js";
+import { $, setText } from "../dom.js";
 
 const CONN_TEXT = {
   idle: () => "starting…",
@@ -24,6 +24,7 @@ export function initTopbar(app) {
   const exportMenu = $("#export-menu");
   const links = {
     png: [$("#export-png"), "image.png"],
+    big: [$("#export-png-big"), "image.png"],
     latent: [$("#export-latent"), "latent.npz"],
     latentJson: [$("#export-latent-json"), "latent.json"],
     log: [$("#export-log"), "log.json"],
@@ -31,6 +32,16 @@ export function initTopbar(app) {
     mp4: [$("#export-mp4"), "animation.mp4"],
   };
 
+  const scale = $("#export-scale");
+  const smoothExport = $("#export-smooth");
+  const big = links.big[0];
+  const showScale = () => {
+    setText(big, `Image ${scale.value}× (PNG${smoothExport.checked ? ", smooth" : ""})`);
+    big.setAttribute("download", `dragwalk-${scale.value}x.png`);
+    store.set({});
+  };
+  scale.addEventListener("change", showScale);
+  smoothExport.addEventListener("change", showScale);
   reconnect.addEventListener("click", () => app.reconnect());
   undo.addEventListener("click", () => app.undo());
   redo.addEventListener("click", () => app.redo());
@@ -66,7 +77,7 @@ export function initTopbar(app) {
 
   let countdown = null;
   const showConnection = (c) => {
-    connText.textContent = (CONN_TEXT[c.state] ?? (() => c.state))(c);
+    setText(connText, (CONN_TEXT[c.state] ?? (() => c.state))(c));
   };
 
   return (s) => {
@@ -82,10 +93,14 @@ export function initTopbar(app) {
     const id = s.session?.id;
     const version = s.session ? `${s.session.cursor}-${s.session.history?.length ?? 0}` : undefined;
     const hasDrag = !!s.session?.history?.some((e) => e.kind === "drag");
+    // no MP4 encoder on this server: the entry is not offered at all
+    links.mp4[0].hidden = s.exports?.mp4 === false;
     for (const [key, [a, file]] of Object.entries(links)) {
       const enabled = !!id && (key === "gif" || key === "mp4" ? hasDrag : true);
+      const path = key === "big" ? `${file}?scale=${scale.value}${smoothExport.checked ? "&smooth=true" : ""}` : file;
       if (enabled) {
-        a.href = app.api.exportUrl(id, file, version);
+        const href = app.api.exportUrl(id, path, version);
+        if (a.getAttribute("href") !== href) a.href = href;
         a.removeAttribute("aria-disabled");
       } else {
         a.removeAttribute("href");

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ..models.base import Generator, Latent
 from .base import DirectionSet, as_latent_code, small_linalg
+from .offset_basis import offset_parts
 
 KINDS = ("linear", "density", "curved")
 
@@ -65,6 +66,9 @@ class Walk:
                              f"{self.directions.method} directions live in {self.directions.space!r}")
         if self.kind == "curved" and self.directions.method != "reds":
             raise ValueError("curved walks recompute REDs along the path: use a 'reds' direction set")
+        if self.kind != "linear" and offset_parts(self.directions.extras):
+            raise ValueError(f"{self.kind} walks need a code-only direction; this set also moves "
+                             "spatial offsets (walk it linearly)")
 
     @property
     def step(self) -> Tensor:
@@ -93,6 +97,19 @@ def add_direction(code: Tensor, step: Tensor, layers: tuple[int, int] | None) ->
     out = code.clone()
     out[:, start:end] = out[:, start:end] + step
     return out
+
+
+def add_offset_steps(latent: Latent, walk: Walk) -> Latent:
+    """``latent`` plus the offset part of a linear ``walk`` (``amount * scale * offset``)."""
+    parts = offset_parts(walk.directions.extras)
+    if not parts:
+        return latent
+    offsets = dict(latent.offsets)
+    factor = float(walk.amount) * float(walk.directions.scales[walk.index])
+    for layer, values in parts.items():
+        step = (factor * values[walk.index]).to(latent.code)[None]
+        offsets[layer] = offsets[layer] + step if layer in offsets else step.expand(latent.batch, *step.shape[1:]).clone()
+    return Latent(latent.space, latent.code, offsets)
 
 
 def project_onto_span(previous: Tensor, basis: Tensor) -> Tensor | None:
@@ -184,6 +201,8 @@ def apply_walks(generator: Generator, base_latent: Latent, walks: Iterable[Walk]
             total = sum(w.step for w in density)
             code = density_endpoint(code, total.to(code))
         latent = latent.with_code(code)
+        for walk in group:
+            latent = add_offset_steps(latent, walk)
         for walk in group:
             if walk.kind == "curved":
                 latent = _curved(generator, latent, walk)

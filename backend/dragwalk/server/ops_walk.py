@@ -17,6 +17,7 @@ from .errors import ApiError
 from .frames import KIND_WALK
 from .hub import Hub, LiveSession
 from .ops_base import EditorBase, _engine
+from .replay import pack_mask
 
 #: direction sets a session keeps in use
 MAX_SETS = 16
@@ -122,6 +123,8 @@ class DirectionCommands(EditorBase):
             finally:
                 live.walk_running = False
             return
+        from ..directions import reds_spatial
+
         async with live.lock:
             await self.settle(live)
             base = live.doc.base
@@ -129,6 +132,9 @@ class DirectionCommands(EditorBase):
                 lambda: self._walked(gen, base, walks, directions), owner=live.id, name="walk")
             record = {"set": live.doc.directions.get(msg.set, {"method": dset.method}),
                       "walks": [{"index": w.index, "amount": w.amount} for w in msg.walks], "walk_kind": msg.kind}
+            if dset.method == "reds" and reds_spatial.computed_at(dset, base):
+                # computed at the walk's start: a replay recomputes the set there from this mask
+                record["region"] = {"mask": pack_mask(dset.extras["mask"].numpy())}
             labels = ", ".join(f"{dset.method}[{w.index}] {w.amount:+.2g}" for w in msg.walks[:3])
             live.doc.push("walk", f"walk {labels}", latent, record)
             await self.committed(live)

@@ -33,7 +33,6 @@ from ..models.base import Generator, Latent
 #: region-direction variants measured (name -> reds parameters)
 VARIANTS: dict[str, dict[str, Any]] = {
     "reds z (global)": {"offsets": "none"},
-    "reds b2 k4": {"offsets": "b2", "channels": 4},
     "reds default": {},
     "reds b1 k8": {"offsets": "b1", "channels": 8},
     "reds b3 k4": {"offsets": "b3", "channels": 4},
@@ -98,6 +97,19 @@ def matched_amounts(generator: Generator, latent: Latent, dset: DirectionSet, in
     return amounts, sizes(amounts)[1]
 
 
+def _slider_ms(generator: Generator, latent: Latent, dset: DirectionSet, moves: int = 5) -> float:
+    """Median wall time of one slider move as the server does it: walk, render, JPEG-encode."""
+    from ..imaging import encode
+
+    times = []
+    for i in range(moves):
+        started = time.perf_counter()
+        with torch.no_grad():
+            encode(generator.render(apply_walks(generator, latent, [Walk(dset, 0, 0.5 * (i + 1))])), "JPEG", 90)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def _faces(generator: Generator, analyzer: Any, start: int, count: int, limit: int = 200) -> list[tuple]:
     from ..imaging import to_uint8
 
@@ -140,6 +152,8 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
     held = _faces(generator, analyzer, seeds_from, faces)
     log(f"held-out faces (dlib finds them): seeds {[h[0] for h in held]}; in-region change {target}")
     rows: dict[str, dict[str, list]] = {}
+    warm: set[str] = set()
+    slider: list[float] = []
     for seed, latent, face, desc in held:
         with torch.no_grad():
             base = generator.render(latent)[0]
@@ -151,14 +165,17 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
                 _, change = matched_amounts(generator, latent, dset, idx, mask, target, base)
                 results[name] = (*_judge(analyzer, change, base, mask, face, desc), 0.0)
             for name, params in variants.items():
-                try:
+                if name not in warm:          # one warm-up per variant (vmap tracing, channel basis)
+                    warm.add(name)
                     compute_directions(generator, "reds", latent=latent, mask=mask_np, num=num, **params)
+                started = time.perf_counter()
+                try:
+                    dset = compute_directions(generator, "reds", latent=latent, mask=mask_np, num=num, **params)
                 except ValueError as exc:     # e.g. a region too large for a fine layer
                     log(f"    {name} on {region}: {exc}")
                     continue
-                started = time.perf_counter()
-                dset = compute_directions(generator, "reds", latent=latent, mask=mask_np, num=num, **params)
                 seconds = time.perf_counter() - started
+                slider.append(_slider_ms(generator, latent, dset))
                 idx = list(range(len(dset)))
                 _, change = matched_amounts(generator, latent, dset, idx, mask, target, base)
                 results[name] = (*_judge(analyzer, change, base, mask, face, desc), seconds)
@@ -199,4 +216,7 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
                  for g, v in s["regions"].items()]
         log(f"  {name:<16} {s['median_ratio']:6.2f} {s['median_seconds']:5.2f} ({s['max_seconds']:4.2f}) "
             f"{s['lost']:4d}  " + "  ".join(parts))
-    return {"seeds": [h[0] for h in held], "target": target, "summary": summary, "per_face": rows}
+    log(f"  slider move (walk + render + JPEG, region sets): median {statistics.median(slider):.1f} ms, "
+        f"max {max(slider):.1f} ms over {len(slider)} sets")
+    return {"seeds": [h[0] for h in held], "target": target, "summary": summary, "per_face": rows,
+            "slider_ms": slider}

@@ -81,6 +81,18 @@ class Walk:
         return self.subspace and "channel_masks" in self.directions.extras
 
 
+def walk_kinds(directions: DirectionSet) -> list[str]:
+    """The walk kinds ``directions`` accepts (what a page may offer), by the rules of :class:`Walk`."""
+    kinds = []
+    for kind in KINDS:
+        try:
+            Walk(directions, 0, 0.0, kind)
+        except ValueError:
+            continue
+        kinds.append(kind)
+    return kinds
+
+
 # --------------------------------------------------------------------- pure maths
 def density_endpoint(z0: Tensor, step: Tensor) -> Tensor:
     """``(|z0| / |z0 + step|) (z0 + step)`` row-wise: the end point on ``z0``'s density shell."""

@@ -80,6 +80,7 @@ class DirectionCommands(EditorBase):
                 "count": int(dset.vectors.shape[0]), "labels": list(summary.get("labels", []) or []),
                 "values": summary.get("values"), "scales": [float(s) for s in dset.scales],
                 "layers": list(dset.layers) if getattr(dset, "layers", None) else None,
+                "walk_kinds": directions.walk_kinds(dset),
                 "seconds": round(time.perf_counter() - started, 3)}
 
     async def _direction_set(self, live: LiveSession, set_id: str) -> Any:

@@ -135,6 +135,12 @@ def test_spatial_walk_refuses_density_and_curved(generator):
         compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, offsets="b2", channels=0)
     with pytest.raises(ValueError, match="no spatial offset|no layer"):
         compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, offsets="image")
+    with pytest.raises(ValueError, match="joint"):
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, joint="no")
+    big = np.ones((64, 64), np.float32)
+    big[:2] = 0
+    with pytest.raises(ValueError, match="more than"):       # the eigenproblem's size is bounded
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=big, offsets="b3")
 
 
 def test_spatial_walk_exports_and_saves_exactly(generator, tmp_path):

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out faces and four regions against the top 32 SeFa + GANSpace")
     parser.add_argument("--region-faces", type=int, default=5, help="held-out faces for --regions")
     parser.add_argument("--region-seeds-from", type=int, default=5000, help="first held-out seed for --regions")
+    parser.add_argument("--region-variants", choices=["default", "all"], default="default",
+                        help="REDs variants for --regions: global z, the default, 2-px cells; 'all' adds "
+                             "8-px cells and offsets joint with z")
     parser.add_argument("--region-change", type=float, default=0.1,
                         help="mean |pixel change| inside the region (of [-1, 1] images) --regions compares at")
 
@@ -200,10 +203,11 @@ def run(args: argparse.Namespace) -> int:
     generator = open_model(args)
     print(f"model {generator.name}, torch threads {torch.get_num_threads()}, seeds {args.seeds}")
     if args.regions:
-        from .regions import region_table
+        from .regions import MORE_VARIANTS, VARIANTS, region_table
 
+        variants = {**VARIANTS, **MORE_VARIANTS} if args.region_variants == "all" else VARIANTS
         figures = region_table(generator, args.region_seeds_from, args.region_faces, args.region_change,
-                               ganspace_samples=args.ganspace_samples)
+                               variants=variants, ganspace_samples=args.ganspace_samples)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
         return 0

@@ -34,8 +34,11 @@ from ..models.base import Generator, Latent
 VARIANTS: dict[str, dict[str, Any]] = {
     "reds z (global)": {"offsets": "none"},
     "reds default": {},
-    "reds b1 k8": {"offsets": "b1", "channels": 8},
     "reds b3 k4": {"offsets": "b3", "channels": 4},
+}
+#: more variants (``--region-variants all``): coarser cells, and offsets joint with z
+MORE_VARIANTS: dict[str, dict[str, Any]] = {
+    "reds b1 k8": {"offsets": "b1", "channels": 8},
     "reds z+b2 k4": {"offsets": "b2", "channels": 4, "joint": True},
 }
 REGIONS = ("mouth", "eyes", "hair", "background")
@@ -73,7 +76,7 @@ def _render_walks(generator: Generator, latent: Latent, dset: DirectionSet, indi
 
 
 def matched_amounts(generator: Generator, latent: Latent, dset: DirectionSet, indices: list[int],
-                    mask: torch.Tensor, target: float, base: torch.Tensor, iters: int = 12,
+                    mask: torch.Tensor, target: float, base: torch.Tensor, iters: int = 10,
                     max_amount: float = 512.0) -> tuple[list[float], torch.Tensor]:
     """Amounts (bisection, all ``indices`` at once) whose mean |change| inside ``mask`` is ``target``."""
     inside = mask.bool()

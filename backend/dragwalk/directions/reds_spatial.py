@@ -137,6 +137,8 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     """
     from .reds import rayleigh_directions
 
+    if not isinstance(joint, bool):
+        raise ValueError(f"joint must be true or false, got {joint!r}")
     if not 0 <= int(dilate) <= 4:
         raise ValueError(f"dilate must be in 0..4 cells, got {dilate}")
     if layer in (None, "auto"):
@@ -188,7 +190,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
         params={"num": num, "offsets": layer, "joint": bool(joint), "channels": int(channels),
                 "dilate": int(dilate), "solver": "generalized", "cells": int(cells.numel()),
                 "region_area": round(float(weights.mean()), 6), "gain": [float(g) for g in gain]},
-        extras={"mask": weights, **at_extras(base), OFFSET_KEY + layer: offsets.reshape(num, c, h, w)})
+        extras={"mask": weights, **at_extras(latent), OFFSET_KEY + layer: offsets.reshape(num, c, h, w)})
 
 
 def at_extras(latent: Latent) -> dict[str, Tensor]:

@@ -34,7 +34,7 @@ from ..models.base import Generator, Latent
 VARIANTS: dict[str, dict[str, Any]] = {
     "reds z (global)": {"offsets": "none"},
     "reds default": {},
-    "reds b3 k4": {"offsets": "b3", "channels": 4},
+    "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z
 MORE_VARIANTS: dict[str, dict[str, Any]] = {
@@ -42,6 +42,8 @@ MORE_VARIANTS: dict[str, dict[str, Any]] = {
     "reds z+b2 k4": {"offsets": "b2", "channels": 4, "joint": True},
 }
 REGIONS = ("mouth", "eyes", "hair", "background")
+#: smallest region measured (share of the image)
+MIN_AREA = 0.02
 
 
 def region_masks(landmarks: np.ndarray, box: tuple[float, ...], res: int, pad: int = 2) -> dict[str, np.ndarray]:
@@ -161,6 +163,9 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
         with torch.no_grad():
             base = generator.render(latent)[0]
         for region, mask_np in region_masks(face.landmarks, face.box, generator.resolution).items():
+            if mask_np.mean() < MIN_AREA:     # e.g. no background beside a face that fills the width
+                log(f"  seed {seed} {region}: skipped (covers {mask_np.mean():.1%} of the image)")
+                continue
             mask = torch.from_numpy(mask_np)
             results: dict[str, tuple[float, float, bool, float]] = {}
             for name, dset in baselines.items():

@@ -127,7 +127,7 @@ def _signed_stats(dirs: Tensor, a_c: Tensor, a_f: Tensor) -> tuple[Tensor, Tenso
 def compute(generator: Generator, latent: Latent | None = None, mask: Any = None, num: int = 8,
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
-            joint: bool = False, channels: int = 8, dilate: int = 1, **_: object) -> DirectionSet:
+            joint: bool = False, channels: int = 4, dilate: int = 1, **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 
     ``latent`` defaults to ``generator.sample(seed)``. ``layers`` = (start, end) restricts a

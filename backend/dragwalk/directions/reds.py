@@ -124,11 +124,14 @@ def _signed_stats(dirs: Tensor, a_c: Tensor, a_f: Tensor) -> tuple[Tensor, Tenso
 
 def compute(generator: Generator, latent: Latent | None = None, mask: Any = None, num: int = 8,
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
-            solver: str = "generalized", seed: int = 0, **_: object) -> DirectionSet:
+            solver: str = "generalized", seed: int = 0, offsets: str | None = None,
+            joint: bool = False, channels: int = 4, dilate: int = 1, **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 
     ``latent`` defaults to ``generator.sample(seed)``. ``layers`` = (start, end) restricts a
-    StyleGAN edit to those w+ rows.
+    StyleGAN edit to those w+ rows. ``offsets`` names an activation layer (or ``auto``): the
+    directions are then spatial offsets on it under the region (``joint``: plus the code),
+    see ``reds_spatial``; ``None`` / ``"none"`` keeps the global latent.
     """
     if mask is None:
         raise ValueError("reds needs a region mask (H x W, 1 = the region to change)")
@@ -139,6 +142,10 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
     if latent is None:
         latent = generator.sample(int(seed))
     weights = region_weights(mask, generator.resolution)
+    from . import reds_spatial
+
+    if offsets not in (None, "none", ""):
+        return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed)
     _, jac = image_jacobian(generator, latent, space, rows)
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)  # same weight for r, g, b
     a_c = weighted_gram(jac, pixel_w)
@@ -154,4 +161,4 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
                                 "layers": list(rows) if rows else None,
                                 "region_area": round(float(weights.mean()), 6),
                                 "gain": [float(g) for g in gain]},
-                        extras={"mask": weights, "at": latent.code[:1].detach().cpu()})
+                        extras={"mask": weights, **reds_spatial.at_extras(latent)})

@@ -11,7 +11,7 @@ region (``offset_basis.support_cells``) and to the layer's top channel component
 (``offset_basis.channel_basis``). The image Jacobian ``J = d image / d p`` is taken with
 forward-mode products (one per column, batched), the two Gram matrices
 ``A_c = J^T W J`` and ``A_f = J^T (1 - W) J`` are formed as in ``reds``, and the
-generalised eigenproblem ``A_c v = lambda A_f v`` is solved by ``reds.rayleigh_directions``.
+generalised eigenproblem ``A_c v = lambda A_f v`` is solved by ``rayleigh.rayleigh_directions``.
 
 The result is an ordinary :class:`DirectionSet` in the code's space: ``vectors`` hold the
 code part (zero rows for offsets alone), ``extras["offset:<layer>"]`` the offset part
@@ -27,8 +27,9 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent
-from .base import DirectionSet, as_latent_code, edit_space, small_linalg
+from .base import DirectionSet, as_latent_code, edit_space
 from .jacobian import weighted_gram
+from .rayleigh import rayleigh_directions
 from .offset_basis import OFFSET_KEY, auto_layer, cell_boxes, channel_basis, colouring, support_cells
 
 
@@ -135,8 +136,6 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
 
     Called by ``reds.compute`` when its ``offsets`` parameter names a layer (or ``auto``).
     """
-    from .reds import rayleigh_directions
-
     if not isinstance(joint, bool):
         raise ValueError(f"joint must be true or false, got {joint!r}")
     if not 0 <= int(dilate) <= 4:
@@ -166,8 +165,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     a_c, a_f = weighted_gram(jac, pixel_w), weighted_gram(jac, 1.0 - pixel_w)
     if float(a_f.diagonal().sum()) <= 0.0:   # nothing reaches outside: every direction is local
         a_f = torch.eye(a_f.shape[0], dtype=a_f.dtype)
-    with small_linalg():
-        dirs, gain, quotient = rayleigh_directions(a_c, a_f)
+    dirs, gain, quotient = rayleigh_directions(a_c, a_f)
     num = max(1, min(int(num), dirs.shape[0]))
     dirs, gain, quotient = dirs[:num], gain[:num], quotient[:num]
     dim = int(base.code.shape[-1]) if joint else 0

@@ -191,3 +191,18 @@ def test_region_walk_replays_exactly_from_the_edit_log(generator):
     log["operations"][0]["region"] = {"mask": {"shape": [8, 8], "bits": ""}}
     with pytest.raises(ValueError, match="64x64"):
         replay_log(generator, log)
+
+
+def test_sparse_gram_matches_numpy():
+    from dragwalk.directions.reds_spatial import sparse_gram
+
+    rng = np.random.default_rng(0)
+    jac = np.zeros((300, 20))
+    for c in range(20):                                   # columns with small, differing supports
+        rows = rng.choice(300, size=rng.integers(1, 30), replace=False)
+        jac[rows, c] = rng.normal(size=rows.size)
+    w = rng.uniform(size=300)
+    dense = jac.T @ (jac * w[:, None])
+    dense /= np.linalg.norm(dense)
+    ours = sparse_gram(torch.from_numpy(jac).float(), torch.from_numpy(w).float()).numpy()
+    assert np.allclose(ours, dense, atol=1e-6)

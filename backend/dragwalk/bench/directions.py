@@ -108,10 +108,11 @@ def _locality_table(generator, sets, args) -> dict:
         mask = torch.tensor(mask_np)
         areas.append(float(mask.mean()))
         reds, seconds = _timed(compute_directions, generator, "reds", latent=latent, mask=mask_np,
-                               num=args.top)
+                               num=args.top, offsets="none")           # REDs over the global latent
         reds_seconds.append(seconds)
+        offsets = compute_directions(generator, "reds", latent=latent, mask=mask_np, num=args.top)
         rows.setdefault("reds-curved", []).append(_curved_locality(generator, latent, reds, mask, args))
-        for name, ds in [("reds", reds), *sets.items()]:
+        for name, ds in [("reds", reds), ("reds-offsets", offsets), *sets.items()]:
             best = 0.0
             for i in range(min(args.top, len(ds))):
                 amount = matched_amount(generator, latent, ds, i, args.target_change)

@@ -28,7 +28,6 @@ from torch import Tensor
 
 from ..models.base import Generator, Latent
 from .base import DirectionSet, as_latent_code, edit_space
-from .jacobian import weighted_gram
 from .rayleigh import rayleigh_directions
 from .offset_basis import OFFSET_KEY, auto_layer, cell_boxes, channel_basis, colouring, support_cells
 
@@ -130,6 +129,26 @@ def spatial_jacobian(generator: Generator, base: Latent, layer: str, cells: Tens
     return jac.float()
 
 
+def sparse_gram(jacobian: Tensor, weights: Tensor, chunk: int = 32) -> Tensor:
+    """``J^T diag(weights) J / ||.||_F`` (float64) for a ``J`` whose columns are mostly zero.
+
+    Each offset column is non-zero only on its footprint (a few dozen pixels), so row ``c`` of
+    the Gram matrix sums over that footprint alone: ``nnz x P`` work instead of the dense
+    ``rows x P^2`` (which takes seconds for a large region).
+    """
+    j = jacobian.double()
+    nonzero = (j != 0).T                                          # [P, rows]
+    width = max(1, int(nonzero.sum(1).max()))
+    present, rows = torch.topk(nonzero.to(torch.int8), width, dim=1)   # [P, width]
+    values = j.T.gather(1, rows) * present * weights.double()[rows]
+    gram = torch.empty(j.shape[1], j.shape[1], dtype=torch.float64)
+    for start in range(0, j.shape[1], chunk):
+        part = slice(start, start + chunk)
+        gram[part] = torch.einsum("cm,cmp->cp", values[part], j[rows[part]])
+    gram = (gram + gram.T) / 2
+    return gram / gram.norm().clamp_min(1e-30)
+
+
 def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, layer: str | None,
             joint: bool, channels: int, dilate: int, seed: int = 0) -> DirectionSet:
     """REDs for the region ``weights`` (``H x W`` in [0, 1]) over offsets on ``layer`` (± the code).
@@ -162,7 +181,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)
     reached = jac.abs().sum(1) > 0          # pixels no column reaches add nothing to either Gram
     jac, pixel_w = jac[reached], pixel_w[reached]
-    a_c, a_f = weighted_gram(jac, pixel_w), weighted_gram(jac, 1.0 - pixel_w)
+    a_c, a_f = sparse_gram(jac, pixel_w), sparse_gram(jac, 1.0 - pixel_w)
     if float(a_f.diagonal().sum()) <= 0.0:   # nothing reaches outside: every direction is local
         a_f = torch.eye(a_f.shape[0], dtype=a_f.dtype)
     dirs, gain, quotient = rayleigh_directions(a_c, a_f)

@@ -69,7 +69,7 @@ class Walk:
             raise ValueError("curved walks recompute REDs along the path: use a 'reds' direction set")
         if self.kind != "linear" and offset_parts(self.directions.extras):
             raise ValueError(f"{self.kind} walks need a code-only direction; this set also moves "
-                             "spatial offsets (walk it linearly)")
+                             "spatial offsets (walk it linearly, or compute REDs with offsets=none)")
 
     @property
     def step(self) -> Tensor:

@@ -16,7 +16,8 @@ from dragwalk.server.messages import MessageError, parse_message
 from dragwalk.server.scheduler import Scheduler
 from dragwalk.drag.points import PointError
 from dragwalk.server.session import HistoryError, SessionDocument, mask_from_png, mask_to_png
-from dragwalk.server.store import SQLiteStore, open_store
+from dragwalk.server.store import SQLiteStore
+from dragwalk.server.stores import open_store
 
 
 def test_frame_header_is_twelve_bytes_big_endian():

@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.editor = Editor(hub)
         try:
             await hub.generator(settings.model)     # load the default model before serving
+            await hub.warm_up()                      # and pay torch's one-time costs before the first drag
             _freeze_startup_objects()
             yield
         finally:
@@ -120,7 +121,8 @@ def serve(args: Any = None) -> int:
     """Run the server until interrupted (``dragwalk serve``); 2 when it must not start."""
     import uvicorn
 
-    from .store import StoreError, check_store
+    from .store import StoreError
+    from .stores import check_store
     from .transport import with_deadlines
 
     settings = Settings.from_args(args)

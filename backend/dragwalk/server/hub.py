@@ -30,7 +30,8 @@ from .errors import ApiError, check_session_id
 from .limits import LimitError, RateLimiter
 from .scheduler import Job, Scheduler
 from .session import SessionDocument
-from .store import SessionStore, StoreError, open_store
+from .store import SessionStore, StoreError
+from .stores import open_store
 
 log = logging.getLogger("dragwalk.server")
 #: seconds between sweeps that delete expired sessions from the store
@@ -110,7 +111,7 @@ class Hub:
         self.settings = settings
         self.device = pick_device(settings.device)
         self.store = store if store is not None else open_store(settings.store)
-        self.scheduler = Scheduler(str(self.device))
+        self.scheduler = Scheduler(str(self.device), batching=settings.batch_drags)
         self.sessions: OrderedDict[str, LiveSession] = OrderedDict()
         self._restoring: dict[str, asyncio.Future[LiveSession]] = {}
         self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dragwalk-store")
@@ -189,6 +190,15 @@ class Hub:
             except ModelError as exc:
                 raise ApiError("internal", f"model {name} cannot be loaded: {exc}") from None
         return self._generators[name]
+
+    async def warm_up(self) -> None:
+        """Build an optimiser once in the worker: torch imports its compiler stack on the first
+        optimiser a process builds (measured: 2-8 s on the 2-core machine), which would otherwise
+        delay the first drag anyone starts."""
+        def build() -> None:
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+        await self.scheduler.call(build, name="warm-up")
 
     async def models(self) -> list[dict[str, Any]]:
         described = {m["name"]: m["description"] for m in list_models()}

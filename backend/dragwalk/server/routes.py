@@ -200,7 +200,7 @@ async def animation(session_id: str, ext: str, request: Request) -> Response:
 
 @router.get("/methods")
 async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
-    """Drag and direction methods of this build, with their parameters (empty while an engine is missing).
+    """Drag and direction methods of this build, with their parameters.
 
     With ``?model=NAME`` the drag defaults are the ones tuned for that model (the model is loaded if
     it is not yet); without, the methods' own (papers') defaults.
@@ -211,30 +211,20 @@ async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
             raise ApiError("bad_request", "model name too long")
         out["model"] = model
     generator = await hub_of(request).generator(model) if model is not None else None
-    try:
-        from ..drag import DEFAULT_METHOD
-        from ..drag import METHODS as DRAG_METHODS
-        for name, cls in DRAG_METHODS.items():
-            info = cls.describe(generator)
-            out["drag"].append({"name": name, "label": info.get("label", name),
-                                "warps": cls.warps, "default": name == DEFAULT_METHOD,
-                                "params": {**info.get("defaults", {}), **{k: v.get("default") for k, v in
-                                                                         info.get("params", {}).items()}},
-                                "details": info})
-    except ImportError:
-        pass
-    try:
-        from .. import directions as dirs
-        for name, entry in getattr(dirs, "METHODS", {}).items():
-            describe = getattr(entry, "describe", None)
-            info = describe() if callable(describe) else (entry if isinstance(entry, dict) else {})
-            out["directions"].append({"name": name, "label": info.get("label", name),
-                                      "needs_mask": bool(info.get("needs_mask", name == "reds")),
-                                      "needs_labels": bool(info.get("needs_labels", name in ("interfacegan", "lsd"))),
-                                      "params": info.get("params", {}),
-                                      "ranges": dirs.ranges.describe_ranges(name)})
-    except ImportError:
-        pass
+    from .. import directions as dirs
+    from ..drag import DEFAULT_METHOD
+    from ..drag import METHODS as DRAG_METHODS
+    for name, cls in DRAG_METHODS.items():
+        info = cls.describe(generator)
+        out["drag"].append({"name": name, "label": info["label"], "warps": cls.warps,
+                            "default": name == DEFAULT_METHOD,
+                            "params": {**info["defaults"], **{k: v["default"] for k, v in info["params"].items()}},
+                            "details": info})
+    for name, entry in dirs.METHODS.items():
+        out["directions"].append({"name": name, "label": entry["label"], "description": entry["description"],
+                                  "needs_mask": bool(entry["needs_mask"]),
+                                  "needs_labels": bool(entry["needs_labels"]), "params": entry["params"],
+                                  "ranges": dirs.ranges.describe_ranges(name)})
     return out
 
 

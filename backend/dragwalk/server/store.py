@@ -2,8 +2,8 @@
 
 A session is stored as one opaque payload (bytes) keyed by its id, together with its model
 name. The server writes after every completed operation and every few drag steps, always from
-its worker thread, so implementations must be thread-safe. ``open_store`` picks the backend from
-a spec: a ``postgresql://`` URL (shared by several server processes) or a SQLite file path.
+its worker thread, so implementations must be thread-safe. ``stores.open_store`` picks the backend
+from a spec (it imports both backends, so it cannot live here without an import cycle).
 """
 
 from __future__ import annotations
@@ -171,42 +171,3 @@ class SQLiteStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path})"
-
-
-def default_store_path() -> Path:
-    """``$DRAGWALK_HOME/sessions.sqlite3``; ``DRAGWALK_HOME`` defaults to ``~/.dragwalk``."""
-    from ..home import dragwalk_home
-    return dragwalk_home() / "sessions.sqlite3"
-
-
-def open_store(spec: str | Path | None = None) -> SessionStore:
-    """A store from a spec: ``postgresql://...`` or a SQLite file path (default location if empty)."""
-    text = str(spec) if spec is not None else ""
-    if text.startswith(("postgresql://", "postgres://")):
-        from .store_postgres import PostgresStore
-        return PostgresStore(text)
-    return SQLiteStore(Path(text) if text else default_store_path())
-
-
-def check_store(spec: str | Path | None = None) -> list[str]:
-    """Open the store, check it can be read, close it; returns warnings to print loudly.
-
-    Run before the server says it serves: a garbage or truncated SQLite file raises
-    :class:`StoreError` with a clear message; an existing 0-byte file (often a failed copy or a
-    full disk) is usable but starts empty, which the user must hear about.
-    """
-    text = str(spec) if spec is not None else ""
-    warnings = []
-    if not text.startswith(("postgresql://", "postgres://")):
-        path = Path(text).expanduser() if text else default_store_path()
-        if path.is_file() and path.stat().st_size == 0:
-            warnings.append(f"session store {path} is an empty (0-byte) file: starting with NO stored "
-                            "sessions. If it should hold sessions, stop now and restore it from a backup.")
-        elif path.exists() and not path.is_file():
-            raise StoreError(f"session store {path} is not a file")
-    store = open_store(spec)
-    try:
-        store.check()
-    finally:
-        store.close()
-    return warnings

@@ -156,7 +156,7 @@ def load_latent(source: str | Path | bytes, generator: Generator | None = None,
             raise LatentFileError(f"latent file is not valid JSON: {reason}") from None
     shapes = allowed_shapes(generator)
     if data[:2] != b"PK":
-        array = _read_npy(io.BytesIO(data), "the .npy array", shapes["code"] if shapes else None)
+        array = _read_npy(io.BytesIO(data), "the .npy array", shapes.code if shapes else None)
         code = torch.from_numpy(np.asarray(array, dtype=np.float32))[None]
         return _validated(Latent(_guess_space(code, generator), code), generator)
     arrays = _read_npz(data, shapes)
@@ -170,21 +170,30 @@ def load_latent(source: str | Path | bytes, generator: Generator | None = None,
     return _validated(Latent(str(space), code, offsets), generator)
 
 
-def allowed_shapes(generator: Generator | None) -> dict[str, set[tuple[int, ...]]] | None:
-    """Array shapes (no batch axis) a latent file may hold for ``generator``: ``code`` in any of
-    its spaces, ``offset:NAME`` for each layer that takes an offset. ``None`` without a model."""
-    if generator is None:
+class _Shapes:
+    """Array shapes (no batch axis) a latent file may hold for a model: ``code`` in any of its
+    spaces, ``offset:NAME`` as the model's ``offset_shape(NAME)`` says (layers, StyleGAN's
+    ``:rgb`` skip images)."""
+
+    def __init__(self, generator: Generator) -> None:
+        self.generator = generator
+        self.code = {tuple(generator.sample(0, space=s).code.shape[1:]) for s in generator.latent_spaces}
+
+    def get(self, name: str) -> set[tuple[int, ...]] | None:
+        if name == "code":
+            return self.code
+        if name.startswith("offset:"):
+            shape = self.generator.offset_shape(name.split(":", 1)[1])
+            return None if shape is None else {tuple(shape)}
         return None
-    shapes: dict[str, set[tuple[int, ...]]] = {
-        "code": {tuple(generator.sample(0, space=s).code.shape[1:]) for s in generator.latent_spaces}}
-    for info in generator.layers:
-        offset = generator.offset_shape(info.name)
-        if offset is not None:
-            shapes[f"offset:{info.name}"] = {tuple(offset)}
-    return shapes
 
 
-def _read_npz(data: bytes, shapes: dict[str, set[tuple[int, ...]]] | None) -> dict[str, np.ndarray]:
+def allowed_shapes(generator: Generator | None) -> _Shapes | None:
+    """What a latent file may hold for ``generator`` (``None`` without a model)."""
+    return None if generator is None else _Shapes(generator)
+
+
+def _read_npz(data: bytes, shapes: _Shapes | None) -> dict[str, np.ndarray]:
     """The arrays of a .npz, each read through :func:`_read_npy` (bounded, header first)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -201,7 +210,7 @@ def _read_npz(data: bytes, shapes: dict[str, set[tuple[int, ...]]] | None) -> di
                 raise LatentFileError(f"latent .npz holds {name!r} twice")
             if name != "meta" and name != "code" and not name.startswith("offset:"):
                 raise LatentFileError(f"latent .npz holds an unknown array {name[:40]!r}")
-            if shapes is not None and name != "meta" and name not in shapes:
+            if shapes is not None and name != "meta" and shapes.get(name) is None:
                 raise LatentFileError(f"latent offset {name.split(':', 1)[-1][:40]!r} does not fit the model")
             try:
                 with archive.open(info) as stream:

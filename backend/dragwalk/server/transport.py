@@ -8,7 +8,8 @@ two deadlines, counted from the first byte of a request (or the connection):
 * ``timeout_body``: the whole body must have arrived.
 
 When a deadline passes the connection is closed (the route reading the body sees a disconnect).
-A websocket upgrade has no body, so its deadline ends with its headers.
+A websocket upgrade ends both: once uvicorn hands the connection to its websocket protocol, no
+deadline of this class is armed again (h11 still thinks a body may follow the upgrade request).
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _track(self) -> None:
         """Arm the deadline of the phase the client is in: headers (IDLE, unless uvicorn's own
-        keep-alive timer is waiting for a first byte), body (SEND_BODY); none while we answer."""
+        keep-alive timer is waiting for a first byte), body (SEND_BODY); none while we answer,
+        and none ever again once the connection became a websocket (its protocol replaced ours)."""
+        if self.transport is None or self.transport.get_protocol() is not self:
+            self._disarm()
+            return
         phase = self.conn.their_state
         if phase is not self._phase:
             self._disarm()

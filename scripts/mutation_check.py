@@ -1,10 +1,13 @@
-"""Break the drag code on purpose, one mutation at a time, and check that a test fails.
+"""Break the code on purpose, one mutation at a time, and check that a test fails.
 
     .venv/bin/python scripts/mutation_check.py [substring of a mutation name ...]
 
-Each entry replaces one exact line (or lines) of the source, runs the named tests, prints
-CAUGHT or MISSED, and restores the file. An entry whose line no longer exists stops the
-script: update the entry with the code. A test that cannot fail guards nothing.
+Each entry replaces one exact line (or lines) of the source (or several, in several files:
+a list of (file, old, new)), runs the named tests on this checkout's code (PYTHONPATH is
+set to its backend/), prints CAUGHT or MISSED, and restores the files. An entry whose line
+no longer exists stops the script: update the entry with the code. A test that cannot fail
+guards nothing. The drag's mutations come first, then issue 17's (direction maths, caches,
+the house, model loading).
 """
 import pathlib
 import subprocess
@@ -15,13 +18,13 @@ M = [
  ("warp field zero", "backend/dragwalk/drag/warp.py", "        return field\n", "        return 0 * field\n", "tests/test_drag_methods.py -k 'move_content and warp'"),
  ("converged = tracker's word", "backend/dragwalk/drag/run.py", "        self.converged = self.arrival.all_arrived", "        self.converged = tracker_arrived", "tests/test_drag_methods.py -k 'converged_means or claims_arrival'"),
  ("locate returns its input", "backend/dragwalk/drag/verify.py", "    return (found + 0.5) / scale - 0.5", "    return torch.tensor([float(point[0]), float(point[1])])", "tests/test_drag_field.py"),
- ("stable loss x0", "backend/dragwalk/drag/stable.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k 'move_content and stable' tests/test_drag_methods.py -k 'loss_moves and stable'"),
- ("draggan loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - here).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - here).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_stylegan.py"),
- ("draggan no stop-gradient", "backend/dragwalk/drag/draggan.py", "        here = fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        here = fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_stylegan.py"),
+ ("template loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k 'move_content and template' tests/test_drag_methods.py -k 'loss_moves and template'"),
+ ("draggan loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_stylegan.py"),
+ ("draggan no stop-gradient", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        return fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_stylegan.py"),
  ("draggan tracking returns input", "backend/dragwalk/drag/draggan.py", "        return (handles + offsets).clamp(0, self.ctx.resolution - 1)\n\n    def match_costs", "        return handles.clone()\n\n    def match_costs", "tests/test_drag_methods.py -k tracker_follows"),
- ("stable tracking returns input", "backend/dragwalk/drag/stable.py", "        return (handles + offsets).clamp(0, self.ctx.resolution - 1)", "        return handles.clone()", "tests/test_drag_methods.py -k tracker_follows"),
- ("draggan loss x0 (blob)", "backend/dragwalk/drag/draggan.py", "        return (ahead - here).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - here).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k loss_moves"),
- ("draggan no stop-gradient (blob)", "backend/dragwalk/drag/draggan.py", "        here = fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        here = fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_methods.py -k 'loss_moves and draggan'"),
+ ("template tracking returns input", "backend/dragwalk/drag/template.py", "        return self.best_match(costs, handles)", "        return handles.clone()", "tests/test_drag_methods.py -k tracker_follows"),
+ ("draggan loss x0 (blob)", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k loss_moves"),
+ ("draggan no stop-gradient (blob)", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        return fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_methods.py -k 'no_gradient and draggan'"),
  ("freedrag line search (blob)", "backend/dragwalk/drag/freedrag.py", "            p[k] = self._next_position(features, k, p[k], targets[k], float(now[k]))", "            pass", "tests/test_drag_methods.py -k 'loss_moves and freedrag'"),
  ("freedrag without line search", "backend/dragwalk/drag/freedrag.py", "            p[k] = self._next_position(features, k, p[k], targets[k], float(now[k]))", "            pass", "tests/test_drag_methods.py -k tracker_follows"),
  ("mask term zero", "backend/dragwalk/drag/features.py", "    return ((features - reference).abs() * keep).mean()", "    return 0 * ((features - reference).abs() * keep).mean()", "tests/test_drag.py -k outside_the_mask"),
@@ -31,18 +34,42 @@ M = [
  ("freedrag loss x0", "backend/dragwalk/drag/freedrag.py", "        return ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "        return 0 * ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "tests/test_drag_methods.py -k loss_moves"),
  ("no sub-steps", "backend/dragwalk/drag/field.py", "        substeps = min(MAX_SUBSTEPS, max(1, math.ceil(longest / (STEP_PER_SIGMA * sigma))))", "        substeps = 1", "tests/test_drag_field.py"),
  ("no narrowing", "backend/dragwalk/drag/field.py", "    sigma = min(max(float(base), SIGMA_PER_LENGTH * longest), narrowest_sigma(handles, targets))", "    sigma = max(float(base), SIGMA_PER_LENGTH * longest)", "tests/test_drag_field.py"),
+ # ---- issue 17: the maths of the direction methods, caches, the house, model loading
+ ("template: anchor's stop-gradient removed (anchor < 1)", "backend/dragwalk/drag/template.py", "        current = fx.sample(features.detach(), q, self.ctx.resolution)", "        current = fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_methods.py"),
+ ("sefa: smallest eigenvalue first", "backend/dragwalk/directions/sefa.py", "    order = torch.argsort(values, descending=True)", "    order = torch.argsort(values)", "tests/test_directions_oracles.py"),
+ ("sefa: identity basis", "backend/dragwalk/directions/sefa.py", "    values, vectors = torch.linalg.eigh(a @ a.T)", "    values, vectors = torch.linalg.eigh(a @ a.T)[0], torch.eye(a.shape[0], dtype=a.dtype)", "tests/test_directions_oracles.py"),
+ ("sefa: no sign convention", "backend/dragwalk/directions/sefa.py", "signed_rows(vectors[:, order].T)", "(-vectors[:, order].T)", "tests/test_directions_oracles.py"),
+ ("ganspace: random orthonormal basis", "backend/dragwalk/directions/ganspace.py", "    coords = centered @ v\n", "    v = torch.linalg.qr(torch.randn(v.shape, generator=torch.Generator().manual_seed(1)))[0]\n    coords = centered @ v\n", "tests/test_directions_oracles.py"),
+ ("reds: generalised problem without A_f", "backend/dragwalk/directions/reds.py", "    c = inv @ a_c @ inv.T", "    c = a_c", "tests/test_directions_oracles.py"),
+ ("dplase: variation term's sign flipped", "backend/dragwalk/directions/dplase.py", "    return -a * variation + b * correlation + c * orthogonality", "    return a * variation + b * correlation + c * orthogonality", "tests/test_directions_oracles.py"),
+ ("sfvq: curve never trained", "backend/dragwalk/directions/sfvq.py", "                opt.step()", "                pass", "tests/test_directions_oracles.py"),
+ ("interfacegan: normal flipped", "backend/dragwalk/directions/interfacegan.py", "    return (w_ / norm).float(), b_ / norm, acc", "    return (-w_ / norm).float(), b_ / norm, acc", "tests/test_directions_oracles.py"),
+ ("lsd: slider reversed", "backend/dragwalk/directions/lsd.py", "        sliders.append((q[1] - q[0]) @ unwhite)", "        sliders.append((q[0] - q[1]) @ unwhite)", "tests/test_directions_oracles.py"),
+ ("ssim: variance for covariance", "backend/dragwalk/inversion/losses.py", "    num = (2 * mu_x * mu_y + _C1) * (2 * cov + _C2)", "    num = (2 * mu_x * mu_y + _C1) * (2 * var_x + _C2)", "tests/test_directions_oracles.py"),
+ ("cache: truncated dplase run written", "backend/dragwalk/directions/cache.py", "                if persistent and not result.params.get(\"truncated\", False):", "                if persistent:", "tests/test_directions.py"),
+ ("cache: no provenance", "backend/dragwalk/directions/methods.py", "    result.provenance = {", "    _ = {", "tests/test_directions.py"),
+ ("cycle: jacobian imports walks", "backend/dragwalk/directions/jacobian.py", "from .base import add_direction, as_latent_code\n", "from .base import as_latent_code\nfrom .walks import add_direction\n", "tests/test_structure.py"),
+ ("cycle: nvidia_pickle takes ModelError from registry", "backend/dragwalk/models/nvidia_pickle.py", "from .base import ModelError\n", "from .registry import ModelError\n", "tests/test_structure.py"),
+ ("a module that does not import", "backend/dragwalk/bench/server.py", "import argparse\n", "import argparse\nfrom .drag import no_such_name  # noqa\n", "tests/test_structure.py"),
+ ("library sets process-wide threads", "backend/dragwalk/directions/sefa.py", "    a = weight.double()\n", "    torch.set_num_threads(1)\n    a = weight.double()\n", "tests/test_structure.py"),
+ ("load_model keyed on the raw string", "backend/dragwalk/models/registry.py", "        return (\"file\", str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, str(device)), path", "        return (\"file\", ref, str(device)), path", "tests/test_models_dcgan.py"),
+ ("load_model: one lock for every model", "backend/dragwalk/models/registry.py", "        key_lock = _load_locks.setdefault(key, threading.Lock())", "        key_lock = _load_locks.setdefault(\"every model\", threading.Lock())", "tests/test_models_dcgan.py"),
  ("nothing_to_move ignored", "backend/dragwalk/drag/run.py", "        if bool(self._idle.all()):\n            self._finish(\"nothing_to_move\", tracker_arrived=True)", "        if False:\n            pass", "tests/test_drag_methods.py -k nothing_to_move"),
 ]
 only = sys.argv[1:] 
 for name, path, old, new, tests in M:
     if only and not any(o in name for o in only): continue
-    f = ROOT / path
-    src = f.read_text()
-    assert src.count(old) == 1, (name, src.count(old))
-    f.write_text(src.replace(old, new))
+    edits = path if isinstance(path, list) else [(path, old, new)]
+    saved = {}
     try:
-        r = subprocess.run(f"cd {ROOT} && OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q -x -p no:cacheprovider {tests}", shell=True, capture_output=True, text=True, timeout=900)
+        for file, before, after in edits:
+            f = ROOT / file
+            src = saved.setdefault(f, f.read_text()) if f not in saved else f.read_text()
+            assert src.count(before) == 1, (name, file, src.count(before))
+            f.write_text(src.replace(before, after))
+        r = subprocess.run(f"cd {ROOT} && OMP_NUM_THREADS=1 PYTHONPATH={ROOT / 'backend'} .venv/bin/python -m pytest -q -x -p no:cacheprovider {tests}", shell=True, capture_output=True, text=True, timeout=900)
         last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-200:]
         print(f"{'CAUGHT' if r.returncode != 0 else 'MISSED'}: {name}: {last}", flush=True)
     finally:
-        f.write_text(src)
+        for f, src in saved.items():
+            f.write_text(src)

@@ -38,11 +38,13 @@ if ! .venv/bin/python -c "import importlib.util,sys; sys.exit(0 if importlib.uti
 fi
 .venv/bin/python -c "import torch, dragwalk" || { echo "setup failed: dragwalk does not import" >&2; exit 1; }
 
-# 4. test-only system tools: Chromium for browser tests; nginx, PostgreSQL and docker-compose for
-#    the deployment checks (tests/test_deploy*.py; hadolint comes from PyPI with the test extra).
+# 4. test-only system tools: Chromium for browser tests, node for the page's JavaScript unit tests
+#    (tests/test_browser_js.py); nginx, PostgreSQL and docker-compose for the deployment checks
+#    (tests/test_deploy*.py; hadolint comes from PyPI with the test extra). Missing, those tests fail.
 if [ $want_test = 1 ]; then
   need=()
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v node >/dev/null || command -v nodejs >/dev/null || need+=(nodejs)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
   command -v docker-compose >/dev/null || need+=(docker-compose)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import threading
 import time
 
+import psycopg  # part of the test extra: a missing install fails here, it never skips
 import pytest
 
 from test_deploy_harness import PostgresCluster
-
-psycopg = pytest.importorskip("psycopg", reason="psycopg is part of the test extra: pip install -e '.[test]'")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def pg_url():
 
 @pytest.fixture()
 def pg_store(pg_url):
-    from dragwalk.server.store import open_store
+    from dragwalk.server.stores import open_store
 
     store = open_store(pg_url)
     yield store
@@ -49,7 +48,7 @@ def test_open_store_picks_postgres_for_a_url(pg_store):
 
 
 def test_postgres_store_round_trips_and_replaces(pg_store, pg_url):
-    from dragwalk.server.store import open_store
+    from dragwalk.server.stores import open_store
 
     payload = bytes(range(256)) * 40  # every byte value, NUL included
     assert pg_store.get("abcdefgh") is None
@@ -132,7 +131,7 @@ def test_unreachable_database_is_a_clear_error():
     url = f"postgresql://someone:secret-pw@127.0.0.1:{free_port()}/nowhere"
     started = time.monotonic()
     with pytest.raises(PostgresStoreError) as info:
-        from dragwalk.server.store import open_store
+        from dragwalk.server.stores import open_store
         open_store(url)
     message = str(info.value)
     assert "cannot reach the session store someone@127.0.0.1" in message and "/nowhere" in message
@@ -227,7 +226,6 @@ def store_spec(request, tmp_path):
 def test_sessions_survive_the_death_of_their_worker(store_spec, tmp_path):
     from test_deploy_harness import Nginx, Worker, http_get
 
-    pytest.importorskip("dragwalk.server.app", reason="the server (dragwalk.server.app) is not part of this build")
     workers = [Worker(name, store_spec, tmp_path / name) for name in ("w0", "w1")]
     nginx = None
     try:

@@ -233,3 +233,27 @@ def test_person_tags_give_a_direction(generator):
     scored = compute_directions(generator, "interfacegan", attribute="head_yaw", samples=400)
     assert tagged.labels == ["turned"]
     assert float(tagged.vectors[0] @ scored.vectors[0]) > 0.5
+
+
+def test_cached_sets_record_what_produced_them(generator, tmp_path):
+    from dragwalk import __version__
+    from dragwalk.directions.base import model_fingerprint
+
+    cache = DirectionCache(tmp_path)
+    cache.get(generator, "sefa", num=4)
+    (path,) = tmp_path.rglob("sefa-*.safetensors")
+    loaded = DirectionSet.load(path)
+    prov = loaded.provenance
+    assert prov["method"] == "sefa" and prov["params"] == {"num": 4, "layers": None}
+    assert prov["model"] == generator.name and prov["model_hash"] == model_fingerprint(generator)
+    assert prov["dragwalk"] == __version__ and prov["format_version"] >= 1
+
+
+def test_a_truncated_dplase_run_is_never_cached_under_the_full_runs_key(generator, tmp_path):
+    cache = DirectionCache(tmp_path)
+    short = cache.get(generator, "dplase", k=2, iters=400, refine=False, time_limit=0.05)
+    assert short.params["truncated"] and short.params["iterations"] < 400
+    assert not list(tmp_path.rglob("dplase-*")), "a run cut short by the time limit was written to disk"
+    full = cache.get(generator, "dplase", k=2, iters=3, refine=False, time_limit=None)
+    assert not full.params["truncated"] and full.params["iterations"] == 3
+    assert len(list(tmp_path.rglob("dplase-*.safetensors"))) == 1

@@ -122,7 +122,7 @@ def test_drag_moves_the_content_under_the_handle(moved, original):
     assert last.remaining < start_gap
 
 
-@pytest.mark.parametrize("method", ["stable", "draggan"])
+@pytest.mark.parametrize("method", ["template", "draggan"])
 def test_outside_the_mask_barely_changes(generator, latent, original, method):
     """Methods that optimise keep the rest by the mask term (the warp by its field: test_drag_methods)."""
     yy, xx = np.mgrid[0:64, 0:64]
@@ -149,7 +149,7 @@ def test_render_matches_the_tracked_points(generator, latent):
 
 
 def test_cancel_then_resume_with_new_points(generator, latent):
-    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="stable", max_steps=300))
+    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="template", max_steps=300))
     for _ in range(5):
         run.step()
     paused = run.latent
@@ -165,7 +165,7 @@ def test_cancel_then_resume_with_new_points(generator, latent):
 
 
 def test_set_lr_keeps_the_drag(generator, latent):
-    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="stable", max_steps=300))
+    run = DragRun(generator, latent, [HANDLE], [TARGET], config=DragConfig(method="template", max_steps=300))
     for _ in range(4):
         run.step()
     code, handles = run.latent.code.clone(), run.handles

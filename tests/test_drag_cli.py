@@ -62,13 +62,13 @@ def test_drag_command_rejects_a_mask_of_the_wrong_size(dragwalk_exe, tmp_path):
 def test_bench_drag_runs_and_writes_json(dragwalk_exe, tmp_path):
     report = tmp_path / "bench.json"
     result = run_cli(dragwalk_exe, "bench", "drag", "--pairs", "1", "--points", "1,5", "--max-steps", "25",
-                     "--methods", "draggan,stable", "--timing-steps", "3", "--threads", "1",
+                     "--methods", "draggan,template", "--timing-steps", "3", "--threads", "1",
                      "--json", str(report), "--no-progress", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "MD/none" in result.stdout and "full forward" in result.stdout
     data = json.loads(report.read_text())
     assert data["pairs"] == 1 and data["settings"] == [1, 5]
-    for method in ("draggan", "stable"):
+    for method in ("draggan", "template"):
         for n in ("1", "5"):
             row = data["methods"][method][n]
             assert row["edits"] == 1 and row["md"] >= 0 and 0 <= row["converged"] <= 1

@@ -70,7 +70,7 @@ def independent_arrival(original, after) -> bool:
 
 
 # ----------------------------------------------------------------- what users see
-@pytest.mark.parametrize("method", ["warp", "stable"])
+@pytest.mark.parametrize("method", ["warp", "template"])
 def test_methods_that_move_content_do_move_it(results, original, method):
     run, after = results[method]
     moved = share(original, after)
@@ -115,7 +115,7 @@ def test_a_pair_already_on_target_has_nothing_to_move(generator, latent):
 
 def test_progress_reports_every_pair(generator, latent):
     run = DragRun(generator, latent, [HANDLE, (20.0, 40.0)], [TARGET, (20.2, 40.0)],
-                  config=DragConfig(method="stable", max_steps=5))
+                  config=DragConfig(method="template", max_steps=5))
     step = run.step()
     assert len(step.distances) == 2 and step.idle == [False, True]
     assert step.distances[1] == pytest.approx(0.2, abs=0.1)
@@ -188,7 +188,7 @@ def test_every_tracker_follows_content_that_moved(generator, latent, method):
 @pytest.fixture(scope="module")
 def tiny_sg():
     """A 16 px StyleGAN2 with seeded random weights: the other architecture behind the seam."""
-    stylegan2 = pytest.importorskip("dragwalk.models.stylegan2")
+    from dragwalk.models import stylegan2
     torch.manual_seed(0)
     return stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 1},
                                         synthesis_kwargs={"channel_base": 256, "channel_max": 16}).eval()
@@ -259,3 +259,35 @@ def test_a_warped_latent_survives_a_file_round_trip(generator, latent, tiny_sg, 
         with torch.no_grad():
             assert torch.allclose(model.render(back), run.render(), atol=1e-5)
     assert set(run.latent.offsets) == {sg.default_feature_layer, sg.default_feature_layer + ":rgb"}
+
+
+# ----------------------------------------------------------------- names and the stop-gradient
+def test_stable_is_only_an_old_name_of_template():
+    from dragwalk.drag import ALIASES
+
+    assert "stable" not in METHODS and ALIASES == {"stable": "template"}
+    assert DragConfig(method="stable").method == "template"
+    assert "learn" not in METHODS["template"].description  # nothing is learned: say so, claim nothing more
+
+
+@pytest.mark.parametrize("method", ["draggan", "template"])
+def test_the_supervision_goal_carries_no_gradient(method):
+    """Motion supervision pulls F(q + d) onto a constant goal: the features at the handle get no
+    gradient. The template method's goal blends in the current features when ``anchor`` < 1,
+    so the test runs at anchor 0.5 (at the default 1 the blend has no current features)."""
+    ctx = MethodContext(resolution=64, feature_size=64, device=torch.device("cpu"))
+    values = {"step": 8.0, "r1": 2.0, "patch": 0.0}
+    if method == "template":
+        values.update(anchor=0.5, min_confidence=0.0)
+    m = METHODS[method](ctx, values)
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 64, 64)
+    handles, targets = torch.tensor([[20.0, 30.0]]), torch.tensor([[50.0, 30.0]])
+    m.start(feats, handles)
+    with torch.no_grad():
+        m.track(feats, handles, targets)
+    f = feats.clone().requires_grad_(True)
+    m.loss(f, handles, targets, torch.tensor([True])).backward()
+    grad = f.grad[0].abs().sum(0)                           # [y, x]
+    assert float(grad[26:35, 16:25].sum()) == 0.0, "the goal around the handle passes gradient"
+    assert float(grad[26:35, 25:32].sum()) > 0.0           # the features one step ahead do get it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -131,3 +134,44 @@ def test_bad_model_references_are_clear_errors(tmp_path):
     text.write_text("hi")
     with pytest.raises(ModelError, match="unknown model file type"):
         load_model(str(text))
+
+
+def test_a_relative_and_an_absolute_path_are_one_model(tmp_path, monkeypatch):
+    path = save_model(DCGANGenerator(nz=8, ngf=4, resolution=16, name="tiny"), tmp_path / "tiny.safetensors")
+    monkeypatch.chdir(tmp_path)
+    absolute = load_model(str(path))
+    assert load_model("./tiny.safetensors") is absolute
+    assert load_model(str(tmp_path / "sub" / ".." / "tiny.safetensors")) is absolute
+    # the same path with new contents (a file replaced in place) is a different model
+    time.sleep(0.01)
+    save_model(DCGANGenerator(nz=8, ngf=4, resolution=16, name="tiny"), path)
+    assert load_model(str(path)) is not absolute
+
+
+def test_a_slow_load_does_not_block_other_models(tmp_path, monkeypatch):
+    from dragwalk.models import registry
+
+    slow = save_model(DCGANGenerator(nz=8, ngf=4, resolution=16, name="slow"), tmp_path / "slow.safetensors")
+    fast = save_model(DCGANGenerator(nz=8, ngf=4, resolution=16, name="fast"), tmp_path / "fast.safetensors")
+    release, entered = threading.Event(), threading.Event()
+    real = registry._load_own_format
+
+    def held(path):
+        if path.name == "slow.safetensors":
+            entered.set()
+            assert release.wait(30)
+        return real(path)
+
+    monkeypatch.setattr(registry, "_load_own_format", held)
+    loader = threading.Thread(target=load_model, args=(str(slow),), daemon=True)
+    loader.start()
+    assert entered.wait(30)
+    done: list = []
+    other = threading.Thread(target=lambda: done.append(load_model(str(fast))), daemon=True)
+    other.start()
+    other.join(10)
+    try:
+        assert done and done[0].name == "fast", "loading one model waited for another model's load"
+    finally:
+        release.set()
+        loader.join(30)

@@ -67,8 +67,9 @@ def test_token_is_required_everywhere(tmp_path):
         assert httpx.get(server.url("/")).status_code == 401
         wrong = httpx.get(server.url("/api/health"), headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
-        page = httpx.get(server.url(f"/?token={token}"))
-        assert page.status_code == 200 and "dragwalk_token" in page.headers.get("set-cookie", "")
+        page = httpx.get(server.url(f"/?token={token}"))     # exchanged for the cookie, URL cleaned
+        assert page.status_code == 303 and "dragwalk_token" in page.headers.get("set-cookie", "")
+        assert page.headers["location"] == "/"
         with server.client() as client:
             sid = client.post("/api/sessions", json={"seed": 1}).json()["id"]
         cookie = httpx.get(server.url(f"/api/sessions/{sid}"), cookies={"dragwalk_token": token})

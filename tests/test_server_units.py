@@ -16,7 +16,8 @@ from dragwalk.server.messages import MessageError, parse_message
 from dragwalk.server.scheduler import Scheduler
 from dragwalk.drag.points import PointError
 from dragwalk.server.session import HistoryError, SessionDocument, mask_from_png, mask_to_png
-from dragwalk.server.store import SQLiteStore, open_store
+from dragwalk.server.store import SQLiteStore
+from dragwalk.server.stores import open_store
 
 
 def test_frame_header_is_twelve_bytes_big_endian():
@@ -208,12 +209,23 @@ def test_messages_are_strict():
 
 
 def test_settings_flag_wins_over_environment():
-    env = {"DRAGWALK_PORT": "9001", "DRAGWALK_TOKEN": "t", "DRAGWALK_HOST": "0.0.0.0"}
-    args = SimpleNamespace(host="127.0.0.1", port=8123, model="digiface-dcgan64", device="auto",
-                           token=None, store=None)
+    """A flag given on the command line wins, even when it repeats its default (issue 13 item 13:
+    ``--host 127.0.0.1`` used to lose to ``DRAGWALK_HOST=0.0.0.0``); an absent flag reads the env."""
+    from dragwalk.cli import build_parser
+
+    env = {"DRAGWALK_PORT": "9001", "DRAGWALK_TOKEN": "t", "DRAGWALK_HOST": "0.0.0.0",
+           "DRAGWALK_TIMEOUT_HEADER": "3", "DRAGWALK_ALLOW_NO_TOKEN": "1"}
+    args = build_parser().parse_args(["serve", "--host", "127.0.0.1", "--port", "8000",
+                                      "--max-connections", "7"])
     settings = Settings.from_args(args, env)
-    assert settings.port == 8123 and settings.token == "t" and settings.host == "0.0.0.0"
+    assert settings.host == "127.0.0.1" and settings.port == 8000          # flags equal to defaults
+    assert settings.token == "t" and settings.limits.timeout_header == 3.0  # absent flags: env
+    assert settings.limits.max_connections == 7 and settings.allow_no_token is True
+    bare = build_parser().parse_args(["serve"])
+    assert Settings.from_args(bare, env).host == "0.0.0.0" and Settings.from_args(bare, env).port == 9001
     assert Settings.from_args(None, {}).host == "127.0.0.1"
+    with pytest.raises(ValueError, match="DRAGWALK_PORT"):
+        Settings.from_args(bare, {"DRAGWALK_PORT": "eighty"})
 
 
 def test_drag_steps_carry_the_runs_reason_distances_and_idle_pairs(generator):

@@ -557,12 +557,12 @@ def test_methods_describe_warping_and_per_model_defaults(server):
     from dragwalk.drag import METHODS
     from dragwalk.models import load_model
     gen = load_model("digiface-dcgan64", "cpu")
-    for name in ("stable", "warp", "draggan"):
+    for name in ("template", "warp", "draggan"):
         want = METHODS[name].describe(gen)
         assert tuned_by_name[name]["params"]["lr"] == want["defaults"]["lr"]
         assert tuned_by_name[name]["params"]["smooth"] == want["params"]["smooth"]["default"] == 1.0
         assert by_name[name]["params"]["smooth"] == METHODS[name].describe()["params"]["smooth"]["default"]
-    assert tuned_by_name["stable"]["params"] != by_name["stable"]["params"]
+    assert tuned_by_name["template"]["params"] != by_name["template"]["params"]
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "bad_request"
 
 

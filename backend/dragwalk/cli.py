@@ -92,12 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_cmd_generate)
 
     serve = sub.add_parser("serve", help="run the web editor")
-    add_model_arguments(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--token", default=None, help="access token required on every request "
-                       "(also DRAGWALK_TOKEN)")
-    serve.add_argument("--store", default=None, help="session store: a SQLite path or postgresql:// URL (default $DRAGWALK_HOME/sessions.sqlite3; also DRAGWALK_STORE)")
+    from .server.config import add_serve_arguments
+    add_serve_arguments(serve)
     serve.set_defaults(func=_cmd_serve)
 
     for module_name in COMMAND_MODULES:

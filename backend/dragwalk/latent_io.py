@@ -8,7 +8,10 @@ Three file forms, chosen by suffix:
   array is 3-D, else ``w`` where the model has one, else the model's default.
 
 Loading validates shapes and values, so a bad file is refused with a message instead of
-failing deep inside a forward pass.
+failing deep inside a forward pass. NumPy data is read by :func:`_read_npy`, never ``np.load``:
+each array's header (dtype, shape) is checked against the model before a byte of data is read,
+and only the bytes the header declares are ever inflated, so a small ``.npz`` whose member
+inflates to gigabytes, an object array, or a header declaring 10^12 elements is refused cheaply.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
+import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -27,6 +32,10 @@ from .models.base import Generator, Latent
 
 #: refuse latent files bigger than this (a w+ of an 18-layer 512-d model is 37 KB)
 MAX_LATENT_BYTES = 64 * 1024 * 1024
+#: arrays a .npz may hold (code, meta, one offset per layer)
+MAX_NPZ_MEMBERS = 64
+#: characters of the metadata string inside a .npz
+MAX_META_CHARS = 4096
 
 
 class LatentFileError(ValueError):
@@ -149,24 +158,115 @@ def load_latent(source: str | Path | bytes, generator: Generator | None = None,
     if suffix == ".json":
         try:
             return latent_from_dict(json.loads(data), generator)
-        except json.JSONDecodeError as exc:
-            raise LatentFileError(f"latent file is not valid JSON: {exc}") from None
-    try:
-        loaded = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise LatentFileError(f"latent file is not a NumPy .npy/.npz file: {exc}") from None
-    if isinstance(loaded, np.ndarray):
-        code = torch.from_numpy(np.asarray(loaded, dtype=np.float32))[None]
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise LatentFileError(f"latent file is not valid JSON: {reason}") from None
+    shapes = allowed_shapes(generator)
+    if data[:2] != b"PK":
+        array = _read_npy(io.BytesIO(data), "the .npy array", shapes["code"] if shapes else None)
+        code = torch.from_numpy(np.asarray(array, dtype=np.float32))[None]
         return _validated(Latent(_guess_space(code, generator), code), generator)
-    with loaded:
-        if "code" not in loaded.files:
-            raise LatentFileError("latent .npz has no 'code' array")
-        meta = json.loads(str(loaded["meta"])) if "meta" in loaded.files else {}
-        code = torch.from_numpy(np.asarray(loaded["code"], dtype=np.float32))[None]
-        offsets = {k.split(":", 1)[1]: torch.from_numpy(np.asarray(loaded[k], dtype=np.float32))[None]
-                   for k in loaded.files if k.startswith("offset:")}
+    arrays = _read_npz(data, shapes)
+    if "code" not in arrays:
+        raise LatentFileError("latent .npz has no 'code' array")
+    meta = _meta(arrays.pop("meta", None))
+    code = torch.from_numpy(np.asarray(arrays.pop("code"), dtype=np.float32))[None]
+    offsets = {k.split(":", 1)[1]: torch.from_numpy(np.asarray(v, dtype=np.float32))[None]
+               for k, v in arrays.items() if k.startswith("offset:")}
     space = meta.get("space") or _guess_space(code, generator)
-    return _validated(Latent(space, code, offsets), generator)
+    return _validated(Latent(str(space), code, offsets), generator)
+
+
+def allowed_shapes(generator: Generator | None) -> dict[str, set[tuple[int, ...]]] | None:
+    """Array shapes (no batch axis) a latent file may hold for ``generator``: ``code`` in any of
+    its spaces, ``offset:NAME`` for each layer that takes an offset. ``None`` without a model."""
+    if generator is None:
+        return None
+    shapes: dict[str, set[tuple[int, ...]]] = {
+        "code": {tuple(generator.sample(0, space=s).code.shape[1:]) for s in generator.latent_spaces}}
+    for info in generator.layers:
+        offset = generator.offset_shape(info.name)
+        if offset is not None:
+            shapes[f"offset:{info.name}"] = {tuple(offset)}
+    return shapes
+
+
+def _read_npz(data: bytes, shapes: dict[str, set[tuple[int, ...]]] | None) -> dict[str, np.ndarray]:
+    """The arrays of a .npz, each read through :func:`_read_npy` (bounded, header first)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise LatentFileError(f"latent file is not a NumPy .npy/.npz file: {exc}") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_NPZ_MEMBERS:
+            raise LatentFileError(f"latent .npz holds {len(members)} arrays (at most {MAX_NPZ_MEMBERS})")
+        arrays: dict[str, np.ndarray] = {}
+        for info in members:
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if name in arrays:
+                raise LatentFileError(f"latent .npz holds {name!r} twice")
+            if name != "meta" and name != "code" and not name.startswith("offset:"):
+                raise LatentFileError(f"latent .npz holds an unknown array {name[:40]!r}")
+            if shapes is not None and name != "meta" and name not in shapes:
+                raise LatentFileError(f"latent offset {name.split(':', 1)[-1][:40]!r} does not fit the model")
+            try:
+                with archive.open(info) as stream:
+                    arrays[name] = _read_npy(stream, f"array {name!r}", None if shapes is None
+                                             else shapes.get(name), text=name == "meta")
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                raise LatentFileError(f"array {name!r} of the .npz cannot be read: {exc}") from None
+    return arrays
+
+
+def _read_npy(stream: IO[bytes], what: str, shapes: set[tuple[int, ...]] | None,
+              text: bool = False) -> np.ndarray:
+    """One array in .npy format, its header checked before any data is read.
+
+    Numbers only (no objects, no pickles); the shape must be one of ``shapes`` when given, else
+    hold at most :data:`MAX_LATENT_BYTES` of data; exactly the declared bytes are read. With
+    ``text`` the array must be a short unicode string (the .npz metadata).
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise LatentFileError(f"{what} is not a NumPy .npy array: {str(exc)[:200]}") from None
+    if text:
+        if dtype.kind != "U" or shape != () or dtype.itemsize > 4 * MAX_META_CHARS:
+            raise LatentFileError(f"{what} must be a string of at most {MAX_META_CHARS} characters")
+    elif dtype.hasobject or dtype.kind not in "fiu" or dtype.itemsize > 8:
+        raise LatentFileError(f"{what} has dtype {dtype.str!r}; latents are arrays of numbers")
+    elif shapes is not None and tuple(shape) not in shapes:
+        expected = " or ".join(str(s) for s in sorted(shapes))
+        raise LatentFileError(f"{what} has shape {tuple(shape)}; the model expects {expected}")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    if nbytes > MAX_LATENT_BYTES:
+        raise LatentFileError(f"{what} declares {count} elements, more than a latent can hold")
+    data = stream.read(nbytes)
+    if len(data) != nbytes:
+        raise LatentFileError(f"{what} is truncated ({len(data)} of {nbytes} bytes)")
+    array = np.frombuffer(data, dtype=dtype).copy()     # writable, as torch wants
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _meta(array: np.ndarray | None) -> dict[str, Any]:
+    if array is None:
+        return {}
+    try:
+        meta = json.loads(str(array))
+    except (json.JSONDecodeError, RecursionError):
+        raise LatentFileError("the .npz metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("space") or "", str):
+        raise LatentFileError("the .npz metadata must be an object with a string 'space'")
+    return meta
 
 
 def _guess_space(code: torch.Tensor, generator: Generator | None) -> str:

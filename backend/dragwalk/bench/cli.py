@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "directions": "dragwalk.bench.directions",
     "server": "dragwalk.bench.server",
     "invert": "dragwalk.bench.invert",
+    "step": "dragwalk.bench.step",
 }
 
 

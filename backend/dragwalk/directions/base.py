@@ -11,12 +11,12 @@ the safetensors metadata, so loading never unpickles anything.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
-import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -44,6 +44,8 @@ class DirectionSet:
         params: the parameters the set was computed with (JSON-friendly).
         extras: method data a walk or a tool needs later (DP-LaSE channel groups,
             the SFVQ codebook, the REDs mask, the LSD basis ...).
+        provenance: what produced the set, filled by ``compute_directions``: method, resolved
+            parameters, hashes of the inputs, model name and weight hash, dragwalk version.
     """
 
     method: str
@@ -56,6 +58,7 @@ class DirectionSet:
     values: list[float] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Tensor] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vectors = self.vectors.detach().float().cpu()
@@ -99,6 +102,7 @@ class DirectionSet:
             "values": None if self.values is None else [float(v) for v in self.values],
             "params": dict(self.params),
             "extras": sorted(self.extras),
+            "provenance": dict(self.provenance),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -112,7 +116,8 @@ class DirectionSet:
         tensors.update({f"extras.{k}": v.contiguous() for k, v in self.extras.items()})
         meta = {"format": FORMAT, "version": VERSION, "method": self.method, "model": self.model,
                 "space": self.space, "layers": list(self.layers) if self.layers else None,
-                "labels": self.labels, "values": self.values, "params": self.params}
+                "labels": self.labels, "values": self.values, "params": self.params,
+                "provenance": self.provenance}
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata={"dragwalk": json.dumps(meta)})
         tmp.replace(path)  # a reader never sees half a file
@@ -140,34 +145,66 @@ class DirectionSet:
                    vectors=tensors["vectors"], scales=tensors["scales"],
                    layers=tuple(meta["layers"]) if meta.get("layers") else None,
                    labels=list(meta.get("labels") or []), values=meta.get("values"),
-                   params=dict(meta.get("params") or {}), extras=extras)
+                   params=dict(meta.get("params") or {}), extras=extras,
+                   provenance=dict(meta.get("provenance") or {}))
 
 
 # --------------------------------------------------------------------- shared helpers
-_threads_lock = threading.RLock()
+# Threads are the caller's: the CLIs take --threads, the server sets its own. Library code never
+# changes a process-wide setting (tests/test_structure.py checks).
 
 
-@contextlib.contextmanager
-def small_linalg() -> Iterator[None]:
-    """Run tiny dense linear algebra (``eigh`` of 100 x 100 ...) on one thread.
+_fingerprints: "weakref.WeakKeyDictionary[Generator, str]" = weakref.WeakKeyDictionary()
 
-    Measured on the shared 2-core CI machine: ``torch.linalg.eigh`` of a 100 x 100
-    matrix takes ~1 ms on one thread and ~0.9 s on two under load, because the
-    OpenMP workers wait for busy cores. The setting is process-wide, so it is
-    held only around such calls.
-    """
-    with _threads_lock:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+
+def model_fingerprint(generator: Generator) -> str:
+    """Short hash of the generator's first linear map (cached per generator object): two
+    different files with one model name do not share directions."""
+    fp = _fingerprints.get(generator)
+    if fp is None:
+        weight = generator.first_linear_map().detach().float().cpu().contiguous().numpy()
+        fp = hashlib.sha1(weight.tobytes()).hexdigest()[:10]
+        _fingerprints[generator] = fp
+    return fp
 
 
 def normalize_rows(vectors: Tensor, eps: float = 1e-12) -> Tensor:
     """Unit rows: every method reports unit directions so ``scales`` carry the magnitude."""
     return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def signed_rows(vectors: Tensor) -> Tensor:
+    """Rows with a deterministic sign: each row's largest-magnitude component is positive.
+
+    Eigen- and singular-vector solvers return either sign; a slider must not flip between
+    runs, machines or library versions, so every eigen-method fixes it this one way.
+    """
+    idx = vectors.abs().argmax(dim=1, keepdim=True)
+    signs = torch.sign(vectors.gather(1, idx))
+    return vectors * torch.where(signs == 0, torch.ones_like(signs), signs)
+
+
+def density_endpoint(z0: Tensor, step: Tensor) -> Tensor:
+    """``(|z0| / |z0 + step|) (z0 + step)`` row-wise: the end point on ``z0``'s density shell.
+
+    DP-LaSE trains with these endpoints and density walks use them, so they live here.
+    """
+    moved = z0 + step
+    return moved * (z0.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
+def add_direction(code: Tensor, step: Tensor, layers: tuple[int, int] | None) -> Tensor:
+    """``code + step`` for ``[N, D]`` codes; on the rows ``layers`` for ``[N, L, D]`` (w+) codes.
+
+    The one rule for where a direction lands (walks, the REDs Jacobian, SFVQ's segment latents).
+    """
+    step = step.to(code)
+    if code.dim() == 2:
+        return code + step
+    start, end = layers if layers is not None else (0, code.shape[1])
+    out = code.clone()
+    out[:, start:end] = out[:, start:end] + step
+    return out
 
 
 def edit_space(generator: Generator) -> str:
@@ -218,15 +255,19 @@ def as_latent_code(generator: Generator, latent: Latent, space: str) -> Latent:
                      f"(sample the image in {space!r})")
 
 
+def layer_features(generator: Generator, latent: Latent, layer: str) -> Tensor:
+    """The activation of ``layer`` for ``latent``, running only the blocks up to it.
+
+    The one z -> w+ -> features path of the package: a generator's ``synthesize`` takes a
+    latent in any of its spaces (and its offsets), so nothing is converted here.
+    """
+    return generator.synthesize(latent, feature_layer=layer, stop_at_feature=True).features
+
+
 @torch.no_grad()
 def features(generator: Generator, codes: Tensor, layer: str, space: str = "z",
              batch: int = 1000) -> Tensor:
     """Flattened activation of ``layer`` for ``[N, D]`` codes, in batches (early activations)."""
-    out = []
-    for chunk in codes.split(batch):
-        latent = Latent(space, chunk.to(generator.device))
-        if space == "w" and generator.num_ws > 1:
-            latent = generator.convert(latent, "w+")
-        synth = generator.synthesize(latent, feature_layer=layer, stop_at_feature=True)
-        out.append(synth.features.reshape(chunk.shape[0], -1).float().cpu())
+    out = [layer_features(generator, Latent(space, chunk.to(generator.device)), layer)
+           .reshape(chunk.shape[0], -1).float().cpu() for chunk in codes.split(batch)]
     return torch.cat(out)

@@ -6,7 +6,9 @@ its first linear map, so two different files with one name do not collide), the
 method, and the parameters after defaults are filled in (so ``num=32`` and "no
 num" are the same entry). Person-given ``codes``/``labels`` enter the key by a
 hash of their values. REDs with a mask depend on the image and the painted
-region: they are kept only in a small in-memory table, never on disk.
+region: they are kept only in a small in-memory table, never on disk, and so is a run that
+stopped early (``params["truncated"]``, DP-LaSE at its time limit). Every set carries its
+``provenance`` (method, parameters, model hash, dragwalk version) in its file.
 """
 
 from __future__ import annotations
@@ -14,45 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..models.base import Generator
-from .base import DirectionSet
 from ..home import dragwalk_home
+from ..models.base import Generator
+from .base import DirectionSet, model_fingerprint
 from .labelled import model_dir
-from .methods import INPUTS, check_method, compute_directions, resolved_params
-
-_fingerprints: "weakref.WeakKeyDictionary[Generator, str]" = weakref.WeakKeyDictionary()
-
-
-def model_fingerprint(generator: Generator) -> str:
-    """Short hash of the generator's first linear map (cached per generator object)."""
-    fp = _fingerprints.get(generator)
-    if fp is None:
-        weight = generator.first_linear_map().detach().float().cpu().contiguous().numpy()
-        fp = hashlib.sha1(weight.tobytes()).hexdigest()[:10]
-        _fingerprints[generator] = fp
-    return fp
-
-
-def _value_hash(value: Any) -> str:
-    if hasattr(value, "code"):  # a Latent
-        value = value.code
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    array = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
-    return hashlib.sha1(array.tobytes() + str(array.shape).encode()).hexdigest()[:16]
-
+from .methods import check_method, compute_directions, input_hashes, resolved_params
 
 def cache_key(generator: Generator, method: str, params: dict[str, Any]) -> str:
     """Stable hex key of (model, method, resolved parameters, hashed inputs)."""
     merged = resolved_params(method, params)
-    inputs = {k: _value_hash(params[k]) for k in INPUTS if params.get(k) is not None}
+    inputs = input_hashes(params)
     blob = json.dumps({"model": generator.name, "fp": model_fingerprint(generator), "method": method,
                        "params": merged, "inputs": inputs}, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
@@ -109,7 +86,9 @@ class DirectionCache:
                     result = None  # a damaged file is recomputed and overwritten
             if result is None:
                 result = compute_directions(generator, method, **params)
-                if persistent:
+                # a run cut short (DP-LaSE's time limit) is not what these parameters give on
+                # another machine: it serves this process, and is never written under their key
+                if persistent and not result.params.get("truncated", False):
                     result.save(path)
             with self._lock:
                 self._sets[key] = result

@@ -72,9 +72,9 @@ def binary_split(scores: np.ndarray, share: float) -> tuple[np.ndarray, np.ndarr
         raise ValueError("share must be in (0, 0.5]")
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.argsort(scores[finite], kind="stable")]
-    k = max(1, int(round(len(order) * share)))
     if len(order) < 4:
         raise ValueError(f"only {len(order)} usable labelled samples; need at least 4")
+    k = min(max(1, int(round(len(order) * share))), len(order) // 2)  # never one sample on both sides
     return order[:k], order[-k:]
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator
-from .base import DirectionSet, edit_space, layer_range, normalize_rows, projected_std, small_linalg
+from .base import DirectionSet, edit_space, layer_range, normalize_rows, projected_std
 from .labelled import labelled_sets
 
 
@@ -96,17 +96,15 @@ def compute(generator: Generator, attribute: str | list[str] = "all", samples: i
     sets = labelled_sets(generator, attribute, samples, seed, share, codes, labels)
     sliders, values, quasi = [], [], []
     for _, neg, pos in sets:
-        with small_linalg():
-            q, vals, unwhite = quasi_eigenvectors([neg, pos], shrink)  # q[0] low label, q[1] high
+        q, vals, unwhite = quasi_eigenvectors([neg, pos], shrink)  # q[0] low label, q[1] high
         # a move in whitened coordinates is the latent move ``step @ unwhite``
         sliders.append((q[1] - q[0]) @ unwhite)
         values.append(float(vals[1]))
         quasi.extend(normalize_rows(q @ unwhite))
     vectors = normalize_rows(torch.stack(sliders))
     quasi_t = torch.stack(quasi)
-    with small_linalg():
-        full = int(torch.linalg.matrix_rank(quasi_t.double())) == len(quasi)
-        basis = complete_basis(quasi_t if full else normalize_rows(vectors))
+    full = int(torch.linalg.matrix_rank(quasi_t.double())) == len(quasi)
+    basis = complete_basis(quasi_t if full else normalize_rows(vectors))
     return DirectionSet(method="lsd", model=generator.name, space=space, vectors=vectors,
                         scales=projected_std(generator, vectors, space), layers=rows,
                         labels=[name for name, _, _ in sets], values=values,

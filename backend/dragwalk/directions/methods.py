@@ -8,11 +8,16 @@ file only knows their names and defaults.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from typing import Any
 
+import numpy as np
+
+from .. import __version__
 from ..models.base import Generator
-from .base import DirectionSet
+from .base import VERSION, DirectionSet, model_fingerprint
+from .ranges import check_params
 
 #: per-request inputs (not parameters: they are not part of a cache key by value)
 INPUTS = ("latent", "mask", "codes", "labels")
@@ -67,15 +72,18 @@ METHODS: dict[str, dict[str, Any]] = {
         "description": "Normal of a linear boundary between faces scored high and low on an "
                        "attribute (dlib landmarks: mouth open, smile width, eye openness, head yaw, "
                        "face size) or tagged by you.",
-        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "condition": None,
+        "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.5, "condition": None,
                    "layers": None},
         "needs_mask": False, "needs_labels": True, "needs_latent": False,
         "walk_kinds": ["linear", "density"], "cacheable": True,
     },
     "lsd": {
-        "label": "LSD quasi-eigenvectors",
-        "description": "Quasi-eigenvectors of labelled latents (one per label, completed to a "
-                       "basis); the slider moves weight from the low label's vector to the high's.",
+        "label": "LSD quasi-eigenvectors (our construction)",
+        "description": "After Toledo-Marin & Glazier's latent spectral decomposition, built by us "
+                       "from its description on a trained model: one quasi-eigenvector per label (the "
+                       "leading eigenvector of that label's latents, whitened), completed to a basis; "
+                       "the slider moves weight from the low label's vector to the high's. Not the "
+                       "paper's procedure or code.",
         "params": {"attribute": "all", "samples": 1000, "seed": 0, "share": 0.25, "shrink": 0.9,
                    "layers": None},
         "needs_mask": False, "needs_labels": True, "needs_latent": False,
@@ -92,24 +100,45 @@ def check_method(method: str) -> dict[str, Any]:
 
 
 def resolved_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` over the method's defaults; unknown names are refused with the known ones."""
+    """``params`` over the method's defaults; unknown names and values outside their ranges
+    (:mod:`.ranges`) are refused with a ValueError."""
     info = check_method(method)
     unknown = sorted(set(params) - set(info["params"]) - set(INPUTS))
     if unknown:
         raise ValueError(f"{method}: unknown parameter(s) {', '.join(unknown)} "
                          f"(known: {', '.join(info['params'])})")
     merged = dict(info["params"])
-    merged.update({k: v for k, v in params.items() if k not in INPUTS})
-    if isinstance(merged.get("layers"), (list, tuple)):
-        merged["layers"] = [int(x) for x in merged["layers"]]
+    merged.update(check_params(method, {k: v for k, v in params.items() if k not in INPUTS}))
     return merged
 
 
+def _value_hash(value: Any) -> str:
+    if hasattr(value, "code"):  # a Latent
+        value = value.code
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    array = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+    return hashlib.sha1(array.tobytes() + str(array.shape).encode()).hexdigest()[:16]
+
+
+def input_hashes(params: dict[str, Any]) -> dict[str, str]:
+    """Per-request inputs (a latent, a mask, a person's tags) by a hash of their values."""
+    return {k: _value_hash(params[k]) for k in INPUTS if params.get(k) is not None}
+
+
 def compute_directions(generator: Generator, method: str, **params: Any) -> DirectionSet:
-    """Run ``method`` on ``generator`` (defaults from ``METHODS``; ValueError on a bad input)."""
+    """Run ``method`` on ``generator`` (defaults from ``METHODS``; ValueError on a bad input).
+
+    The set records what produced it (``provenance``), so a file found on disk can be traced
+    to a method, its parameters, a model's weights and a dragwalk version.
+    """
     merged = resolved_params(method, params)
     inputs = {k: params[k] for k in INPUTS if params.get(k) is not None}
     if METHODS[method]["needs_mask"] and "mask" not in inputs:
         raise ValueError(f"{method} needs a region mask (mask=H x W array, 1 = region)")
     module = importlib.import_module(f"dragwalk.directions.{method}")
-    return module.compute(generator, **merged, **inputs)
+    result = module.compute(generator, **merged, **inputs)
+    result.provenance = {"method": method, "params": merged, "inputs": input_hashes(params),
+                         "model": generator.name, "model_hash": model_fingerprint(generator),
+                         "dragwalk": __version__, "format_version": VERSION}
+    return result

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..models.base import Generator, Latent
-from .base import DirectionSet, edit_space, layer_range, projected_std, small_linalg
+from .base import DirectionSet, edit_space, layer_range, projected_std, signed_rows
 from .jacobian import image_jacobian, weighted_gram
 
 #: parameters a curved walk passes on when it recomputes the directions
@@ -116,9 +116,7 @@ def rayleigh_directions(a_c: Tensor, a_f: Tensor, beta_f: float = 0.99,
 
 def _signed_stats(dirs: Tensor, a_c: Tensor, a_f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Deterministic signs, then gain and quotient of each row."""
-    # deterministic signs: largest-magnitude component positive
-    idx = dirs.abs().argmax(dim=1)
-    dirs = dirs * torch.sign(dirs.gather(1, idx[:, None]))
+    dirs = signed_rows(dirs)
     gain = torch.einsum("kd,de,ke->k", dirs, a_c.double(), dirs)
     hold = torch.einsum("kd,de,ke->k", dirs, a_f.double(), dirs)
     return dirs.float(), gain.float(), (gain / hold.clamp_min(1e-30)).float()
@@ -145,8 +143,7 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)  # same weight for r, g, b
     a_c = weighted_gram(jac, pixel_w)
     a_f = weighted_gram(jac, 1.0 - pixel_w)
-    with small_linalg():
-        dirs, gain, quotient = rayleigh_directions(a_c, a_f, beta_f, beta_c, solver)
+    dirs, gain, quotient = rayleigh_directions(a_c, a_f, beta_f, beta_c, solver)
     num = max(1, min(int(num), dirs.shape[0]))
     dirs, gain, quotient = dirs[:num], gain[:num], quotient[:num]
     return DirectionSet(method="reds", model=generator.name, space=space, vectors=dirs,

@@ -13,21 +13,21 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator
-from .base import DirectionSet, edit_space, layer_range, projected_std, small_linalg
+from .base import DirectionSet, edit_space, layer_range, projected_std, signed_rows
 
 
 def factorize(weight: Tensor) -> tuple[Tensor, Tensor]:
     """Eigenvalues (descending) and eigenvectors (rows) of ``A A^T`` for ``A`` = weight, unit columns.
 
     ``eigh`` is the symmetric solver; it returns ascending eigenvalues, so we flip them
-    (the reference code forgets to sort).
+    (the reference code forgets to sort). Signs follow :func:`~.base.signed_rows` (each row's
+    largest component positive), so slider 0 means the same edit on every machine.
     """
-    with small_linalg():
-        a = weight.double()
-        a = a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
-        values, vectors = torch.linalg.eigh(a @ a.T)
+    a = weight.double()
+    a = a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    values, vectors = torch.linalg.eigh(a @ a.T)
     order = torch.argsort(values, descending=True)
-    return values[order].float(), vectors[:, order].T.contiguous().float()
+    return values[order].float(), signed_rows(vectors[:, order].T).contiguous().float()
 
 
 def compute(generator: Generator, num: int = 32, layers: Sequence[int] | None = None,

@@ -30,8 +30,9 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent
-from .base import (DirectionSet, as_latent_code, edit_space, features, layer_range, normalize_rows,
-                   sample_space, small_linalg)
+from .base import (DirectionSet, add_direction, as_latent_code, edit_space, features, layer_range, normalize_rows,
+                   sample_space)
+from .ganspace import activation_basis
 
 
 # --------------------------------------------------------------------- pure maths
@@ -114,8 +115,6 @@ def compute(generator: Generator, bits: int = 5, samples: int = 10_000, pcs: int
             layer: str | None = None, epochs: int = 2, lr: float = 1e-2, layers: Sequence[int] | None = None,
             seed: int = 0, **_: object) -> DirectionSet:
     """Fit the curve and return its segment directions (``2^bits - 1`` of them)."""
-    from .ganspace import activation_basis
-
     space = edit_space(generator)
     rows = layer_range(generator, layers)
     extras: dict[str, Tensor] = {}
@@ -127,8 +126,7 @@ def compute(generator: Generator, bits: int = 5, samples: int = 10_000, pcs: int
         basis, regression, _ = activation_basis(generator, used_layer, samples, pcs, seed)
         data = basis.coords
         extras.update(to_latent=regression, pca_mean=basis.mean, pca_components=basis.components)
-    with small_linalg():
-        codebook, losses = fit_curve(data, bits=bits, epochs=epochs, lr=lr, seed=seed)
+    codebook, losses = fit_curve(data, bits=bits, epochs=epochs, lr=lr, seed=seed)
     steps = codebook[1:] - codebook[:-1]                      # curve units
     if "to_latent" in extras:
         steps = steps @ extras["to_latent"]                   # -> z
@@ -183,12 +181,5 @@ def segment_latents(generator: Generator, directions: DirectionSet, segment: int
         delta = point - here[0]
         if "to_latent" in directions.extras:
             delta = delta @ directions.extras["to_latent"]
-        code = base.code.detach().clone()
-        delta = delta.to(code)
-        if code.dim() == 3:
-            start, end = directions.layers or (0, code.shape[1])
-            code[:, start:end] += delta
-        else:
-            code = code + delta
-        out.append(base.with_code(code))
+        out.append(base.with_code(add_direction(base.code.detach(), delta, directions.layers)))
     return out

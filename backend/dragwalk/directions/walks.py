@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent
-from .base import DirectionSet, as_latent_code, small_linalg
+from . import reds
+from .base import DirectionSet, add_direction, as_latent_code, density_endpoint, layer_features
 
 KINDS = ("linear", "density", "curved")
 
@@ -78,27 +79,9 @@ class Walk:
 
 
 # --------------------------------------------------------------------- pure maths
-def density_endpoint(z0: Tensor, step: Tensor) -> Tensor:
-    """``(|z0| / |z0 + step|) (z0 + step)`` row-wise: the end point on ``z0``'s density shell."""
-    moved = z0 + step
-    return moved * (z0.norm(dim=-1, keepdim=True) / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-
-
-def add_direction(code: Tensor, step: Tensor, layers: tuple[int, int] | None) -> Tensor:
-    """``code + step`` for ``[N, D]`` codes; on the rows ``layers`` for ``[N, L, D]`` (w+) codes."""
-    step = step.to(code)
-    if code.dim() == 2:
-        return code + step
-    start, end = layers if layers is not None else (0, code.shape[1])
-    out = code.clone()
-    out[:, start:end] = out[:, start:end] + step
-    return out
-
-
 def project_onto_span(previous: Tensor, basis: Tensor) -> Tensor | None:
     """``previous`` projected on the span of the unit rows ``basis``, renormalised; sign kept."""
-    with small_linalg():
-        q, _ = torch.linalg.qr(basis.T.double())
+    q, _ = torch.linalg.qr(basis.T.double())
     projected = (q @ (q.T @ previous.double())).float()
     norm = projected.norm()
     if norm < 1e-6:
@@ -124,8 +107,6 @@ def _working_latent(generator: Generator, latent: Latent, walks: list[Walk]) -> 
 
 
 def _curved(generator: Generator, latent: Latent, walk: Walk) -> Latent:
-    from . import reds
-
     d = walk.directions
     v = d.vectors[walk.index].clone()
     steps = max(1, int(walk.steps))
@@ -148,18 +129,12 @@ def _grouped(generator: Generator, latent: Latent, walk: Walk) -> Latent:
     code = latent.code
     moved = density_endpoint(code, walk.step.to(code)) if walk.kind == "density" else code + walk.step.to(code)
     with torch.no_grad():
-        before = _layer_features(generator, latent, layer)
-        after = _layer_features(generator, latent.with_code(moved), layer)
+        before = layer_features(generator, latent, layer)
+        after = layer_features(generator, latent.with_code(moved), layer)
     offset = (after - before) * mask.reshape(1, -1, *([1] * (after.dim() - 2)))
     offsets = dict(latent.offsets)
     offsets[layer] = offsets[layer] + offset if layer in offsets else offset
     return Latent(latent.space, code, offsets)
-
-
-def _layer_features(generator: Generator, latent: Latent, layer: str) -> Tensor:
-    if latent.space == "z" and generator.default_space != "z":
-        latent = Latent("w+", generator.convert(Latent("z", latent.code), "w+").code, latent.offsets)
-    return generator.synthesize(latent, feature_layer=layer, stop_at_feature=True).features
 
 
 def apply_walks(generator: Generator, base_latent: Latent, walks: Iterable[Walk]) -> Latent:

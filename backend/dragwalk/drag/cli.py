@@ -19,7 +19,7 @@ import numpy as np
 def register(sub: argparse._SubParsersAction) -> None:
     from ..cli import add_model_arguments
     from .config import DEFAULT_METHOD
-    from .method import METHODS
+    from .method import ALIASES, METHODS
 
     p = sub.add_parser("drag", help="drag handle points to targets and write the result")
     add_model_arguments(p)
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truncation", type=float, default=1.0, help="with --seed (default 1.0)")
     p.add_argument("--points", required=True, help='handle -> target pairs in image px: "x,y->x,y;x,y->x,y"')
     p.add_argument("--mask", help="greyscale image at model resolution, white = may change")
-    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS), help=f"default {DEFAULT_METHOD}")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted([*METHODS, *ALIASES]), help=f"default {DEFAULT_METHOD}")
     p.add_argument("--steps", type=int, default=300, help="maximum steps (default 300)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
     p.add_argument("--lambda-mask", type=float, default=None, help="mask term weight (default: the method's)")

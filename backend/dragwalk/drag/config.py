@@ -48,8 +48,10 @@ class DragConfig:
 
     def validate(self) -> "DragConfig":
         """Raise ValueError with a clear message for any bad field."""
-        from .method import METHODS
+        from .method import METHODS, canonical_method
 
+        if isinstance(self.method, str):
+            self.method = canonical_method(self.method)  # "stable" is the old name of "template"
         if self.method not in METHODS:
             raise ValueError(f"unknown drag method {self.method!r} (known: {', '.join(METHODS)})")
         for name, positive in (("lr", True), ("lambda_mask", False), ("stop_distance", True)):

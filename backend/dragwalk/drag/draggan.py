@@ -1,6 +1,6 @@
 """DragGAN (Pan et al., SIGGRAPH 2023): motion supervision + nearest-neighbour point tracking.
 
-Written from the paper's description (see /work/shared/specs/drag.md), not from its code.
+Written from the paper's description, not from its code.
 
 * Motion supervision: around each handle p, the features one step further towards the
   target, F(q + d), are pulled onto the *detached* current features F(q) for every q in
@@ -20,10 +20,10 @@ paper beside this one).
 Why L2 by default: on where the handle's first-frame *image* patch ends up (share of
 the drag, bench.semantic.content_motion), L1 and L2 tracking were indistinguishable.
 Default model, 84 semantic 3-5 px drags (12 faces): draggan L1 -0.11 / L2 -0.09 (paired
-difference -0.02 +- 0.04), stable 0.17 / 0.21 (-0.04 +- 0.03), warp 0.71 / 0.71. Small
+difference -0.02 +- 0.04), template 0.17 / 0.21 (-0.04 +- 0.03), warp 0.71 / 0.71. Small
 random-weights StyleGAN2, 24 drags of textured points each: 64 px, 6.4 px drags: draggan
-0.00 / 0.07 (-0.08 +- 0.06), stable 0.00 / 0.04 (-0.04 +- 0.04); 128 px, 10 px drags:
-draggan -0.04 / -0.06 (+0.02 +- 0.02), stable 0.08 / 0.10 (-0.02 +- 0.03). No difference
+0.00 / 0.07 (-0.08 +- 0.06), template 0.00 / 0.04 (-0.04 +- 0.04); 128 px, 10 px drags:
+draggan -0.04 / -0.06 (+0.02 +- 0.02), template 0.08 / 0.10 (-0.02 +- 0.03). No difference
 beyond noise (optimisation barely moves content on either model; a random StyleGAN2's w
 hardly moves anything), so the reference code's L2 stays, on every model.
 """
@@ -82,7 +82,10 @@ class DragGAN(DragMethod):
 
     def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
         assert self.templates is not None, "start() must run before track()"
-        costs = self.match_costs(features, handles)
+        return self.best_match(self.match_costs(features, handles), handles)
+
+    def best_match(self, costs: Tensor, handles: Tensor) -> Tensor:
+        """The window position of least cost per handle (sub-pixel with ``subpixel``), as new handles."""
         if self.values["subpixel"]:
             offsets = fx.subpixel_argmin(costs, self.n_window, 1.0)
         else:
@@ -99,6 +102,8 @@ class DragGAN(DragMethod):
         return dist.mean(dim=2)
 
     def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
+        """``sum_k mean_q |F(q + d_k) - goal_k(q)|`` over the disc ``q`` around each active handle,
+        with ``d_k`` one ``step`` towards its target; the goal is a constant (see :meth:`goal`)."""
         h, t = handles[active], targets[active]
         if h.shape[0] == 0:
             return features.sum() * 0
@@ -106,6 +111,11 @@ class DragGAN(DragMethod):
         dist = delta.norm(dim=1, keepdim=True).clamp_min(1e-6)
         d = delta / dist * torch.clamp(dist, max=self.values["step"])
         q = h[:, None, :] + self.disc[None]                              # [K, M, 2]
-        here = fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient
+        goal = self.goal(features, q, active)
         ahead = fx.sample(features, q + d[:, None, :], self.ctx.resolution)
-        return (ahead - here).abs().mean(dim=(1, 2)).sum()
+        return (ahead - goal).abs().mean(dim=(1, 2)).sum()
+
+    def goal(self, features: Tensor, q: Tensor, active: Tensor) -> Tensor:
+        """What the features one step ahead are pulled onto: DragGAN's *detached* current
+        features at ``q``, so only moving the content forward lowers the loss."""
+        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient

@@ -1,6 +1,6 @@
 """FreeDrag (Ling et al., CVPR 2024), GAN version: templates, line search, fuzzy localisation.
 
-Written from the paper's description (see /work/shared/specs/drag.md), not from its code.
+Written from the paper's description, not from its code.
 
 Instead of tracking every step, each handle carries a *template* (a 3x3 grid of feature
 samples around it) and a current position ``p``. The optimiser pulls the features at

@@ -69,6 +69,8 @@ class DragMethod(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: older names still accepted (saved logs, URLs), never listed
+    aliases: ClassVar[tuple[str, ...]] = ()
     label: ClassVar[str] = ""
     description: ClassVar[str] = ""
     lr: ClassVar[float] = 2e-3
@@ -186,10 +188,19 @@ COMMON_PARAMS: dict[str, Param] = {
 
 #: method name -> class; filled by the method modules via :func:`register`
 METHODS: dict[str, type[DragMethod]] = {}
+#: an older name -> the method's name (accepted everywhere a name is, listed nowhere)
+ALIASES: dict[str, str] = {}
 
 
 def register(cls: type[DragMethod]) -> type[DragMethod]:
-    """Class decorator adding a method to :data:`METHODS`."""
+    """Class decorator adding a method to :data:`METHODS` (and its old names to :data:`ALIASES`)."""
     cls.params = {**COMMON_PARAMS, **cls.params}
     METHODS[cls.name] = cls
+    for alias in cls.__dict__.get("aliases", ()):
+        ALIASES[alias] = cls.name
     return cls
+
+
+def canonical_method(name: str) -> str:
+    """The method's current name for ``name`` (itself, or what an alias stands for)."""
+    return ALIASES.get(name, name)

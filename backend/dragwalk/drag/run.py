@@ -273,33 +273,52 @@ class DragRun:
         """One optimisation step; on a finished run, only reports the state."""
         if self._finished:
             return self._report(self.render() if render else None)
-        self.step_count += 1
         latent = self.variables.latent()
-        out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=not render)
-        raw = out.features
+        # autograd covers the layers up to the features only; a frame is one inference pass of the rest
+        out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
+        image = None
+        if render and out.resume is not None:
+            with torch.no_grad():
+                image = out.resume().detach()
+        loss = self.advance(latent, out.features, image)
+        if loss is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return self._report(self.render() if render else None)
+
+    def advance(self, latent: Latent, raw: Tensor, image: Tensor | None) -> Tensor | None:
+        """A step's work between the forward pass and the backward: track the handles on ``raw``
+        (the feature map of ``latent``, with its graph), check arrival and the step budget, and
+        return the loss to minimise, or ``None`` when the run has ended. ``image`` is the frame
+        of ``latent`` when one was rendered. :func:`~dragwalk.drag.batch.step_together` calls
+        this for several runs after one batched forward pass."""
+        self.step_count += 1
         feats = fx.binomial_blur(raw, int(self.method.values["smooth"]))
         with torch.no_grad():
             self._handles = self.method.track(feats.detach(), self._handles, self._targets)
         self._shown = latent.detach()
-        self._image = out.image.detach() if out.image is not None else None
+        self._image = image
         arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
         if bool(arrived.all()):
             self._finish("arrived", tracker_arrived=True)
-        elif self.step_count - self._budget_start >= self._budget():
+            return None
+        if self.step_count - self._budget_start >= self._budget():
             self._finish("max_steps", tracker_arrived=False)
-        else:
-            loss = self.method.loss(feats, self._handles, self._targets, ~arrived)
-            if self._keep is not None and self.lambda_mask > 0:
-                loss = loss + self.lambda_mask * fx.mask_term(raw, self._reference, self._keep)
-            decay = self.method.values["offset_decay"]
-            if decay > 0:
-                spatial = [p for p in self.variables.params if p.dim() == 4]
-                if spatial:
-                    loss = loss + decay * sum(p.pow(2).mean() for p in spatial)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return self._report(self._image if render else None)
+            return None
+        loss = self.method.loss(feats, self._handles, self._targets, ~arrived)
+        if self._keep is not None and self.lambda_mask > 0:
+            loss = loss + self.lambda_mask * fx.mask_term(raw, self._reference, self._keep)
+        decay = self.method.values["offset_decay"]
+        if decay > 0:
+            spatial = [p for p in self.variables.params if p.dim() == 4]
+            if spatial:
+                loss = loss + decay * sum(p.pow(2).mean() for p in spatial)
+        return loss
+
+    def report(self, render: bool = False) -> DragStep:
+        """The state after the last step (with the frame when ``render``)."""
+        return self._report(self.render() if render else None)
 
     def _report(self, image: Tensor | None) -> DragStep:
         dist = self.distances()

@@ -9,7 +9,7 @@ difference is stored as an additive offset on that layer, which every latent can
 and the rest of the network renders the moved content: one forward pass, no
 optimisation, and the editor can show it the moment a target is set.
 
-After the warp the run goes on like :class:`~dragwalk.drag.stable.StableDrag`: the
+After the warp the run goes on like :class:`~dragwalk.drag.template.TemplateDrag`: the
 tracker looks for each handle's first-frame patch, and where the content is not at
 its target yet (a mask cut the field short, points were added mid-drag) template
 supervision keeps pulling it there. Measured on the default model (`dragwalk bench drag
@@ -23,21 +23,21 @@ from torch import Tensor
 
 from . import field as fd
 from .method import MethodContext, Param, register
-from .stable import StableDrag
+from .template import TemplateDrag
 
 #: field radius at 64 px (scaled with the resolution): widest that keeps far pixels within 1/255
 SIGMA_64 = 7.0
 
 
 @register
-class WarpDrag(StableDrag):
+class WarpDrag(TemplateDrag):
     name = "warp"
     label = "Warp (ours)"
     description = ("Moves the content by warping a feature map with a smooth field (exact at the "
                    "targets, zero far away, confined to the mask), then tracks and refines.")
     warps = True
     params = {
-        **StableDrag.params,
+        **TemplateDrag.params,
         "sigma": Param(0.0, 0.0, 256.0, "Field radius (px, 0 = auto)",
                        "Gaussian radius of the displacement field; auto = 7 px at 64 px, scaled, and "
                        "widened for long drags so the warp never folds"),

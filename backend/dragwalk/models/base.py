@@ -26,6 +26,14 @@ import torch
 from torch import Tensor, nn
 
 
+class ModelError(ValueError):
+    """A model reference that cannot be resolved or a file that cannot be read.
+
+    Lives beside the interface (not in ``registry``) so every loader can raise it without
+    importing the registry that imports the loaders.
+    """
+
+
 @dataclass
 class Latent:
     """A point in a generator's latent space, plus optional spatial offsets.
@@ -64,10 +72,17 @@ class Synthesis:
     ``image`` is ``[N, 3, H, W]`` in ``[-1, 1]``, or ``None`` when the pass
     stopped at the feature layer. ``features`` is the activation of the
     requested layer (``None`` if none was asked for).
+
+    A pass that stopped at the feature layer also hands back ``resume``: it renders the
+    image from the state held there. A drag step that shows a frame calls it under
+    ``torch.no_grad()``, so the autograd graph (and its memory) covers only the layers the
+    loss reads, while the image costs one inference pass of the rest of the network.
+    Call it before anything changes the latent in place (an optimiser step).
     """
 
     image: Tensor | None
     features: Tensor | None
+    resume: Callable[[], Tensor] | None = None
 
 
 @dataclass
@@ -146,7 +161,8 @@ class Generator(nn.Module, abc.ABC):
         """Run the generator; return the image and the activation of ``feature_layer``.
 
         With ``stop_at_feature`` the blocks after ``feature_layer`` are skipped and
-        ``image`` is ``None``: a drag step only needs the features.
+        ``image`` is ``None``: a drag step only needs the features. Such a pass also
+        returns ``resume`` (see :class:`Synthesis`), which renders the rest on demand.
         """
 
     def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:

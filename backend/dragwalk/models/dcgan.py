@@ -67,7 +67,7 @@ class DCGANGenerator(Generator):
     #: spatial offsets reach the same landmark distance as 2e-3 in half the steps at 1e-2.
     drag_defaults = {
         "*": {"smooth": 1.0, "lr": 1e-2},
-        "stable": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
+        "template": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
         "warp": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
         "freedrag": {"d_max": 2.0, "spacing": 2.0},
     }
@@ -119,16 +119,25 @@ class DCGANGenerator(Generator):
             self.layer(name)
         x = latent.code.reshape(latent.batch, self.latent_dim, 1, 1)
         features = None
-        for info, block in zip(self._layers, self.blocks):
-            x = block(x)
-            offset = latent.offsets.get(info.name)
-            if offset is not None:
-                x = x + offset
+        for i, info in enumerate(self._layers):
+            x = self._block(i, x, latent)
             if info.name == feature_layer:
                 features = x
                 if stop_at_feature:
-                    return Synthesis(None, features)
+                    return Synthesis(None, features, lambda: self._resume(i + 1, features, latent))
         return Synthesis(x, features)
+
+    def _block(self, index: int, x: Tensor, latent: Latent) -> Tensor:
+        """Block ``index`` and the latent's offset on its output."""
+        x = self.blocks[index](x)
+        offset = latent.offsets.get(self._layers[index].name)
+        return x if offset is None else x + offset
+
+    def _resume(self, start: int, x: Tensor, latent: Latent) -> Tensor:
+        """The image from block ``start`` on, given the activation ``x`` entering it."""
+        for i in range(start, len(self.blocks)):
+            x = self._block(i, x, latent)
+        return x
 
     # ----------------------------------------------------------------- editing
     def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:

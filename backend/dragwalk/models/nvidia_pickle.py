@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .registry import ModelError
+from .base import ModelError
 
 
 class NetworkPickleError(ModelError):

@@ -3,7 +3,8 @@
 A model reference is either a registry name (``digiface-dcgan64``) or a path:
 ``*.pkl`` is read as an NVIDIA StyleGAN2/ADA network pickle (safely, see
 ``nvidia_pickle``), ``*.safetensors`` as the project's own format (weights plus
-a JSON config beside them). Loaded models are cached per (reference, device).
+a JSON config beside them). Loaded models are cached per (model, device): a built-in name,
+or a file by its resolved path and identity (device, inode, size, mtime).
 """
 
 from __future__ import annotations
@@ -17,14 +18,10 @@ from typing import Callable
 
 import torch
 
-from .base import Generator
+from .base import Generator, ModelError
 from .dcgan import DCGANGenerator
 
 DEFAULT_MODEL = "digiface-dcgan64"
-
-
-class ModelError(ValueError):
-    """A model reference that cannot be resolved or a file that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -115,25 +112,50 @@ def _load_path(path: Path) -> Generator:
     raise ModelError(f"{path}: unknown model file type (expected .pkl or .safetensors)")
 
 
-_cache: dict[tuple[str, str], Generator] = {}
-_cache_lock = threading.Lock()
+_cache: dict[tuple, Generator] = {}
+_cache_lock = threading.Lock()            # guards the two tables, never held during a load
+_load_locks: dict[tuple, threading.Lock] = {}
+
+
+def _cache_key(ref: str, device: torch.device | str) -> tuple[tuple, Path | None]:
+    """What identifies a model: a built-in name, or a file by its resolved path and identity.
+
+    ``weights.safetensors`` and ``/abs/path/weights.safetensors`` are the same model; a file
+    replaced in place (new inode, size or mtime) is a different one. Returns the key and the
+    resolved path (``None`` for a built-in name).
+    """
+    if ref in BUILTIN:
+        return ("builtin", ref, str(device)), None
+    if ref.endswith((".pkl", ".safetensors")) or "/" in ref:
+        path = Path(ref).expanduser().resolve()
+        if not path.is_file():
+            raise ModelError(f"no model file at {path}")
+        st = path.stat()
+        return ("file", str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, str(device)), path
+    known = ", ".join(BUILTIN)
+    raise ModelError(f"unknown model {ref!r}: give a built-in name ({known}) or a .pkl/.safetensors path")
 
 
 def load_model(ref: str = DEFAULT_MODEL, device: torch.device | str = "cpu") -> Generator:
-    """The model named by ``ref`` on ``device``, loaded once and then shared (read-only)."""
-    key = (ref, str(device))
+    """The model named by ``ref`` on ``device``, loaded once and then shared (read-only).
+
+    Each model has its own load lock: two callers asking for one model load it once, and a
+    slow load (a large pickle) never makes a caller of another model wait.
+    """
+    key, path = _cache_key(ref, device)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-        if ref in BUILTIN:
-            model = BUILTIN[ref].load()
-        elif ref.endswith((".pkl", ".safetensors")) or "/" in ref:
-            model = _load_path(Path(ref).expanduser())
-        else:
-            known = ", ".join(BUILTIN)
-            raise ModelError(f"unknown model {ref!r}: give a built-in name ({known}) or a .pkl/.safetensors path")
+        key_lock = _load_locks.setdefault(key, threading.Lock())
+    with key_lock:
+        with _cache_lock:
+            if key in _cache:
+                return _cache[key]
+        model = BUILTIN[ref].load() if path is None else _load_path(path)
         model = model.to(device).eval().requires_grad_(False)
-        _cache[key] = model
+        with _cache_lock:
+            _cache[key] = model
+            _load_locks.pop(key, None)
         return model
 
 

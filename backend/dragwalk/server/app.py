@@ -8,6 +8,7 @@ directory (or ``DRAGWALK_FRONTEND``); without one, a tiny built-in page shows a 
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -20,10 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from .config import Settings
-from .errors import ApiError
+from .errors import INTERNAL_MESSAGE, ApiError
 from .fallback import PAGE as FALLBACK_PAGE
 from .hub import Hub
-from .security import TokenMiddleware
+from .security import Guard, HostPolicy
 
 log = logging.getLogger("dragwalk.server")
 
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.editor = Editor(hub)
         try:
             await hub.generator(settings.model)     # load the default model before serving
+            await hub.warm_up()                      # and pay torch's one-time costs before the first drag
+            _freeze_startup_objects()
             yield
         finally:
             await hub.close()
@@ -56,8 +59,19 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     from .ws import router as ws_router
     app.include_router(ws_router)
     _install_frontend(app, Path(settings.frontend))
-    app.add_middleware(TokenMiddleware, token=settings.token)
+    app.add_middleware(Guard, token=settings.token, hosts=HostPolicy(settings.host, settings.allowed_hosts),
+                       allowed_origins=settings.allowed_origins)
     return app
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything imported and loaded so far (torch, the model) out of the garbage
+    collector's reach. A full collection otherwise walks those million objects while holding the
+    GIL, and one triggered while an upload is parsed in a thread stalled the event loop for
+    seconds (issue 13: /api/health answered after 2 s); after this it is a few milliseconds."""
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -80,9 +94,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # the details go to the log, never to the client (they may name files or addresses)
         log.exception("internal error on %s", request.url.path)
-        return JSONResponse({"error": {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}},
-                            status_code=500)
+        return JSONResponse({"error": {"code": "internal", "message": INTERNAL_MESSAGE}}, status_code=500)
 
 
 def _install_frontend(app: FastAPI, frontend: Path) -> None:
@@ -104,19 +118,51 @@ def _install_frontend(app: FastAPI, frontend: Path) -> None:
 
 
 def serve(args: Any = None) -> int:
-    """Run the server until interrupted (``dragwalk serve``)."""
+    """Run the server until interrupted (``dragwalk serve``); 2 when it must not start."""
     import uvicorn
 
+    from .store import StoreError
+    from .stores import check_store
+    from .transport import with_deadlines
+
     settings = Settings.from_args(args)
+    if not is_loopback(settings.host) and not settings.token and not settings.allow_no_token:
+        print(f"dragwalk: error: refusing to serve on {settings.host} without an access token: anyone "
+              "who can reach the port could edit. Pass --token (or DRAGWALK_TOKEN), or --allow-no-token "
+              "if you really mean it.", file=sys.stderr)
+        return 2
+    try:
+        for warning in check_store(settings.store):
+            print(f"dragwalk: WARNING: {warning}", file=sys.stderr, flush=True)
+    except StoreError as exc:
+        print(f"dragwalk: error: {exc}. Move the file away (or point --store elsewhere) to start "
+              "with an empty store.", file=sys.stderr)
+        return 2
     # fail early, as one clear line, on a bad device or model (the app reuses the loaded model)
     from ..device import pick_device
     from ..models import load_model
     load_model(settings.model, pick_device(settings.device))
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
-        log.warning("serving on %s without an access token: anyone who can reach it can edit",
-                    settings.host)
+    if not is_loopback(settings.host) and not settings.token:
+        log.warning("serving on %s without an access token (--allow-no-token): anyone who can reach "
+                    "it can edit", settings.host)
     app = create_app(settings)
+    limits = settings.limits
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            http=with_deadlines(limits.timeout_header, limits.timeout_body),
+                            timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]
+                            limit_concurrency=limits.max_connections,
+                            ws_max_size=16 * 1024 * 1024, timeout_graceful_shutdown=3)
     print(f"dragwalk: serving http://{settings.host}:{settings.port}/ (model {settings.model})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                ws_max_size=16 * 1024 * 1024, timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run()
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,17 +1,26 @@
-"""Server settings: command-line flags first, then ``DRAGWALK_*`` environment variables, then defaults."""
+"""Server settings: command-line flags first, then ``DRAGWALK_*`` environment variables, then defaults.
+
+Every ``dragwalk serve`` flag is declared once, in :data:`OPTIONS`, with its environment variable,
+type and default. The parser's defaults are all ``None``, so "the flag was given" is always
+distinguishable from "the flag equals its default": a flag given on the command line beats the
+environment even when it repeats the default (``--host 127.0.0.1`` beats ``DRAGWALK_HOST=0.0.0.0``).
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..home import dragwalk_home
 from ..models import DEFAULT_MODEL
 
 #: the repository's static page, unless DRAGWALK_FRONTEND says otherwise
 DEFAULT_FRONTEND = Path(__file__).resolve().parents[3] / "frontend"
+#: host names a loopback-bound server answers by default (DNS-rebinding guard)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def directions_root() -> Path:
@@ -21,7 +30,7 @@ def directions_root() -> Path:
 
 @dataclass
 class Limits:
-    """Bounds on everything a client can send or make the server keep."""
+    """Bounds on everything a client can send or make the server keep (docs/DEPLOY.md, "Security model")."""
 
     upload_bytes: int = 20 * 1024 * 1024       # uploads (latents, logs, photos)
     photo_pixels: int = 40_000_000             # decoded photo size
@@ -32,6 +41,17 @@ class Limits:
     max_drag_steps: int = 2000                 # upper bound on params.max_steps
     sessions: int = 256                        # sessions held in memory at once
     store_every: int = 10                      # drag steps between stores of a running drag
+    label_chars: int = 200                     # a history entry's label (uploaded logs)
+    kind_chars: int = 16                       # a history entry's kind
+    record_bytes: int = 64 * 1024              # a history entry's record, as JSON
+    outbox_bytes: int = 32 * 1024 * 1024       # queued for one websocket that does not read
+    stored_sessions: int = 10_000              # sessions in the store (new ones refused beyond)
+    session_days: float = 30.0                 # a session not edited for this long expires
+    create_per_minute: int = 30                # new sessions per client address and minute (0 = off)
+    timeout_header: float = 10.0               # seconds to send a request's headers
+    timeout_body: float = 60.0                 # seconds to send a request's body
+    timeout_keep_alive: float = 5.0            # idle seconds before a kept-alive connection closes
+    max_connections: int = 256                 # open connections + running requests (503 beyond)
 
 
 @dataclass
@@ -47,35 +67,112 @@ class Settings:
     frontend: Path = field(default_factory=lambda: DEFAULT_FRONTEND)
     limits: Limits = field(default_factory=Limits)
     jpeg_quality: int = 85
+    #: step every drag on its own instead of batching the drags of sessions on one model
+    no_batch_drags: bool = False
+    #: extra Host names (besides loopback and the bound address) this server answers; "*" = any
+    allowed_hosts: tuple[str, ...] = ()
+    #: extra page origins (scheme://host[:port]) allowed to open websockets and send writes
+    allowed_origins: tuple[str, ...] = ()
+    #: bind to a non-loopback address without a token (the user said they mean it)
+    allow_no_token: bool = False
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
-        """Merge parsed CLI ``args`` (attributes may be missing or None) with the environment.
-
-        A flag given on the command line wins; argparse defaults do not hide the environment, so
-        flags that equal their parser default fall back to ``DRAGWALK_*`` when set there.
-        """
+        """Merge parsed CLI ``args`` (attributes missing or None = not given) with the environment."""
         env = dict(os.environ if env is None else env)
-        defaults = cls()
-
-        def pick(name: str, default: Any) -> Any:
-            value = getattr(args, name, None) if args is not None else None
-            env_value = env.get(f"DRAGWALK_{name.upper()}")
-            if value is not None and (value != default or env_value in (None, "")):
-                return value
-            return env_value if env_value not in (None, "") else default
-
+        settings = cls()
+        for option in OPTIONS:
+            given = getattr(args, option.dest, None) if args is not None else None
+            raw = env.get(option.env, "")
+            if given is not None:
+                value = given
+            elif raw != "":
+                try:
+                    value = option.parse(raw)
+                except ValueError:
+                    raise ValueError(f"{option.env}={raw!r} is not a valid {option.flag} value") from None
+            else:
+                continue
+            option.apply(settings, value)
         frontend = env.get("DRAGWALK_FRONTEND")
-        limits = Limits()
+        if frontend:
+            settings.frontend = Path(frontend)
         if env.get("DRAGWALK_STORE_EVERY", "").isdigit():     # drag steps between stores (tests lower it)
-            limits.store_every = max(1, int(env["DRAGWALK_STORE_EVERY"]))
-        return cls(
-            host=str(pick("host", defaults.host)),
-            port=int(pick("port", defaults.port)),
-            model=str(pick("model", defaults.model)),
-            device=str(pick("device", defaults.device)),
-            token=pick("token", None) or None,
-            store=pick("store", None) or None,
-            frontend=Path(frontend) if frontend else DEFAULT_FRONTEND,
-            limits=limits,
-        )
+            settings.limits.store_every = max(1, int(env["DRAGWALK_STORE_EVERY"]))
+        return settings
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``dragwalk serve`` flag: where it lands in :class:`Settings` and its ``DRAGWALK_*`` twin."""
+
+    flag: str
+    target: str               # "host" or "limits.timeout_header"
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "DRAGWALK_" + self.dest.upper()
+
+    def apply(self, settings: Settings, value: Any) -> None:
+        owner, _, name = self.target.rpartition(".")
+        obj = settings.limits if owner == "limits" else settings
+        if self.parse is _words and isinstance(value, str):
+            value = _words(value)
+        setattr(obj, name, value)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--host", "host", str, "address to bind (default 127.0.0.1)"),
+    Option("--port", "port", int, "port (default 8000)"),
+    Option("--model", "model", str, f"built-in model name or .pkl/.safetensors path (default {DEFAULT_MODEL})"),
+    Option("--device", "device", str, "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    Option("--token", "token", str, "access token required on every request"),
+    Option("--store", "store", str, "session store: a SQLite path or postgresql:// URL "
+           "(default $DRAGWALK_HOME/sessions.sqlite3)"),
+    Option("--allowed-hosts", "allowed_hosts", _words,
+           "comma-separated Host names to answer besides loopback and the bound address ('*' = any)"),
+    Option("--allowed-origins", "allowed_origins", _words,
+           "comma-separated page origins (https://host[:port]) allowed besides the server's own"),
+    Option("--allow-no-token", "allow_no_token", _flag,
+           "bind to a non-loopback address without --token (anyone who reaches the port can edit)"),
+    Option("--timeout-header", "limits.timeout_header", float, "seconds a client may take to send headers (10)"),
+    Option("--timeout-body", "limits.timeout_body", float, "seconds a client may take to send a body (60)"),
+    Option("--timeout-keep-alive", "limits.timeout_keep_alive", float, "idle keep-alive seconds (5)"),
+    Option("--max-connections", "limits.max_connections", int,
+           "open connections and running requests before new requests get 503 (256)"),
+    Option("--max-stored-sessions", "limits.stored_sessions", int, "sessions the store keeps (10000)"),
+    Option("--session-days", "limits.session_days", float, "days without an edit before a session expires (30)"),
+    Option("--create-per-minute", "limits.create_per_minute", int,
+           "new sessions per client address and minute, 0 = no limit (30)"),
+    Option("--no-batch-drags", "no_batch_drags", _flag,
+           "step every session's drag on its own instead of batching drags on one model"),
+)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``dragwalk serve``; each also reads its ``DRAGWALK_*`` variable (the flag wins)."""
+    for option in OPTIONS:
+        if option.parse is _flag:
+            parser.add_argument(option.flag, action="store_const", const=True, default=None,
+                                help=f"{option.help} (also {option.env}=1)")
+        else:
+            kind = option.parse if option.parse in (int, float) else str
+            parser.add_argument(option.flag, type=kind, default=None, help=f"{option.help}; also {option.env}")

@@ -11,7 +11,13 @@ HTTP_STATUS = {
     "bad_request": 400, "invalid_message": 400, "invalid_points": 400, "version": 400,
     "unauthorized": 401, "forbidden": 403, "not_found": 404, "busy": 409,
     "too_large": 413, "unsupported_media": 415, "unavailable": 501, "internal": 500,
+    "expired": 410, "rate_limited": 429, "store_unavailable": 503, "store_full": 503,
+    "damaged": 500,
 }
+
+
+#: what a client hears about a failure inside the server (the details go to the server's log)
+INTERNAL_MESSAGE = "internal server error (the server's log has the details)"
 
 
 class ApiError(Exception):

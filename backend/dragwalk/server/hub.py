@@ -9,6 +9,7 @@ operation is written to the store before the client hears it is done.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -26,9 +27,15 @@ from ..models import ModelError, list_models, load_model
 from ..models.base import Generator, Latent
 from .config import Settings, directions_root
 from .errors import ApiError, check_session_id
+from .limits import LimitError, RateLimiter
 from .scheduler import Job, Scheduler
 from .session import SessionDocument
-from .store import SessionStore, open_store
+from .store import SessionStore, StoreError
+from .stores import open_store
+
+log = logging.getLogger("dragwalk.server")
+#: seconds between sweeps that delete expired sessions from the store
+SWEEP_EVERY = 3600.0
 
 
 class Client(Protocol):
@@ -108,12 +115,47 @@ class Hub:
         self.settings = settings
         self.device = pick_device(settings.device)
         self.store = store if store is not None else open_store(settings.store)
-        self.scheduler = Scheduler(str(self.device))
+        self.scheduler = Scheduler(str(self.device), batching=not settings.no_batch_drags)
         self.sessions: OrderedDict[str, LiveSession] = OrderedDict()
         self._restoring: dict[str, asyncio.Future[LiveSession]] = {}
         self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dragwalk-store")
         self._generators: dict[str, Generator] = {}
         self.started = time.time()
+        self.creations = RateLimiter(settings.limits.create_per_minute)
+        self._swept = -SWEEP_EVERY
+
+    # ------------------------------------------------------------ the store, guarded
+    async def _stored(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call in the store thread; a refusal (disk full, database gone) is a 503."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._store_pool, call, *args)
+        except StoreError as exc:
+            log.error("session store failed: %s", exc)
+            full = "full" in str(exc).lower()
+            raise ApiError("store_full" if full else "store_unavailable",
+                           "the session store is full; nothing was saved" if full else
+                           "the session store is unavailable; nothing was saved") from None
+
+    @property
+    def max_age(self) -> float:
+        """Seconds without an edit after which a stored session expires."""
+        return self.settings.limits.session_days * 86400.0
+
+    def admit_new_session(self, client: str) -> None:
+        """Refuse a new session from ``client`` beyond its rate (429); called before any work."""
+        self.creations.check(client)
+
+    async def _make_room(self) -> None:
+        """Expire old sessions (at most hourly), then refuse a new one when the store is at its cap."""
+        now = time.monotonic()
+        if now - self._swept >= SWEEP_EVERY:
+            self._swept = now
+            gone = await self._stored(self.store.expire, self.max_age)
+            if gone:
+                log.info("removed %d expired session(s) from the store", gone)
+        if await self._stored(self.store.count) >= self.settings.limits.stored_sessions:
+            raise LimitError("store_full", f"the server holds its maximum of "
+                             f"{self.settings.limits.stored_sessions} sessions; try again later")
 
     # ------------------------------------------------------------ lifecycle
     async def close(self) -> None:
@@ -155,6 +197,15 @@ class Hub:
                 raise ApiError("internal", f"model {name} cannot be loaded: {exc}") from None
         return self._generators[name]
 
+    async def warm_up(self) -> None:
+        """Build an optimiser once in the worker: torch imports its compiler stack on the first
+        optimiser a process builds (measured: 2-8 s on the 2-core machine), which would otherwise
+        delay the first drag anyone starts."""
+        def build() -> None:
+            torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+        await self.scheduler.call(build, name="warm-up")
+
     async def models(self) -> list[dict[str, Any]]:
         described = {m["name"]: m["description"] for m in list_models()}
         out = []
@@ -190,10 +241,11 @@ class Hub:
         return await self.adopt(doc, gen)
 
     async def adopt(self, doc: SessionDocument, gen: Generator) -> LiveSession:
-        """Hold a new document in memory and store it."""
+        """Store a new document, then hold it in memory (never one the store refused)."""
+        await self._make_room()
         live = LiveSession(doc, gen)
-        self._hold(live)
         await self.persist(live)
+        self._hold(live)
         return live
 
     async def get(self, session_id: str) -> LiveSession:
@@ -230,19 +282,27 @@ class Hub:
 
     async def _still_current(self, live: LiveSession) -> bool:
         """Whether the store still holds what this process last wrote or read for the session."""
-        row = await asyncio.get_running_loop().run_in_executor(self._store_pool, self.store.get, live.id)
+        row = await self._stored(self.store.get, live.id)
         return row is not None and row[1] == live.stored
 
     async def _restore(self, session_id: str) -> LiveSession:
-        loop = asyncio.get_running_loop()
-        row = await loop.run_in_executor(self._store_pool, self.store.get, session_id)
+        row = await self._stored(self.store.get, session_id)
         if row is None:
-            raise ApiError("not_found", "no such session")
+            raise ApiError("not_found", f"no such session (sessions expire after "
+                           f"{self.settings.limits.session_days:g} days without an edit)")
+        age = await self._stored(self.store.age, session_id)
+        if age is not None and age > self.max_age:
+            await self._stored(self.store.delete, session_id)
+            await self._stored(self.store.delete, self.weights_key(session_id))
+            raise ApiError("expired", f"this session expired: it was not edited for "
+                           f"{self.settings.limits.session_days:g} days, and has been removed")
         model, payload = row
         try:
             doc = SessionDocument.from_payload(payload)
-        except Exception as exc:  # noqa: BLE001 - a damaged row must not take the server down
-            raise ApiError("internal", f"stored session {session_id} cannot be read: {exc}") from None
+        except Exception:  # noqa: BLE001 - a damaged row must not take the server (or the store) down
+            log.exception("stored session %s cannot be read", session_id)
+            raise ApiError("damaged", f"stored session {session_id} is damaged and cannot be opened; "
+                           "other sessions are not affected") from None
         doc.max_history = self.settings.limits.history
         gen = await self.generator(model)
         if doc.history[0].record.get("tuned"):
@@ -267,16 +327,14 @@ class Hub:
 
         state = {k: v.detach().contiguous().cpu() for k, v in live.generator.state_dict().items()}
         data = save(state)
-        await asyncio.get_running_loop().run_in_executor(
-            self._store_pool, self.store.put, self.weights_key(live.id), live.doc.model, data)
+        await self._stored(self.store.put, self.weights_key(live.id), live.doc.model, data)
 
     async def _tuned_generator(self, session_id: str, base: Generator) -> Generator:
         import copy
 
         from safetensors.torch import load
 
-        row = await asyncio.get_running_loop().run_in_executor(
-            self._store_pool, self.store.get, self.weights_key(session_id))
+        row = await self._stored(self.store.get, self.weights_key(session_id))
         if row is None:
             raise ApiError("internal", f"the tuned generator of session {session_id} is missing from the store")
 
@@ -302,9 +360,8 @@ class Hub:
     async def delete(self, session_id: str) -> None:
         check_session_id(session_id)
         live = self.sessions.pop(session_id, None)
-        loop = asyncio.get_running_loop()
         if live is None:
-            row = await loop.run_in_executor(self._store_pool, self.store.get, session_id)
+            row = await self._stored(self.store.get, session_id)
             if row is None:
                 raise ApiError("not_found", "no such session")
         else:
@@ -312,17 +369,27 @@ class Hub:
             if live.job is not None:
                 live.job.cancel("cancelled")
             live.broadcast({"type": "error", "code": "not_found", "message": "session deleted"})
-        await loop.run_in_executor(self._store_pool, self.store.delete, session_id)
-        await loop.run_in_executor(self._store_pool, self.store.delete, self.weights_key(session_id))
+        await self._stored(self.store.delete, session_id)
+        await self._stored(self.store.delete, self.weights_key(session_id))
 
     async def persist(self, live: LiveSession) -> None:
-        """Write the session to the store (in the store thread, in order) and wait for it."""
+        """Write the session to the store (in the store thread, in order) and wait for it.
+
+        When the store refuses, the document in memory goes back to what the store holds (the
+        last payload written), so the server never shows or serves an edit that was not stored;
+        the caller gets a 503 ``ApiError``.
+        """
         if live.deleted:
             return
         payload = live.doc.to_payload()
+        try:
+            await self._stored(self.store.put, live.id, live.doc.model, payload)
+        except ApiError:
+            if live.stored is not None:
+                live.doc = SessionDocument.from_payload(live.stored)
+                live.doc.max_history = self.settings.limits.history
+            raise
         live.stored = payload
-        await asyncio.get_running_loop().run_in_executor(
-            self._store_pool, self.store.put, live.id, live.doc.model, payload)
 
     def persist_soon(self, live: LiveSession) -> None:
         """Queue a store write without waiting (periodic saves of a running drag, new points).
@@ -342,11 +409,17 @@ class Hub:
         except RuntimeError:        # shutting down: the final store is done by the closing path
             return
         live.store_busy = True
-        live.stored = payload
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._stored_soon, live))
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._stored_soon, live, f, payload))
 
-    def _stored_soon(self, live: LiveSession) -> None:
+    def _stored_soon(self, live: LiveSession, future: Any, payload: bytes) -> None:
         live.store_busy = False
+        error = future.exception()
+        if error is None:
+            live.stored = payload
+        else:     # the next completed operation stores again (and rolls back if refused again)
+            log.error("background store of session %s failed: %s", live.id, error)
+            live.broadcast({"type": "error", "code": "store_unavailable",
+                            "message": "the session store refused the latest change; it is not saved"})
         if live.store_dirty:
             live.store_dirty = False
             self.persist_soon(live)

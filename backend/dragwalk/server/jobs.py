@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import torch
 
@@ -62,43 +62,102 @@ class DragUpdate:
     idle: list[bool] = field(default_factory=list)
 
 
-def drag_steps(make_run: Callable[[], Any], control: DragControl, jpeg_quality: int = 85
-               ) -> Iterator[DragUpdate]:
+class DragSteps:
+    """A drag run to its end, as the job the compute worker advances: one ``next()`` per unit
+    of work (building the run, each in-between warp frame, each step).
+
+    The worker may also advance several drags at once (:meth:`step_batch`): drags whose
+    next unit is a plain step on the same network and layer (:meth:`batch_key`) share one
+    forward and backward (:func:`dragwalk.drag.batch.step_together`), each with its own
+    optimiser, points and frame. Requests left in the :class:`DragControl` are picked up
+    before every step either way.
+    """
+
+    def __init__(self, make_run: Callable[[], Any], control: DragControl, jpeg_quality: int = 85):
+        self._make_run = make_run
+        self.control = control
+        self.jpeg_quality = jpeg_quality
+        self.run: Any = None
+        self._tweens: Iterator[DragUpdate] | None = None
+        self._started = 0.0
+        self._steps = 0
+        self._over = False
+
+    def __iter__(self) -> "DragSteps":
+        return self
+
+    def __next__(self) -> DragUpdate:
+        if self._over:
+            raise StopIteration
+        if self.run is None:                     # the first unit builds the run (one forward pass)
+            self.run = self._make_run()
+            self.control.run = self.run
+            self._started = time.perf_counter()
+            self._tweens = _tween_updates(self.run, self.control, self._started, self.jpeg_quality)
+        if self._tweens is not None:
+            update = next(self._tweens, None)
+            if update is not None:
+                return update
+            self._tweens = None
+        render = self._prepare()
+        with torch.enable_grad():
+            result = self.run.step(render=render)
+        return self._complete(result)
+
+    def batch_key(self) -> Hashable | None:
+        """What this drag's next unit can be batched on, or ``None`` if it is not a plain step."""
+        if self._over or self.run is None or self._tweens is not None or self.run.done:
+            return None
+        from ..drag.batch import batch_key
+
+        return batch_key(self.run)
+
+    @staticmethod
+    def step_batch(jobs: Sequence["DragSteps"]) -> list[DragUpdate]:
+        """The next step of every drag in ``jobs`` (equal :meth:`batch_key`) in one batched pass."""
+        from ..drag.batch import step_together
+
+        renders = [job._prepare() for job in jobs]
+        with torch.enable_grad():
+            results = step_together([job.run for job in jobs], renders)
+        return [job._complete(result) for job, result in zip(jobs, results)]
+
+    def _prepare(self) -> bool:
+        """Apply what the page asked for since the last step; whether this step shows a frame."""
+        control, run, call = self.control, self.run, self._steps + 1
+        if control.points is not None:
+            handles, targets = control.points
+            control.points = None
+            run.set_points(handles, targets)
+            control.changes.append({"before_call": call, "handles": handles, "targets": targets})
+        if control.lr is not None:
+            lr, control.lr = control.lr, None
+            run.set_lr(lr)
+            control.changes.append({"before_call": call, "lr": lr})
+        return bool(control.frame_wanted())
+
+    def _complete(self, result: Any) -> DragUpdate:
+        run = self.run
+        self._steps += 1
+        self.control.calls = self._steps
+        image = result.image
+        if result.done and image is None:
+            image = run.render()
+        jpeg = encode(image, "JPEG", self.jpeg_quality) if image is not None else None
+        elapsed = time.perf_counter() - self._started
+        latent = run.latent if (result.done or self._steps % max(1, self.control.store_every) == 0) else None
+        self._over = bool(result.done)
+        return DragUpdate(result.step, [list(p) for p in result.handles], [list(p) for p in result.targets],
+                          float(result.remaining), float(result.max_remaining), bool(result.done),
+                          bool(getattr(result, "converged", False)), self._steps / max(elapsed, 1e-9),
+                          time.time(), jpeg, latent,
+                          reason=result.reason, distances=[round(d, 3) for d in result.distances],
+                          idle=list(result.idle))
+
+
+def drag_steps(make_run: Callable[[], Any], control: DragControl, jpeg_quality: int = 85) -> DragSteps:
     """Run a drag to its end; ``make_run`` builds the DragRun in the worker (it runs a forward)."""
-    run = make_run()
-    control.run = run
-    started = time.perf_counter()
-    steps = 0
-    yield from _tween_updates(run, control, started, jpeg_quality)
-    with torch.enable_grad():
-        while True:
-            if control.points is not None:
-                handles, targets = control.points
-                control.points = None
-                run.set_points(handles, targets)
-                control.changes.append({"before_call": steps + 1, "handles": handles, "targets": targets})
-            if control.lr is not None:
-                lr, control.lr = control.lr, None
-                run.set_lr(lr)
-                control.changes.append({"before_call": steps + 1, "lr": lr})
-            render = control.frame_wanted()
-            result = run.step(render=render)
-            steps += 1
-            control.calls = steps
-            image = result.image
-            if result.done and image is None:
-                image = run.render()
-            jpeg = encode(image, "JPEG", jpeg_quality) if image is not None else None
-            elapsed = time.perf_counter() - started
-            latent = run.latent if (result.done or steps % max(1, control.store_every) == 0) else None
-            yield DragUpdate(result.step, [list(p) for p in result.handles], [list(p) for p in result.targets],
-                             float(result.remaining), float(result.max_remaining), bool(result.done),
-                             bool(getattr(result, "converged", False)), steps / max(elapsed, 1e-9),
-                             time.time(), jpeg, latent,
-                             reason=result.reason, distances=[round(d, 3) for d in result.distances],
-                             idle=list(result.idle))
-            if result.done:
-                return
+    return DragSteps(make_run, control, jpeg_quality)
 
 
 def _tween_updates(run: Any, control: DragControl, started: float, jpeg_quality: int) -> Iterator[DragUpdate]:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from .limits import LimitError, parse_json
+
 MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_POINTS = 128
 
@@ -163,9 +165,9 @@ def parse_message(text: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:
     if len(text) > limit:
         raise MessageError("too_large", f"message larger than {limit} bytes")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MessageError("invalid_message", f"not valid JSON: {exc}") from None
+        data = parse_json(text, "message", allow_nan=True)
+    except LimitError as exc:
+        raise MessageError("invalid_message", exc.message) from None
     if not isinstance(data, dict):
         raise MessageError("invalid_message", "a message must be a JSON object with a 'type'")
     rid = data.get("rid")

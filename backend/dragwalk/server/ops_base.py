@@ -7,7 +7,7 @@ import asyncio
 import importlib
 from typing import Any
 
-from .errors import ApiError
+from .errors import INTERNAL_MESSAGE, ApiError
 from .frames import KIND_STATE
 from .hub import Hub, LiveSession
 from .messages import MessageError
@@ -62,14 +62,14 @@ class EditorBase:
 
 
 def error_event(exc: Exception, rid: Any = None) -> dict:
-    """The ``error`` event for a refused or failed command (internal errors keep their type name)."""
+    """The ``error`` event for a refused or failed command (internal errors name no internals)."""
     if isinstance(exc, ApiError):
         event = {"type": "error", "code": exc.code, "message": exc.message}
     elif isinstance(exc, MessageError):
         event = {"type": "error", "code": exc.code, "message": exc.message}
         rid = rid if rid is not None else exc.rid
-    else:
-        event = {"type": "error", "code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+    else:     # details stay in the server's log (the caller logged them)
+        event = {"type": "error", "code": "internal", "message": INTERNAL_MESSAGE}
     if rid is not None:
         event["rid"] = rid
     return event

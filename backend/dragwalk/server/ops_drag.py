@@ -4,15 +4,18 @@ preview what a warping method does before any step."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import torch
 
-from .errors import ApiError
+from .errors import INTERNAL_MESSAGE, ApiError
 from .frames import KIND_DRAG, KIND_DRAG_PREVIEW
 from .hub import LiveSession
 from .jobs import DragControl, DragPreview, DragUpdate, drag_preview, drag_steps
 from .ops_base import EditorBase, _engine, error_event
+
+log = logging.getLogger("dragwalk.server")
 
 
 class DragCommands(EditorBase):
@@ -111,8 +114,11 @@ class DragCommands(EditorBase):
         elif reason == "shutdown":
             reason = "cancelled"
         elif reason == "error":
-            live.broadcast({"type": "error", "code": "bad_request" if isinstance(error, ValueError) else "internal",
-                            "message": f"drag failed: {error}"})
+            bad = isinstance(error, ValueError)
+            if not bad:
+                log.error("drag of session %s failed", live.id, exc_info=error)
+            live.broadcast({"type": "error", "code": "bad_request" if bad else "internal",
+                            "message": f"drag failed: {error if bad else INTERNAL_MESSAGE}"})
         changed = run is not None and state["steps"] > 0
         if changed:
             record = dict(record, steps=state["steps"], calls=control.calls, reason=reason)

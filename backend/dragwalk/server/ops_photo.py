@@ -4,12 +4,16 @@ session's tuned generator) stored when it ends."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+from .errors import INTERNAL_MESSAGE
 from .frames import KIND_INVERT
 from .hub import LiveSession
 from .jobs import InvertBox, InvertUpdate, invert_steps
 from .ops_base import EditorBase, _engine
+
+log = logging.getLogger("dragwalk.server")
 
 
 class InversionCommands(EditorBase):
@@ -59,7 +63,8 @@ class InversionCommands(EditorBase):
                 await self.hub.persist_weights(live)     # before the session row that says "tuned"
             await self.hub.persist(live)
         if error is not None:
-            live.broadcast({"type": "error", "code": "internal", "message": f"inversion failed: {error}"})
+            log.error("inversion of session %s failed", live.id, exc_info=error)
+            live.broadcast({"type": "error", "code": "internal", "message": f"inversion failed: {INTERNAL_MESSAGE}"})
         ended = {"finished": "converged", "shutdown": "cancelled"}.get(reason, reason)
         live.broadcast({"type": "done", "op": "invert", "reason": "error" if error else ended,
                         "steps": state["steps"]})

@@ -46,9 +46,16 @@ class DirectionCommands(EditorBase):
         params = dict(msg.params or {})
         if len(json.dumps(params)) > 4096:
             raise ApiError("bad_request", "direction parameters too large")
-        if msg.method not in getattr(directions, "METHODS", {}):
-            known = ", ".join(getattr(directions, "METHODS", {}))
+        if msg.method not in directions.METHODS:
+            known = ", ".join(directions.METHODS)
             raise ApiError("bad_request", f"unknown direction method {msg.method!r} (known: {known})")
+        try:    # names and ranges, before any thread is given to it (the inputs are the server's)
+            if set(params) & set(directions.methods.INPUTS):
+                raise ValueError(f"{', '.join(sorted(set(params) & set(directions.methods.INPUTS)))} "
+                                 "cannot be sent (the server supplies the mask and latent)")
+            directions.methods.resolved_params(msg.method, params)
+        except ValueError as exc:
+            raise ApiError("bad_request", f"{msg.method}: {exc}") from None
         gen = live.generator
         call_params = dict(params)
         if msg.method == "reds":

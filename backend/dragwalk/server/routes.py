@@ -2,42 +2,44 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from ..latent_io import LatentFileError, latent_to_dict, latent_to_npz_bytes, load_latent
+from ..latent_io import latent_to_dict, latent_to_npz_bytes
 from .errors import ApiError
 from .hub import Hub
-from .session import LOG_FORMAT, SessionDocument
+from .limits import parse_json, require_json
+from .session import SessionDocument
+from .uploads import SeedStart, document_from_upload, parse_upload_json, sniff_suffix, validation_message
 
 router = APIRouter(prefix="/api")
 
 
-class CreateSession(BaseModel):
-    """Body of ``POST /api/sessions``."""
+class CreateSession(SeedStart):
+    """Body of ``POST /api/sessions``: a seeded start, optionally on another model."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
     model: str | None = Field(default=None, max_length=200)
-    seed: int = Field(ge=0, le=2**32 - 1)
-    truncation: float = Field(default=1.0, ge=0.0, le=2.0)
-    space: str | None = Field(default=None, max_length=8)
 
 
 def hub_of(request: Request) -> Hub:
     return request.app.state.hub
 
 
+def client_key(request: Request) -> str:
+    """The address rate limits count against."""
+    return request.client.host if request.client else "unknown"
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing more than ``limit`` bytes while reading."""
+    """The request body as JSON (declared ``application/json``), refusing more than ``limit``
+    bytes while reading and nesting beyond the depth bound."""
     body = await read_body(request, limit)
-    try:
-        return json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError("bad_request", f"body is not valid JSON: {exc}") from None
+    require_json(request.headers.get("content-type"))
+    return parse_json(body, "body")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -52,22 +54,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
+#: bytes handed to the multipart parser at a time
+_FORM_CHUNK = 64 * 1024
+
+
 async def read_form(request: Request, limit: int) -> Any:
     """A multipart form read with a size cap (the body is counted before it is parsed)."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError("unsupported_media", "expected multipart/form-data with a 'file' field")
     body = await read_body(request, limit)
-    sent = False
+    pieces = [body[i:i + _FORM_CHUNK] for i in range(0, len(body), _FORM_CHUNK)] or [b""]
 
     async def receive() -> dict:
-        nonlocal sent
-        if sent:
+        # small pieces: the parser's Python work is split, so the GIL changes hands between them
+        if not pieces:
             return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": pieces.pop(0), "more_body": bool(pieces)}
 
-    try:
+    async def parse() -> Any:
         return await Request(request.scope, receive).form(max_files=1, max_fields=8)
+
+    try:    # parsed in a thread with its own loop: 20 MB of multipart is seconds of Python work
+        return await asyncio.get_running_loop().run_in_executor(None, asyncio.run, parse())
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body
         raise ApiError("bad_request", f"cannot read the form: {exc}") from None
 
@@ -89,7 +97,8 @@ async def create_session(request: Request) -> JSONResponse:
     try:
         body = CreateSession.model_validate(data)
     except ValidationError as exc:
-        raise ApiError("bad_request", _validation_message(exc)) from None
+        raise ApiError("bad_request", validation_message(exc)) from None
+    hub.admit_new_session(client_key(request))
     live = await hub.create(body.model, body.seed, body.truncation, body.space)
     return JSONResponse(live.summary(), status_code=201)
 
@@ -103,36 +112,21 @@ async def upload_session(request: Request) -> JSONResponse:
     if upload is None or isinstance(upload, str):
         raise ApiError("bad_request", "the form needs a 'file' field")
     model = form.get("model")
+    if model is not None and (not isinstance(model, str) or len(model) > 200):
+        raise ApiError("bad_request", "model must be a name of at most 200 characters")
+    hub.admit_new_session(client_key(request))
     data = await upload.read()
-    name = (upload.filename or "").lower()
-    suffix = next((s for s in (".npz", ".json", ".npy") if name.endswith(s)), None)
-    if suffix is None:
-        suffix = ".json" if data[:1] in (b"{", b"[") else ".npz" if data[:2] == b"PK" else ".npy"
+    suffix = sniff_suffix(upload.filename, data)
     parsed: Any = None
-    if suffix == ".json":
-        try:
-            parsed = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ApiError("bad_request", f"file is not valid JSON: {exc}") from None
-    if isinstance(parsed, dict) and parsed.get("format") == LOG_FORMAT:
-        model_name = str(model or parsed.get("model") or hub.settings.model)
-        gen = await hub.generator(model_name)
-        parsed["model"] = model_name
-        try:
-            doc = SessionDocument.from_edit_log(hub.new_id(), parsed, gen.resolution, gen,
-                                                hub.settings.limits.history)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ApiError("bad_request", f"edit log cannot be used: {exc}") from None
-    else:
-        model_name = str(model or (parsed or {}).get("model") or hub.settings.model) \
-            if isinstance(parsed, dict) else str(model or hub.settings.model)
-        gen = await hub.generator(model_name)
-        try:
-            latent = load_latent(data, gen, suffix=suffix)
-        except LatentFileError as exc:
-            raise ApiError("bad_request", str(exc)) from None
-        doc = SessionDocument.create(hub.new_id(), model_name, gen.resolution, latent, "upload",
-                                     "uploaded latent", max_history=hub.settings.limits.history)
+    if suffix == ".json":       # off the event loop: a 20 MB file takes a while to parse
+        parsed = await asyncio.get_running_loop().run_in_executor(None, parse_upload_json, data)
+    named = parsed.get("model") if isinstance(parsed, dict) and isinstance(parsed.get("model"), str) else None
+    model_name = str(model or named or hub.settings.model)
+    gen = await hub.generator(model_name)
+    session_id = hub.new_id()
+    doc = await hub.scheduler.call(
+        lambda: document_from_upload(session_id, model_name, gen, data, suffix, parsed, hub.settings.limits),
+        name="read-upload")
     live = await hub.adopt(doc, gen)
     return JSONResponse(live.summary(), status_code=201)
 
@@ -221,14 +215,6 @@ async def edit_log(session_id: str, request: Request) -> JSONResponse:
                         headers={"Content-Disposition": f'attachment; filename="{session_id}-log.json"'})
 
 
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        parts.append(f"{where}: {err.get('msg')}")
-    return "; ".join(parts)
-
-
 @router.get("/sessions/{session_id}/animation.{ext}")
 async def animation(session_id: str, ext: str, request: Request) -> Response:
     from .exports import ExportUnavailable, gif_bytes, mp4_bytes
@@ -240,7 +226,6 @@ async def animation(session_id: str, ext: str, request: Request) -> Response:
     if not frames:
         raise ApiError("not_found", "no drag has run in this session since the server started")
     encode = gif_bytes if ext == "gif" else mp4_bytes
-    import asyncio
     try:
         data = await asyncio.get_running_loop().run_in_executor(None, encode, frames)
     except ExportUnavailable as exc:
@@ -251,7 +236,7 @@ async def animation(session_id: str, ext: str, request: Request) -> Response:
 
 @router.get("/methods")
 async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
-    """Drag and direction methods of this build, with their parameters (empty while an engine is missing).
+    """Drag and direction methods of this build, with their parameters.
 
     With ``?model=NAME`` the drag defaults are the ones tuned for that model (the model is loaded if
     it is not yet); without, the methods' own (papers') defaults.
@@ -262,29 +247,21 @@ async def methods(request: Request, model: str | None = None) -> dict[str, Any]:
             raise ApiError("bad_request", "model name too long")
         out["model"] = model
     generator = await hub_of(request).generator(model) if model is not None else None
-    try:
-        from ..drag import DEFAULT_METHOD
-        from ..drag import METHODS as DRAG_METHODS
-        for name, cls in DRAG_METHODS.items():
-            info = cls.describe(generator)
-            out["drag"].append({"name": name, "label": info.get("label", name),
-                                "warps": cls.warps, "default": name == DEFAULT_METHOD,
-                                "params": {**info.get("defaults", {}), **{k: v.get("default") for k, v in
-                                                                         info.get("params", {}).items()}},
-                                "details": info})
-    except ImportError:
-        pass
-    try:
-        from .. import directions as dirs
-        for name, entry in getattr(dirs, "METHODS", {}).items():
-            describe = getattr(entry, "describe", None)
-            info = describe() if callable(describe) else (entry if isinstance(entry, dict) else {})
-            out["directions"].append({"name": name, "label": info.get("label", name),
-                                      "needs_mask": bool(info.get("needs_mask", name == "reds")),
-                                      "needs_labels": bool(info.get("needs_labels", name in ("interfacegan", "lsd"))),
-                                      "params": info.get("params", {})})
-    except ImportError:
-        pass
+    from .. import directions as dirs
+    from ..directions.ranges import describe_ranges
+    from ..drag import DEFAULT_METHOD
+    from ..drag import METHODS as DRAG_METHODS
+    for name, cls in DRAG_METHODS.items():
+        info = cls.describe(generator)
+        out["drag"].append({"name": name, "label": info["label"], "warps": cls.warps,
+                            "default": name == DEFAULT_METHOD,
+                            "params": {**info["defaults"], **{k: v["default"] for k, v in info["params"].items()}},
+                            "details": info})
+    for name, entry in dirs.METHODS.items():
+        out["directions"].append({"name": name, "label": entry["label"], "description": entry["description"],
+                                  "needs_mask": bool(entry["needs_mask"]),
+                                  "needs_labels": bool(entry["needs_labels"]), "params": entry["params"],
+                                  "ranges": describe_ranges(name)})
     return out
 
 
@@ -295,6 +272,7 @@ async def command(session_id: str, request: Request) -> JSONResponse:
     hub = hub_of(request)
     live = await hub.get(session_id)
     body = await read_body(request, hub.settings.limits.message_bytes)
+    require_json(request.headers.get("content-type"))
     try:
         msg = parse_message(body, hub.settings.limits.message_bytes)
     except MessageError as exc:
@@ -313,6 +291,7 @@ async def photo_session(request: Request) -> JSONResponse:
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise ApiError("bad_request", "the form needs a 'file' field with the photo")
+    hub.admit_new_session(client_key(request))
     data = await upload.read()
     pti = str(form.get("pti", "false")).lower() in ("1", "true", "yes", "on")
     model = form.get("model")

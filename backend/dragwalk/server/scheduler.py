@@ -9,6 +9,13 @@ vanished client ends a job within one step, and the iterator is closed so its ``
 
 Results are reported through callbacks the caller supplies; the server's callbacks hop back to the
 event loop with ``loop.call_soon_threadsafe``. The worker itself knows nothing about sessions.
+
+Batching: a job whose iterator has ``batch_key()`` (returning a hashable, or ``None`` when its next
+unit cannot be shared) and a static ``step_batch(iterators) -> values`` may have its next step run
+together with the waiting jobs of equal key (up to :data:`MAX_BATCH`): many sessions dragging on
+one model then share each forward and backward pass. Every job in the batch still advances by
+exactly one step, and the batch goes to the back of the queue in order, so each round still gives
+every job one step.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
+
+#: most jobs whose steps run in one batch
+MAX_BATCH = 16
 
 #: callbacks run in the worker thread
 StepCallback = Callable[[Any], None]
@@ -58,13 +68,14 @@ class Job:
 class Scheduler:
     """A single worker thread running the steps of all submitted jobs in round-robin order."""
 
-    def __init__(self, name: str = "compute") -> None:
+    def __init__(self, name: str = "compute", batching: bool = True) -> None:
         self.name = name
+        self.batching = batching
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._ids = itertools.count(1)
         self._closing = False
-        self._current: Job | None = None
+        self._current: list[Job] = []
         self._thread = threading.Thread(target=self._run, name=f"dragwalk-{name}", daemon=True)
         self._thread.start()
         #: steps run per owner (for fairness figures)
@@ -112,8 +123,7 @@ class Scheduler:
     # ------------------------------------------------------------ inspecting
     def active(self) -> list[Job]:
         with self._cond:
-            current = [self._current] if self._current is not None else []
-            return current + list(self._queue)
+            return list(self._current) + list(self._queue)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Cancel every job, let the worker close them, and stop the thread."""
@@ -133,12 +143,50 @@ class Scheduler:
                 if not self._queue:
                     return
                 job = self._queue.popleft()
-                self._current = job
-            finished = self._advance(job)
+                group = [job] + self._batch_mates(job)
+                self._current = group
+            if len(group) == 1:
+                done = [self._advance(job)]
+            else:
+                done = self._advance_together(group)
             with self._cond:
-                self._current = None
-                if not finished:
-                    self._queue.append(job)   # to the back: round robin
+                self._current = []
+                for member, finished in zip(group, done):
+                    if not finished:
+                        self._queue.append(member)   # to the back: round robin
+
+    def _batch_mates(self, job: Job) -> list[Job]:
+        """Waiting jobs whose next step can run with ``job``'s (taken off the queue); call with the lock."""
+        key = self._batch_key(job)
+        if key is None:
+            return []
+        mates = [other for other in self._queue if self._batch_key(other) == key][:MAX_BATCH - 1]
+        for other in mates:
+            self._queue.remove(other)
+        return mates
+
+    def _batch_key(self, job: Job) -> Any:
+        get = getattr(job.steps, "batch_key", None) if self.batching else None
+        if get is None or job.cancelled:
+            return None
+        try:
+            return get()
+        except Exception:  # noqa: BLE001 - the job's own next() will report what is wrong
+            return None
+
+    def _advance_together(self, group: list[Job]) -> list[bool]:
+        """One step of each job in ``group`` in one batch; True for each job that has ended."""
+        start = time.perf_counter()
+        try:
+            values = type(group[0].steps).step_batch([job.steps for job in group])
+        except BaseException as exc:  # noqa: BLE001 - reported to every owner in the batch
+            return [self._finish(job, "error", exc, close=True) for job in group]
+        share = (time.perf_counter() - start) / len(group)
+        done = []
+        for job, value in zip(group, values):
+            job.compute_seconds += share
+            done.append(self._delivered(job, value))
+        return done
 
     def _advance(self, job: Job) -> bool:
         """One step of ``job``; True when the job has ended (and was finalised)."""
@@ -153,6 +201,10 @@ class Scheduler:
             return self._finish(job, "error", exc)
         finally:
             job.compute_seconds += time.perf_counter() - start
+        return self._delivered(job, value)
+
+    def _delivered(self, job: Job, value: Any) -> bool:
+        """Count a step of ``job`` and hand its ``value`` to the owner; True if that ended the job."""
         job.steps_done += 1
         self.steps_by_owner[job.owner] = self.steps_by_owner.get(job.owner, 0) + 1
         if job.on_step is not None:

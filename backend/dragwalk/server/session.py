@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..drag.points import PointError
@@ -57,6 +58,14 @@ def _cpu(latent: Latent) -> Latent:
     return latent.detach().to("cpu")
 
 
+def _entry_latent(latent: Latent) -> Latent:
+    """A history entry's latent on the CPU; refuses NaN/inf, which must never be stored."""
+    latent = _cpu(latent)
+    if not all(bool(torch.isfinite(t).all()) for t in (latent.code, *latent.offsets.values())):
+        raise ValueError("the latent contains NaN or infinite values")
+    return latent
+
+
 def validate_points(handles: Any, targets: Any, resolution: int, max_points: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """The drag engine's point checks (empty allowed: the page may clear its points), plus a cap."""
@@ -72,6 +81,9 @@ def mask_to_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _mask_b64(mask: np.ndarray) -> str:
     return base64.b64encode(mask_to_png(mask)).decode("ascii")
 
@@ -79,18 +91,23 @@ def _mask_b64(mask: np.ndarray) -> str:
 def mask_from_png(data: bytes, resolution: int) -> np.ndarray:
     """A boolean ``resolution x resolution`` mask from PNG bytes (white = may change).
 
-    The size is checked from the header before decoding, so a hostile image cannot make the
-    server allocate a huge bitmap.
+    PNG only (the protocol's format; other formats Pillow reads are refused before parsing), and
+    the size is checked from the header before decoding, so a hostile image cannot make the
+    server allocate a huge bitmap. Errors name the problem, never the decoder's internals.
     """
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("mask must be a PNG image")
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.size != (resolution, resolution):
-            raise ValueError(f"mask must be {resolution}x{resolution}, got {image.size[0]}x{image.size[1]}")
+        image = Image.open(io.BytesIO(data), formats=["PNG"])
+        size = image.size
+    except Exception:  # noqa: BLE001 - PIL raises several types for corrupt input
+        raise ValueError("mask is not a readable PNG image") from None
+    if size != (resolution, resolution):
+        raise ValueError(f"mask must be {resolution}x{resolution}, got {size[0]}x{size[1]}")
+    try:
         array = np.asarray(image.convert("L"))
-    except ValueError:
-        raise
-    except Exception as exc:  # PIL raises several types for corrupt input
-        raise ValueError(f"mask is not a readable PNG: {exc}") from None
+    except Exception:  # noqa: BLE001
+        raise ValueError("mask is not a readable PNG image (its pixel data is damaged)") from None
     return array >= 128
 
 
@@ -119,7 +136,7 @@ class SessionDocument:
     def create(cls, session_id: str, model: str, resolution: int, latent: Latent, kind: str = "start",
                label: str = "start", record: dict[str, Any] | None = None,
                max_history: int = 100) -> "SessionDocument":
-        entry = Entry(kind, label, _cpu(latent), dict(record or {}))
+        entry = Entry(kind, label, _entry_latent(latent), dict(record or {}))
         return cls(session_id, model, resolution, [entry], 0, max_history=max_history)
 
     # ------------------------------------------------------------ reading
@@ -188,12 +205,13 @@ class SessionDocument:
         from, so undo puts them back); the new entry starts with ``points`` (a drag's tracked
         handles and its targets) or the same points, and the same mask.
         """
+        latent = _entry_latent(latent)          # refused before anything changes
         self._keep_view()
         del self.history[self.cursor + 1:]
         if points is not None:
             self.handles = [(float(p[0]), float(p[1])) for p in points[0]]
             self.targets = [(float(p[0]), float(p[1])) for p in points[1]]
-        entry = Entry(kind, label, _cpu(latent), dict(record or {}), list(self.handles), list(self.targets),
+        entry = Entry(kind, label, latent, dict(record or {}), list(self.handles), list(self.targets),
                       self.mask)
         self.history.append(entry)
         overflow = len(self.history) - self.max_history

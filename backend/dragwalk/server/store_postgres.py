@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, TypeVar
 
-from .store import SessionStore
+from .store import SessionStore, StoreError
 
 try:  # psycopg is an optional dependency: `pip install "dragwalk[postgres]"`
     import psycopg
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 DEFAULT_CONNECT_TIMEOUT = 5
 
 
-class PostgresStoreError(RuntimeError):
+class PostgresStoreError(StoreError):
     """The PostgreSQL store cannot be used: psycopg missing, or the database unreachable."""
 
 
@@ -108,6 +108,25 @@ class PostgresStore(SessionStore):
         with self._lock:
             self._run(lambda conn: conn.execute(f"DELETE FROM {TABLE} WHERE id = %s", (session_id,)))
 
+    def count(self) -> int:
+        with self._lock:
+            return int(self._run(lambda conn: conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]))
+
+    def age(self, session_id: str) -> float | None:
+        def select(conn: Any) -> float | None:
+            row = conn.execute(f"SELECT extract(epoch FROM now() - updated) FROM {TABLE} WHERE id = %s",
+                               (session_id,)).fetchone()
+            return None if row is None else max(0.0, float(row[0]))
+        with self._lock:
+            return self._run(select)
+
+    def expire(self, max_age: float) -> int:
+        def delete(conn: Any) -> int:
+            return int(conn.execute(f"DELETE FROM {TABLE} WHERE updated < now() - make_interval(secs => %s)",
+                                    (float(max_age),)).rowcount)
+        with self._lock:
+            return self._run(delete)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -149,4 +168,6 @@ class PostgresStore(SessionStore):
                 self._conn = None
                 if attempt == 2:
                     raise PostgresStoreError(f"session store {self._where} failed: {exc}") from None
+            except psycopg.Error as exc:      # refused statement (disk full, bad data): no retry
+                raise PostgresStoreError(f"session store {self._where} refused: {exc}") from None
         raise AssertionError("unreachable")

@@ -31,38 +31,53 @@ MAX_OUTBOX = 2000
 
 
 class Connection:
-    """One page's websocket: an ordered outbox and a credit gate for frames."""
+    """One page's websocket: an ordered outbox and a credit gate for frames.
 
-    def __init__(self, websocket: WebSocket) -> None:
+    The outbox is bounded by count and by bytes (``max_bytes``): a page that stops reading is
+    closed (1008) before what is queued for it can grow the server.
+    """
+
+    def __init__(self, websocket: WebSocket, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.websocket = websocket
         self.gate = CreditGate()
         self.outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.max_bytes = max_bytes
         self.closed = False
         self.writer = asyncio.ensure_future(self._write())
+
+    def _enqueue(self, item: str | bytes) -> None:
+        """Queue ``item``, or drop a page that let more than ``max_bytes`` pile up."""
+        if self.closed:
+            return
+        size = len(item)
+        if self.outbox.qsize() > MAX_OUTBOX or self.queued_bytes + size > self.max_bytes:
+            self.closed = True
+            while not self.outbox.empty():          # free what it never read
+                self.outbox.get_nowait()
+            self.queued_bytes = 0
+            asyncio.ensure_future(self.websocket.close(code=1008, reason="client too slow"))
+            return
+        self.queued_bytes += size
+        self.outbox.put_nowait(item)
 
     def has_credit(self) -> bool:
         return not self.closed and self.gate.credits > 0
 
     def send_event(self, event: dict[str, Any]) -> None:
-        if self.closed:
-            return
-        if self.outbox.qsize() > MAX_OUTBOX:
-            # a page that stopped reading altogether: drop it rather than buffer without end
-            self.closed = True
-            asyncio.ensure_future(self.websocket.close(code=1008, reason="client too slow"))
-            return
-        self.outbox.put_nowait(json.dumps(event))
+        if not self.closed:
+            self._enqueue(json.dumps(event))
 
     def offer_frame(self, kind: int, step: int, jpeg: bytes) -> None:
         if not self.closed:
             frame = self.gate.offer(kind, step, jpeg)
             if frame is not None:
-                self.outbox.put_nowait(frame)
+                self._enqueue(frame)
 
     def ack(self, seq: int) -> None:
         frame = self.gate.ack(seq)
         if frame is not None and not self.closed:
-            self.outbox.put_nowait(frame)
+            self._enqueue(frame)
 
     async def _write(self) -> None:
         try:
@@ -70,6 +85,7 @@ class Connection:
                 item = await self.outbox.get()
                 if item is None:
                     return
+                self.queued_bytes -= len(item)
                 if isinstance(item, bytes):
                     await self.websocket.send_bytes(item)
                 else:
@@ -99,7 +115,7 @@ async def session_socket(websocket: WebSocket, session_id: str) -> None:
     if not token_ok(websocket.scope, hub.settings.token):
         await _refuse(websocket, CLOSE_UNAUTHORIZED, "unauthorized", "missing or wrong access token")
         return
-    if not origin_ok(websocket.scope):
+    if not origin_ok(websocket.scope, hub.settings.allowed_origins):
         await _refuse(websocket, CLOSE_FORBIDDEN, "forbidden", "websocket Origin does not match this server")
         return
     try:
@@ -108,7 +124,7 @@ async def session_socket(websocket: WebSocket, session_id: str) -> None:
         await _refuse(websocket, CLOSE_NOT_FOUND if exc.code == "not_found" else 4400, exc.code, exc.message)
         return
     await websocket.accept()
-    conn = Connection(websocket)
+    conn = Connection(websocket, hub.settings.limits.outbox_bytes)
     live.clients.add(conn)
     conn.send_event({"type": "state", "session": live.summary()})
     try:

@@ -120,7 +120,8 @@ export function createSessionControl(ctx) {
           await open(await api.getSession(id), { push: false });
           return;
         } catch (err) {
-          if (params.get("session")) ctx.showError(`session ${id} could not be opened (${err.message}); started a new one`);
+          // an expired session is worth a word even when it was only remembered (issue 13)
+          if (params.get("session") || err.code === "expired") ctx.showError(`session ${id} could not be opened (${err.message}); started a new one`);
         }
       }
       const seedParam = Number.parseInt(params.get("seed") ?? "", 10);

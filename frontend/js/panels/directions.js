@@ -47,7 +47,7 @@ export function initDirectionsPanel(app) {
     const m = current();
     paramsFor = method.value;
     const entries = Object.entries(m?.params ?? {}).filter(([k]) => !HIDDEN_PARAMS.has(k));
-    paramsBox.replaceChildren(...entries.flatMap(([key, value]) => paramField(key, value)));
+    paramsBox.replaceChildren(...entries.flatMap(([key, value]) => paramField(key, value, m?.ranges?.[key])));
     advanced.hidden = entries.length === 0;
   }
 
@@ -238,15 +238,18 @@ export function computingText(c) {
 }
 
 /** Label and input for one method parameter, typed by its default value. */
-function paramField(key, value) {
+/** Label and input for one direction parameter; `range` ({type, min, max}) from GET /api/methods. */
+function paramField(key, value, range) {
   const id = `dir-param-${key}`;
-  const label = h("label", { for: id }, key.replaceAll("_", " "));
+  const bounds = range && typeof range.min === "number" ? ` (${range.min}–${range.max})` : "";
+  const label = h("label", { for: id }, key.replaceAll("_", " ") + bounds);
   if (typeof value === "boolean") {
     return [h("label", { class: "check" }, h("input", { id, type: "checkbox", checked: value, dataset: { param: key } }), ` ${key.replaceAll("_", " ")}`)];
   }
   if (typeof value === "number") {
     const step = Number.isInteger(value) ? "1" : "any";
-    return [label, h("input", { id, type: "number", step, value: String(value), dataset: { param: key } })];
+    return [label, h("input", { id, type: "number", step, value: String(value), min: range?.min ?? false,
+      max: range?.max ?? false, dataset: { param: key } })];
   }
   if (typeof value === "string") return [label, h("input", { id, type: "text", value, dataset: { param: key } })];
   if (value === null) return [label, h("input", { id, type: "text", value: "", placeholder: "auto", dataset: { param: key, auto: "1" } })];

@@ -19,7 +19,7 @@ for every architecture. ``sample(..., class_index=k)`` overrides it for one call
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -179,35 +179,54 @@ class StyleGAN2Generator(Generator):
                                  f"followed by {RGB_SUFFIX!r})")
 
     def _forward(self, latent: Latent, feature_layer: str | None, stop_at_feature: bool
-                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        """(image, features, skip image entering ``feature_layer``'s ToRGB sum)."""
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Callable[[], Tensor] | None]:
+        """(image, features, skip image entering ``feature_layer``'s ToRGB sum, and when the pass
+        stopped at ``feature_layer``, a call that renders the image from there)."""
         if feature_layer is not None:
             self.layer(feature_layer)
         self._check_offsets(latent)
         ws = self.ws(latent).to(self.device)
         fp16 = self.half and ws.device.type == "cuda"
+        stages = list(zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)))
         x = img = features = skip = None
-        for (name, block), rows in zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)):
-            x = block.features(x, rows, self.noise_mode, fp16)
-            if name in latent.offsets:
-                x = x + latent.offsets[name].to(x.dtype)
-            skip = block.skip_image(img)
-            if skip is not None and name + RGB_SUFFIX in latent.offsets:
-                skip = skip + latent.offsets[name + RGB_SUFFIX]
+        for i, ((name, block), rows) in enumerate(stages):
+            x, skip = self._enter(name, block, rows, x, img, latent, fp16)
             if name == feature_layer:
                 features = x.float()
                 if stop_at_feature:
-                    return None, features, skip
+                    held = (x, skip)
+                    return None, features, skip, lambda: self._resume(stages, i, *held, latent, fp16)
             img = block.image(x, skip, rows, upsampled=True)
         image = img.clamp(-1, 1)
         if feature_layer == "image":
             features = image
-        return image, features, None
+        return image, features, None, None
+
+    def _resume(self, stages: list, index: int, x: Tensor, skip: Tensor | None, latent: Latent,
+                fp16: bool) -> Tensor:
+        """The image from stage ``index``'s ToRGB on, given its activation ``x`` and skip image."""
+        (_, block), rows = stages[index]
+        img = block.image(x, skip, rows, upsampled=True)
+        for (name, block), rows in stages[index + 1:]:
+            x, skip = self._enter(name, block, rows, x, img, latent, fp16)
+            img = block.image(x, skip, rows, upsampled=True)
+        return img.clamp(-1, 1)
+
+    def _enter(self, name: str, block, rows: Tensor, x: Tensor | None, img: Tensor | None, latent: Latent,
+               fp16: bool) -> tuple[Tensor, Tensor | None]:
+        """A block's activation and the skip image entering its ToRGB sum, each with its offset."""
+        x = block.features(x, rows, self.noise_mode, fp16)
+        if name in latent.offsets:
+            x = x + latent.offsets[name].to(x.dtype)
+        skip = block.skip_image(img)
+        if skip is not None and name + RGB_SUFFIX in latent.offsets:
+            skip = skip + latent.offsets[name + RGB_SUFFIX]
+        return x, skip
 
     def synthesize(self, latent: Latent, feature_layer: str | None = None,
                    stop_at_feature: bool = False) -> Synthesis:
-        image, features, _ = self._forward(latent, feature_layer, stop_at_feature)
-        return Synthesis(image, features)
+        image, features, _, resume = self._forward(latent, feature_layer, stop_at_feature)
+        return Synthesis(image, features, resume)
 
     def offset_shape(self, name: str) -> tuple[int, int, int] | None:
         base, _, part = name.partition(":")
@@ -222,7 +241,7 @@ class StyleGAN2Generator(Generator):
         so a warp of the activation alone would leave a ghost of the old content."""
         if layer == "image":
             raise ValueError(f"{self.name}: the image is not an intermediate layer")
-        _, features, skip = self._forward(latent, layer, True)
+        _, features, skip, _ = self._forward(latent, layer, True)
         assert features is not None
         out = {layer: features}
         if skip is not None:

@@ -1,4 +1,11 @@
-"""Our method: DragGAN with discriminative patch tracking and template-anchored supervision.
+"""Ours: DragGAN with patch nearest-neighbour tracking and first-frame-template supervision.
+
+What it is, plainly: the tracker matches a *disc* of first-frame features (a patch) by
+nearest neighbour in a window, and the supervision pulls the features one step ahead onto
+that first-frame template. Nothing is learned: it is not StableDrag's discriminative
+tracker (a classifier trained during the drag), only borrows its idea of supervising with
+the original template. It was called "stable" until that name was found to overclaim;
+``"stable"`` is still accepted as an alias, so old logs, URLs and saved sessions replay.
 
 Two measured faults of DragGAN on the default 64 px DCGAN drive the changes:
 
@@ -40,13 +47,12 @@ from .method import MethodContext, Param, register
 
 
 @register
-class StableDrag(DragGAN):
-    name = "stable"
-    label = "Stable (ours)"
-    description = ("DragGAN with patch tracking, tracking confidence and first-frame-template "
-                   "supervision (StableDrag-style); the best measured on the default model.")
-    lr = 2e-3
-    lambda_mask = 20.0
+class TemplateDrag(DragGAN):
+    name = "template"
+    aliases = ("stable",)
+    label = "Template (ours)"
+    description = ("DragGAN with patch nearest-neighbour tracking and first-frame-template "
+                   "supervision: the features one step ahead are pulled onto the original patch.")
     params = {
         **DragGAN.params,
         "patch": Param(4.0, 0.0, 16.0, "Tracking patch radius (px)",
@@ -80,21 +86,12 @@ class StableDrag(DragGAN):
         best = costs.min(dim=1).values
         typical = costs.median(dim=1).values.clamp_min(1e-8)
         self.confidence = (1.0 - best / typical).clamp(0, 1)
-        offsets = (fx.subpixel_argmin(costs, self.n_window, 1.0) if self.values["subpixel"]
-                   else self.window[costs.argmin(dim=1)])
-        return (handles + offsets).clamp(0, self.ctx.resolution - 1)
+        return self.best_match(costs, handles)
 
-    def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
-        h, t = handles[active], targets[active]
-        if h.shape[0] == 0:
-            return features.sum() * 0
-        delta = t - h
-        dist = delta.norm(dim=1, keepdim=True).clamp_min(1e-6)
-        d = delta / dist * torch.clamp(dist, max=self.values["step"])
-        q = h[:, None, :] + self.disc[None]
+    def goal(self, features: Tensor, q: Tensor, active: Tensor) -> Tensor:
+        """A blend of the first-frame template and the detached current features at ``q``:
+        the template alone where tracking was unsure (confidence under ``min_confidence``)."""
         current = fx.sample(features.detach(), q, self.ctx.resolution)
-        w = torch.full((h.shape[0],), self.values["anchor"], device=h.device)
+        w = torch.full((q.shape[0],), self.values["anchor"], device=q.device)
         w = torch.where(self.confidence[active] < self.values["min_confidence"], torch.ones_like(w), w)
-        goal = w[:, None, None] * self.anchor_templates[active] + (1 - w[:, None, None]) * current
-        ahead = fx.sample(features, q + d[:, None, :], self.ctx.resolution)
-        return (ahead - goal).abs().mean(dim=(1, 2)).sum()
+        return w[:, None, None] * self.anchor_templates[active] + (1 - w[:, None, None]) * current

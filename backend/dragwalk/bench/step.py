@@ -1,0 +1,249 @@
+"""``dragwalk bench step``: one DragGAN step three ways on the same network, side by side.
+
+* ``headless``: the project's step without a frame (``DragRun.step()``): a forward pass
+  that stops at the feature layer, loss on the feature map at its own size, backward;
+* ``editor``: the project's step with a frame (``DragRun.step(render=True)``), as the
+  editor runs it: the same, plus the rest of the network in inference mode;
+* ``reference``: the structure of the official DragGAN step, written here from the paper:
+  one full forward with autograd (image and features), the features resized bilinearly
+  to the image, point tracking by L2 nearest neighbour in a window of that map, motion
+  supervision (L1 between the map at ``q`` held fixed and at ``q + d``) over a disc,
+  backward, Adam on w+ rows 0..5.
+
+All three drag the same handle towards the same far target (so none arrives) with the
+same radii and learning rate, and the kinds run interleaved, one step each in turn, so
+load on the machine hits them alike. Printed: the median ms per step of each, the ratio
+of the reference to each, and peak memory per step: the resident set's high-water mark
+(``VmHWM``, reset before each kind's steps through ``/proc/self/clear_refs``) over the
+resident set before them on CPU (with freed heap memory handed back first), ``torch.cuda.max_memory_allocated`` on a GPU.
+
+No real checkpoint can be downloaded here: ``--ffhq-like RES`` builds a StyleGAN2 with
+the FFHQ configuration's layout (z and w 512-d, 8 mapping layers, channels up to 512) and
+seeded random weights; timing and memory do not depend on what the weights learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("reference", "headless", "editor")
+#: DragGAN's radii at 512 px (scaled with the resolution) and its learning rate for StyleGAN
+R1_512, R2_512, LR = 3.0, 12.0, 2e-3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli import add_model_arguments
+
+    add_model_arguments(parser)
+    parser.add_argument("--ffhq-like", type=int, default=0, metavar="RES",
+                        help="a StyleGAN2 of this resolution with FFHQ's layout and random weights, "
+                             "instead of --model")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of each kind (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    parser.add_argument("--layer", default=None, help="feature layer (default: the model's)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+
+
+def ffhq_like(resolution: int, seed: int = 0):
+    """StyleGAN2 with the layout of NVIDIA's FFHQ networks at ``resolution`` (random weights)."""
+    from ..models.stylegan2 import StyleGAN2Generator
+
+    if resolution < 16 or resolution & (resolution - 1):
+        raise ValueError(f"--ffhq-like needs a power of two >= 16, got {resolution}")
+    torch.manual_seed(seed)
+    model = StyleGAN2Generator(z_dim=512, w_dim=512, img_resolution=resolution,
+                               mapping_kwargs={"num_layers": 8},
+                               synthesis_kwargs={"channel_base": 16384 if resolution <= 256 else 32768,
+                                                 "channel_max": 512},
+                               name=f"ffhq-like-{resolution}")
+    return model.eval().requires_grad_(False)
+
+
+def _points(resolution: int) -> tuple[list[list[float]], list[list[float]]]:
+    """One handle dragged across most of the image: no kind arrives within the timed steps."""
+    return [[0.3 * resolution, 0.5 * resolution]], [[0.8 * resolution, 0.5 * resolution]]
+
+
+class ReferenceStep:
+    """The official step's structure (see the module docstring), one call per step."""
+
+    def __init__(self, generator, latent, layer: str, handles, targets, r1: float, r2: float):
+        from ..models.base import Latent
+
+        self.g, self.layer, self.Latent = generator, layer, Latent
+        ws = generator.ws(latent).detach()
+        self.head = ws[:, :6].clone().requires_grad_(True)
+        self.tail = ws[:, 6:]
+        self.opt = torch.optim.Adam([self.head], lr=LR)
+        self.res = generator.resolution
+        self.r1, self.r2 = int(round(r1)), int(round(r2))
+        self.handles = torch.tensor(handles, dtype=torch.float32)
+        self.targets = torch.tensor(targets, dtype=torch.float32)
+        with torch.no_grad():
+            first = self._feature_map(ws)
+        self.templates = torch.stack([first[0, :, int(y), int(x)] for x, y in self.handles.tolist()])
+        d = torch.arange(-self.r1, self.r1 + 1, dtype=torch.float32)
+        yy, xx = torch.meshgrid(d, d, indexing="ij")
+        inside = xx.pow(2) + yy.pow(2) <= self.r1 ** 2
+        self.disc = torch.stack([xx[inside], yy[inside]], dim=1)            # [P, 2]
+
+    def _feature_map(self, ws: torch.Tensor) -> torch.Tensor:
+        out = self.g.synthesize(self.Latent("w+", ws), self.layer)          # the full forward, image too
+        return F.interpolate(out.features, size=(self.res, self.res), mode="bilinear", align_corners=False)
+
+    def _sample(self, fm: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        grid = (xy + 0.5) * (2.0 / self.res) - 1.0
+        return F.grid_sample(fm, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0]   # [C, P]
+
+    def __call__(self) -> None:
+        fm = self._feature_map(torch.cat([self.head, self.tail], dim=1))
+        with torch.no_grad():                                               # tracking: L2 nearest neighbour
+            for i, (x, y) in enumerate(self.handles.round().long().tolist()):
+                x0, y0 = max(0, x - self.r2), max(0, y - self.r2)
+                window = fm[0, :, y0:y + self.r2 + 1, x0:x + self.r2 + 1]
+                cost = (window - self.templates[i][:, None, None]).norm(dim=0)
+                k = int(cost.argmin())
+                self.handles[i] = torch.tensor([x0 + k % cost.shape[1], y0 + k // cost.shape[1]],
+                                               dtype=torch.float32)
+        loss = fm.sum() * 0
+        for h, t in zip(self.handles, self.targets):
+            d = (t - h) / (t - h).norm().clamp_min(1e-6)
+            q = self.disc + h
+            loss = loss + F.l1_loss(self._sample(fm, q + d), self._sample(fm.detach(), q))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def make_steps(generator, layer: str) -> dict[str, Callable[[], None]]:
+    """One step callable per kind, all dragging the same point with the same settings."""
+    from ..drag import DragConfig, DragRun
+
+    res = generator.resolution
+    r1, r2 = R1_512 * res / 512, R2_512 * res / 512
+    handles, targets = _points(res)
+    latent = generator.sample(0)
+    if "w+" in generator.latent_spaces:
+        latent = generator.convert(latent, "w+")
+    config = DragConfig(method="draggan", lr=LR, feature_layer=layer, max_steps=10000,
+                        mode="w+:first6" if "w+:first6" in generator.drag_modes else None,
+                        params={"r1": r1, "r2": r2, "smooth": 0})
+    runs = {kind: DragRun(generator, latent, handles, targets, config=config) for kind in ("headless", "editor")}
+    steps: dict[str, Callable[[], None]] = {
+        "headless": lambda: runs["headless"].step(render=False),
+        "editor": lambda: runs["editor"].step(render=True),
+    }
+    if "w+" in generator.latent_spaces:
+        steps = {"reference": ReferenceStep(generator, latent, layer, handles, targets, r1, r2), **steps}
+    return steps
+
+
+def _resident_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _high_water_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _release_free_heap() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise, and a step that
+    reuses it would not show in the resident set)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
+    """Memory a step needs above what is held before it: the largest of ``repeats`` steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(repeats):
+            step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    _release_free_heap()
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")                     # resets VmHWM to the current resident set
+    except OSError:
+        return float("nan")
+    base = _resident_kb()
+    for _ in range(repeats):
+        step()
+    return (_high_water_kb() - base) / 1024
+
+
+def measure(generator, layer: str, steps: int) -> dict:
+    device = generator.device
+    kinds = make_steps(generator, layer)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for step in kinds.values():               # warm-up: first-call allocations, lazy inits
+        step()
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(steps):
+        for kind, step in kinds.items():
+            sync()
+            started = time.perf_counter()
+            step()
+            sync()
+            times[kind].append(1000 * (time.perf_counter() - started))
+    memory = {kind: peak_memory_mb(step, device) for kind, step in kinds.items()}
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    out = {"model": generator.name, "resolution": generator.resolution, "layer": layer, "device": str(device),
+           "threads": torch.get_num_threads(), "steps": steps, "ms": medians, "peak_mb": memory, "all_ms": times}
+    if "reference" in medians:
+        out["speedup"] = {k: medians["reference"] / medians[k] for k in medians if k != "reference"}
+    out["editor_memory_over_headless"] = memory["editor"] / memory["headless"] if memory["headless"] > 0 else math.nan
+    return out
+
+
+def format_result(r: dict) -> str:
+    lines = [f"drag step on {r['model']} ({r['resolution']} px, feature layer {r['layer']}, {r['device']}, "
+             f"{r['threads']} threads, median of {r['steps']} interleaved steps)",
+             f"{'kind':<11}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"]
+    for kind, ms in r["ms"].items():
+        ratio = r.get("speedup", {}).get(kind)
+        lines.append(f"{kind:<11}{ms:>9.1f}{'' if ratio is None else f'{ratio:.2f}x':>26}{r['peak_mb'][kind]:>10.1f}")
+    lines.append(f"editor peak memory / headless: {r['editor_memory_over_headless']:.2f}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import open_model
+    from ..device import pick_device
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.steps < 1:
+        raise SystemExit("--steps must be >= 1")
+    generator = ffhq_like(args.ffhq_like).to(pick_device(args.device)) if args.ffhq_like else open_model(args)
+    layer = args.layer or generator.default_feature_layer
+    result = measure(generator, layer, args.steps)
+    print(format_result(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.json}")
+    return 0

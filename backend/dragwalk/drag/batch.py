@@ -1,0 +1,85 @@
+"""Several drags, one forward and one backward: the steps of many sessions on one model.
+
+On a GPU (and even on a CPU, for a small model) one pass over a batch of 8 latents costs
+far less than 8 passes over one. Each :class:`~dragwalk.drag.run.DragRun` keeps its own
+variables, optimiser state, points and method; only the generator's work is shared:
+
+1. every run's current latent is stacked along the batch dimension (offsets a run does
+   not have are zeros, which add nothing);
+2. one pass to the feature layer with autograd (and, when any run shows a frame, one
+   inference pass of the rest, as in :meth:`DragRun.step`);
+3. each run tracks, checks and computes its loss on its own slice
+   (:meth:`DragRun.advance`);
+4. one backward of the summed losses: the runs' variables are separate leaves and each
+   loss reads only its own slice, so each run receives exactly its own gradient;
+5. each run's optimiser steps.
+
+A batched step therefore ends where the same steps run one by one end (to float
+rounding: batched convolutions may sum in another order).
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+
+from ..models.base import Latent
+from .run import DragRun, DragStep
+
+
+def batch_key(run: DragRun) -> Hashable:
+    """Runs with equal keys can step together: same network, feature layer and latent shape."""
+    latent = run.variables.latent()
+    return (id(run.generator), run.feature_layer, latent.space, tuple(latent.code.shape[1:]))
+
+
+def stack_latents(latents: Sequence[Latent]) -> Latent:
+    """One batch of ``latents`` (each of batch 1); missing offsets become zeros."""
+    first = latents[0]
+    names: dict[str, Latent] = {}
+    for latent in latents:
+        if latent.space != first.space:
+            raise ValueError(f"cannot batch a {latent.space!r} latent with a {first.space!r} one")
+        for name in latent.offsets:
+            names.setdefault(name, latent)
+    offsets = {}
+    for name, owner in names.items():
+        template = owner.offsets[name]
+        offsets[name] = torch.cat([lat.offsets.get(name, torch.zeros_like(template)) for lat in latents])
+    return Latent(first.space, torch.cat([lat.code for lat in latents]), offsets)
+
+
+def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False) -> list[DragStep]:
+    """One step of every run in one batched pass; returns each run's :class:`DragStep`.
+
+    Finished runs only report. All live runs must share :func:`batch_key`.
+    """
+    renders = [bool(render)] * len(runs) if isinstance(render, bool) else [bool(r) for r in render]
+    if len(renders) != len(runs):
+        raise ValueError(f"{len(renders)} render flags for {len(runs)} runs")
+    live = [i for i, run in enumerate(runs) if not run.done]
+    if live:
+        keys = {batch_key(runs[i]) for i in live}
+        if len(keys) > 1:
+            raise ValueError("these drags cannot share a batch (different models, feature layers or latents)")
+        generator, layer = runs[live[0]].generator, runs[live[0]].feature_layer
+        latents = [runs[i].variables.latent() for i in live]
+        out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
+        images = None
+        if any(renders[i] for i in live) and out.resume is not None:
+            with torch.no_grad():
+                images = out.resume().detach()
+        losses = []
+        for k, i in enumerate(live):
+            image = images[k:k + 1] if images is not None and renders[i] else None
+            loss = runs[i].advance(latents[k], out.features[k:k + 1], image)
+            if loss is not None:
+                losses.append((runs[i], loss))
+        if losses:
+            for run, _ in losses:
+                run.optimizer.zero_grad(set_to_none=True)
+            torch.stack([loss.reshape(()) for _, loss in losses]).sum().backward()
+            for run, _ in losses:
+                run.optimizer.step()
+    return [run.report(renders[i]) for i, run in enumerate(runs)]

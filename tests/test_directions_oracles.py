@@ -1,0 +1,219 @@
+"""Every direction method against an independent computation (numpy, scipy, scikit-image).
+
+The method's answer is never compared with itself: each test recomputes what the method
+should give with another library (numpy's eig and svd, scipy's generalised eigensolver and
+k-means, a reverse-mode Jacobian instead of the method's forward-mode one), or measures the
+property the method claims (more variation than random directions, an attribute that moves
+the right way on samples the method never saw).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from scipy.cluster.vq import kmeans2, vq
+
+from dragwalk.directions import Walk, apply_walks, compute_directions
+from dragwalk.models import Latent
+from dragwalk.models.dcgan import DCGANGenerator
+
+
+def signed(v: np.ndarray) -> np.ndarray:
+    """The documented sign convention, rows: largest-magnitude component positive."""
+    v = np.atleast_2d(v)
+    return v * np.sign(v[np.arange(len(v)), np.abs(v).argmax(axis=1)])[:, None]
+
+
+def cosines(a, b) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+# --------------------------------------------------------------------- SeFa
+def test_sefa_is_the_eigenbasis_of_the_first_map_in_order_and_sign(generator):
+    weight = generator.first_linear_map().detach().double().numpy()          # [D, out]
+    a = weight / np.linalg.norm(weight, axis=0, keepdims=True)
+    values, vectors = np.linalg.eig(a @ a.T)                                  # numpy's general solver
+    values, vectors = values.real, vectors.real
+    order = np.argsort(-values)
+    values, vectors = values[order], signed(vectors[:, order].T)
+    num = 10
+    assert np.all(np.diff(values[:num + 1]) < -1e-3 * values[0]), "top eigenvalues must be distinct to compare"
+    ds = compute_directions(generator, "sefa", num=num)
+    np.testing.assert_allclose(ds.values, values[:num], rtol=1e-4)
+    np.testing.assert_allclose(ds.vectors.numpy(), vectors[:num], atol=1e-4)
+
+
+# --------------------------------------------------------------------- GANSpace
+def test_ganspace_matches_numpy_svd_of_the_same_samples(generator):
+    samples, num = 1500, 4
+    ds = compute_directions(generator, "ganspace", num=num, samples=samples, seed=3)
+    layer = ds.params["layer"]
+    codes = generator.sample_codes(samples, seed=3, space="z").code.double()
+    with torch.no_grad():
+        acts = generator.synthesize(Latent("z", codes.float()), feature_layer=layer, stop_at_feature=True)
+    x = acts.features.reshape(samples, -1).double().numpy()
+    centred = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    comps = vt[:num] * np.sign(vt[:num].sum(1, keepdims=True))                # documented: sum positive
+    coords = centred @ comps.T
+    design = np.hstack([coords, np.ones((samples, 1))])
+    regression = np.linalg.lstsq(design, codes.numpy(), rcond=None)[0][:num]  # z ~ coords @ B
+    std = s[:num] / np.sqrt(samples - 1)
+    top = 3  # the method's randomized SVD is exact only for the leading components
+    assert np.all(cosines(ds.vectors[:top], regression[:top]) > 0.999), cosines(ds.vectors[:top], regression[:top])
+    np.testing.assert_allclose(ds.values[:top], std[:top] ** 2, rtol=1e-3)
+    np.testing.assert_allclose(ds.scales[:top].numpy(), np.linalg.norm(regression[:top], axis=1) * std[:top],
+                               rtol=2e-3)
+
+
+def test_ganspace_in_w_is_numpy_pca_of_sampled_w():
+    from dragwalk.models import stylegan2
+
+    torch.manual_seed(0)
+    sg = stylegan2.StyleGAN2Generator(z_dim=16, w_dim=16, img_resolution=16, mapping_kwargs={"num_layers": 2},
+                                      synthesis_kwargs={"channel_base": 512, "channel_max": 16},
+                                      name="tiny").eval().requires_grad_(False)
+    ds = compute_directions(sg, "ganspace", num=5, samples=3000, seed=1)
+    w = sg.sample_codes(3000, seed=1, space="w").code
+    w = (w[:, 0] if w.dim() == 3 else w).double().numpy()
+    _, s, vt = np.linalg.svd(w - w.mean(0), full_matrices=False)
+    comps = vt[:5] * np.sign(vt[:5].sum(1, keepdims=True))
+    assert np.all(np.diff(s[:6]) < -1e-3 * s[0])
+    np.testing.assert_allclose(ds.vectors.numpy(), comps, atol=1e-4)
+    np.testing.assert_allclose(ds.scales.numpy(), s[:5] / np.sqrt(3000 - 1), rtol=1e-4)
+
+
+# --------------------------------------------------------------------- REDs
+@pytest.fixture(scope="module")
+def tiny():
+    """A DCGAN small enough for a dense Jacobian: z in R^8, 16 x 16 px, random weights."""
+    torch.manual_seed(7)
+    return DCGANGenerator(nz=8, ngf=4, resolution=16, name="tiny-dcgan").eval().requires_grad_(False)
+
+
+def test_reds_solve_the_dense_generalised_eigenproblem(tiny):
+    region = np.zeros((16, 16), np.float32)
+    region[3:9, 5:12] = 1
+    latent = tiny.sample(3)
+    ds = compute_directions(tiny, "reds", latent=latent, mask=region, num=3)
+    # the Jacobian again, by reverse mode (the method uses forward mode), in float64 for the solve
+    jac = torch.autograd.functional.jacobian(lambda z: tiny.render(Latent("z", z[None]))[0], latent.code[0])
+    j = jac.reshape(-1, 8).double().numpy()                                     # [3*H*W, D]
+    w = np.tile(region.reshape(-1), 3).astype(np.float64)
+    a_c = j.T @ (j * w[:, None])
+    a_f = j.T @ (j * (1 - w)[:, None])
+    a_c, a_f = a_c / np.linalg.norm(a_c), a_f / np.linalg.norm(a_f)
+    values, vectors = scipy.linalg.eigh(a_c, a_f)                              # ascending
+    values, vectors = values[::-1], signed((vectors[:, ::-1] / np.linalg.norm(vectors[:, ::-1], axis=0)).T)
+    assert np.all(np.diff(values[:4]) < -1e-3 * values[0]), "top quotients must be distinct to compare"
+    np.testing.assert_allclose(ds.values, values[:3], rtol=1e-3)
+    np.testing.assert_allclose(ds.vectors.numpy(), vectors[:3], atol=2e-3)
+
+
+# --------------------------------------------------------------------- DP-LaSE
+def _variation(generator, vectors: torch.Tensor, layer: str, step: float = 3.0) -> float:
+    """Mean squared change of ``layer`` per feature when each unit row moves 64 held-out z by
+    ``step`` on their density shell (the endpoint written out here, not taken from the package)."""
+    z0 = torch.from_numpy(np.random.default_rng(2024).standard_normal((64, vectors.shape[1]))).float()
+    with torch.no_grad():
+        base = generator.synthesize(Latent("z", z0), feature_layer=layer, stop_at_feature=True).features
+        total = 0.0
+        for v in vectors:
+            moved = z0 + step * v
+            moved = moved * (z0.norm(dim=1, keepdim=True) / moved.norm(dim=1, keepdim=True))
+            after = generator.synthesize(Latent("z", moved), feature_layer=layer, stop_at_feature=True).features
+            total += float((after - base).pow(2).mean())
+    return total / len(vectors)
+
+
+def test_dplase_learns_more_variation_than_random_and_more_with_training(generator):
+    k, layer = 4, "b0"
+    trained = {iters: compute_directions(generator, "dplase", k=k, layer=layer, iters=iters, refine=False,
+                                         time_limit=None) for iters in (1, 30, 90)}
+    var = {iters: _variation(generator, ds.vectors, layer) for iters, ds in trained.items()}
+    rng = np.random.default_rng(5)
+    random = np.mean([_variation(generator, torch.from_numpy(np.linalg.qr(rng.standard_normal((100, k)))[0].T)
+                                 .float(), layer) for _ in range(3)])
+    assert var[1] < var[30] < var[90], var
+    assert var[90] > 1.3 * random, (var, random)
+
+
+# --------------------------------------------------------------------- SFVQ
+def _curve_error(points: np.ndarray, codebook: np.ndarray) -> float:
+    """Mean squared distance of each point to the piecewise-linear curve through ``codebook``."""
+    a, b = codebook[:-1], codebook[1:]
+    ab = b - a
+    t = np.clip(((points[:, None] - a[None]) * ab[None]).sum(-1) / (ab ** 2).sum(-1)[None], 0, 1)
+    proj = a[None] + t[..., None] * ab[None]
+    return float(((points[:, None] - proj) ** 2).sum(-1).min(1).mean())
+
+
+def test_sfvq_quantises_held_out_data_better_than_kmeans_with_as_many_points(generator):
+    ds = compute_directions(generator, "sfvq")                       # defaults: 32 points, 10k samples
+    codebook = ds.extras["codebook"].double().numpy()
+    mean, comps = ds.extras["pca_mean"].double().numpy(), ds.extras["pca_components"].double().numpy()
+    layer = ds.params["layer"]
+
+    def coords(seed: int, n: int) -> np.ndarray:
+        z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 100))).float()
+        with torch.no_grad():
+            f = generator.synthesize(Latent("z", z), feature_layer=layer, stop_at_feature=True).features
+        return (f.reshape(n, -1).double().numpy() - mean) @ comps.T
+
+    train, held = coords(11, 10_000), coords(12, 2000)
+    best = min((kmeans2(train, len(codebook), seed=s, minit="++", iter=30) for s in range(3)),
+               key=lambda r: ((train - r[0][r[1]]) ** 2).sum(1).mean())
+    labels, _ = vq(held, best[0])
+    kmeans_error = float(((held - best[0][labels]) ** 2).sum(1).mean())
+    sfvq_error = _curve_error(held, codebook)
+    assert sfvq_error < kmeans_error, (sfvq_error, kmeans_error)
+
+
+# --------------------------------------------------------------------- InterFaceGAN, LSD
+@pytest.mark.parametrize("method", ["interfacegan", "lsd"])
+def test_supervised_directions_move_a_hidden_attribute_on_held_out_samples(generator, method):
+    """Tags from a hidden rule (a noisy threshold of z along a secret direction): the found direction
+    must raise that attribute on samples it never saw, and order them like the rule does."""
+    rng = np.random.default_rng(31)
+    secret = rng.standard_normal(100)
+    secret /= np.linalg.norm(secret)
+    train = rng.standard_normal((600, 100)).astype(np.float32)
+    tags = (train @ secret + 0.3 * rng.standard_normal(600) > 0).astype(int)
+    ds = compute_directions(generator, method, attribute="secret", codes=train, labels=tags)
+    v = ds.vectors[0].double().numpy()
+    held = Latent("z", torch.from_numpy(rng.standard_normal((200, 100))).float())
+    low = apply_walks(generator, held, [Walk(ds, 0, -1.0)]).code.double().numpy()
+    high = apply_walks(generator, held, [Walk(ds, 0, 1.0)]).code.double().numpy()
+    assert np.all(high @ secret > low @ secret)          # the attribute goes up on every held-out face
+    truth = held.code.double().numpy() @ secret > 0
+    predicted = held.code.double().numpy() @ v > 0
+    assert np.mean(truth == predicted) > 0.8, np.mean(truth == predicted)
+    assert float(v @ secret) > 0.7, float(v @ secret)
+
+
+# --------------------------------------------------------------------- SSIM
+def test_ssim_matches_scikit_image():
+    from skimage.metrics import structural_similarity
+
+    from dragwalk.inversion.losses import ssim
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    clean = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy) for c in range(3)]) * 0.8   # [-0.8, 0.8]
+    for noise in (0.05, 0.3, 1.0):
+        noisy = np.clip(clean + noise * rng.standard_normal(clean.shape), -1, 1)
+        ours = float(ssim(torch.from_numpy(noisy[None]).float(), torch.from_numpy(clean[None]).float())[0])
+        theirs = structural_similarity((noisy + 1) / 2, (clean + 1) / 2, data_range=1.0, channel_axis=0,
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert abs(ours - theirs) < 1e-4, (noise, ours, theirs)
+
+
+def test_a_split_at_the_median_never_puts_a_sample_on_both_sides():
+    from dragwalk.directions.labelled import binary_split
+
+    for n in (4, 5, 7, 101):
+        neg, pos = binary_split(np.arange(n, dtype=float), 0.5)
+        assert not set(neg) & set(pos) and len(neg) == len(pos) == n // 2

@@ -1,0 +1,174 @@
+"""The editor's drag step: a frame costs an inference pass, never a bigger autograd graph.
+
+* ``Synthesis.resume`` (the rest of the network from a pass that stopped at the feature
+  layer) gives the same image as a full forward, on the DCGAN and on a StyleGAN2 with
+  block and skip-image offsets;
+* a step that renders a frame saves exactly as many tensors for backward as one that
+  does not (counted with autograd's saved-tensor hooks), and takes the same optimiser step;
+* the frame is the image of the latent the step's points belong to.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dragwalk.drag import DragConfig, DragRun
+from dragwalk.models.base import Latent
+from dragwalk.models.stylegan2 import StyleGAN2Generator
+
+HANDLES = [[30.0, 40.0]]
+TARGETS = [[30.0, 34.0]]
+
+
+@pytest.fixture(scope="module")
+def sg():
+    torch.manual_seed(1)
+    model = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs={"num_layers": 2},
+                               synthesis_kwargs={"channel_base": 512, "channel_max": 32}, name="tiny-sg2-32")
+    return model.eval().requires_grad_(False)
+
+
+def _with_offsets(generator, latent: Latent, names: list[str]) -> Latent:
+    gen = torch.Generator().manual_seed(3)
+    offsets = {n: 0.3 * torch.randn(1, *generator.offset_shape(n), generator=gen) for n in names}
+    return Latent(latent.space, latent.code, offsets)
+
+
+def test_resume_renders_what_a_full_forward_renders_dcgan(generator):
+    latent = _with_offsets(generator, generator.sample(4), ["b1", "b3"])
+    for layer in ("b1", "b2", "b3"):
+        part = generator.synthesize(latent, layer, stop_at_feature=True)
+        assert part.image is None and part.resume is not None
+        full = generator.synthesize(latent, layer)
+        torch.testing.assert_close(part.features, full.features)
+        with torch.no_grad():
+            torch.testing.assert_close(part.resume(), full.image, rtol=0, atol=1e-6)
+
+
+def test_resume_renders_what_a_full_forward_renders_stylegan2(sg):
+    blocks = [info.name for info in sg.layers if info.name != "image"]
+    base = sg.convert(sg.sample(2), "w+")
+    latent = _with_offsets(sg, base, [blocks[1], blocks[1] + ":rgb", blocks[2]])
+    full_image = sg.render(latent)
+    for layer in blocks:
+        part = sg.synthesize(latent, layer, stop_at_feature=True)
+        with torch.no_grad():
+            torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
+    # an offset changes the resumed image: the continuation reads the latent's offsets
+    plain = sg.synthesize(base, blocks[1], stop_at_feature=True)
+    with torch.no_grad():
+        assert (plain.resume() - full_image).abs().max() > 1e-3
+
+
+def _count_saved(run: DragRun, render: bool) -> tuple[int, object]:
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step = run.step(render=render)
+    return sum(saved), step
+
+
+@pytest.mark.parametrize("method", ["draggan", "template"])
+def test_a_frame_adds_nothing_to_the_graph(generator, method):
+    config = DragConfig(method=method, max_steps=20)
+    latent = generator.sample(7)
+    quiet = DragRun(generator, latent, HANDLES, TARGETS, config=config)
+    shown = DragRun(generator, latent, HANDLES, TARGETS, config=config)
+    for _ in range(3):
+        n_quiet, _ = _count_saved(quiet, render=False)
+        n_shown, step = _count_saved(shown, render=True)
+        assert n_quiet > 0
+        assert n_shown == n_quiet
+        # the frame shows the latent the reported points were tracked on
+        with torch.no_grad():
+            torch.testing.assert_close(step.image, generator.render(shown.latent), rtol=0, atol=1e-6)
+    # and rendering changed nothing about the optimisation
+    torch.testing.assert_close(shown.latent.code, quiet.latent.code, rtol=0, atol=1e-6)
+    for name, value in quiet.latent.offsets.items():
+        torch.testing.assert_close(shown.latent.offsets[name], value, rtol=0, atol=1e-6)
+
+
+def test_bench_step_times_all_three_kinds_on_one_network(sg, capsys):
+    """`dragwalk bench step` on a tiny StyleGAN2: every kind runs, the reference really optimises."""
+    from dragwalk.bench import step as bench
+
+    kinds = bench.make_steps(sg, sg.default_feature_layer)
+    assert list(kinds) == ["reference", "headless", "editor"]
+    reference = kinds["reference"]
+    head = reference.head.detach().clone()
+    reference()
+    assert reference.head.grad is not None and float(reference.head.grad.abs().max()) > 0
+    assert not torch.equal(reference.head.detach(), head)
+    result = bench.measure(sg, sg.default_feature_layer, steps=2)
+    assert set(result["ms"]) == set(bench.KINDS) and all(v > 0 for v in result["ms"].values())
+    assert set(result["speedup"]) == {"headless", "editor"}
+    assert all(v >= 0 for v in result["peak_mb"].values())
+    text = bench.format_result(result)
+    assert "x faster than reference" in text and "editor peak memory / headless" in text
+
+
+# ----------------------------------------------------------------- several sessions, one batch
+def _runs(generator):
+    from dragwalk.drag import DragConfig
+
+    mask = torch.zeros(64, 64)
+    mask[20:50, 15:50] = 1
+    specs = [
+        (3, [[30.0, 40.0]], [[30.0, 34.0]], None, DragConfig(method="draggan", max_steps=12)),
+        (5, [[22.0, 30.0], [42.0, 30.0]], [[20.0, 26.0], [44.0, 26.0]], None, DragConfig(method="template", max_steps=12)),
+        (8, [[32.0, 44.0]], [[32.0, 48.0]], mask, DragConfig(method="freedrag", max_steps=12)),
+        (9, [[26.0, 26.0]], [[26.0, 22.0]], None, DragConfig(method="warp", params={"refine": 4})),
+    ]
+    return [DragRun(generator, generator.sample(seed), h, t, m, c) for seed, h, t, m, c in specs]
+
+
+def test_batched_drags_end_where_single_drags_end(generator):
+    from dragwalk.drag.batch import step_together
+
+    alone, together = _runs(generator), _runs(generator)
+    for k in range(14):
+        renders = [k % 2 == 0, True, False, k % 3 == 0]
+        singles = [run.step(render=r) for run, r in zip(alone, renders)]
+        batched = step_together(together, renders)
+        for a, b, r in zip(singles, batched, renders):
+            assert a.handles == b.handles and a.done == b.done and a.reason == b.reason
+            if r:
+                torch.testing.assert_close(b.image, a.image, rtol=0, atol=1e-5)
+    assert all(run.done for run in together)
+    assert sum(run.step_count for run in together) > 20
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(b.latent.code, a.latent.code, rtol=0, atol=1e-5)
+        assert set(a.latent.offsets) == set(b.latent.offsets)
+        for name, value in a.latent.offsets.items():
+            torch.testing.assert_close(b.latent.offsets[name], value, rtol=0, atol=1e-5)
+        assert b.converged == a.converged
+
+
+def test_batched_step_gives_each_run_its_own_gradient(generator):
+    """Zeroing one run's loss must leave it unmoved while the others move (no cross-talk)."""
+    from dragwalk.drag.batch import step_together
+
+    runs = _runs(generator)[:3]
+    before = [run.latent for run in runs]
+    runs[0].method.loss = lambda feats, *a, **k: feats.sum() * 0     # this run has nothing to learn
+    step_together(runs)
+    step_together(runs)
+    moved = [float((run.variables.latent().code.detach() - b.code).abs().max()) for run, b in zip(runs, before)]
+    assert moved[0] == 0.0
+    assert moved[1] > 1e-4 and moved[2] > 1e-4
+
+
+def test_drags_on_different_layers_are_not_batched(generator):
+    from dragwalk.drag import DragConfig
+    from dragwalk.drag.batch import step_together
+
+    a = DragRun(generator, generator.sample(1), [[30.0, 40.0]], [[30.0, 34.0]], config=DragConfig(method="draggan"))
+    b = DragRun(generator, generator.sample(2), [[30.0, 40.0]], [[30.0, 34.0]],
+                config=DragConfig(method="draggan", feature_layer="b2"))
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        step_together([a, b])

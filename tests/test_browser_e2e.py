@@ -558,13 +558,17 @@ def test_access_token_from_the_page_url_reaches_every_request(browser, tmp_path,
     with running_server(tmp_path, token="s3cret-token") as guarded:
         pg = new_page(browser)
         try:
-            refused = []
+            refused, blocked = [], []
             pg.on("response", lambda r: refused.append(r.url) if r.status == 401 else None)
+            pg.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
             pg.goto(guarded.url("/?token=s3cret-token&seed=2"))
             wait_state(pg, "s.conn.state === 'open' && s.frameCount > 0")
             assert pixels(pg).std() > 20
+            # the token was exchanged for a cookie: it left the address bar and the page's links
+            assert "token" not in pg.url
             href = pg.get_by_test_id("export-png").get_attribute("href")
-            assert "token=s3cret-token" in href
+            assert "token=" not in href
+            assert pg.request.get(guarded.url(href) if href.startswith("/") else href).status == 200
             # a new random seed is a reseed in the same session: one more history entry, another face
             first, seq = pixels(pg), frame_seq(pg)
             pg.get_by_test_id("seed-random").click()
@@ -572,6 +576,7 @@ def test_access_token_from_the_page_url_reaches_every_request(browser, tmp_path,
                            f"&& s.lastFrame.seq > {seq}")
             assert np.abs(pixels(pg) - first).mean() > 10
             assert refused == [], refused
+            assert blocked == [], blocked                  # the page lives within its CSP
             assert pg.page_errors == [], pg.page_errors
             shot(pg, artifacts_dir, "15-token")
         finally:

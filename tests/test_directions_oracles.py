@@ -98,7 +98,7 @@ def test_reds_solve_the_dense_generalised_eigenproblem(tiny):
     region = np.zeros((16, 16), np.float32)
     region[3:9, 5:12] = 1
     latent = tiny.sample(3)
-    ds = compute_directions(tiny, "reds", latent=latent, mask=region, num=3)
+    ds = compute_directions(tiny, "reds", latent=latent, mask=region, num=3, offsets="none")   # the global latent
     # the Jacobian again, by reverse mode (the method uses forward mode), in float64 for the solve
     jac = torch.autograd.functional.jacobian(lambda z: tiny.render(Latent("z", z[None]))[0], latent.code[0])
     j = jac.reshape(-1, 8).double().numpy()                                     # [3*H*W, D]

@@ -59,7 +59,7 @@ def test_ganspace_and_sfvq_fit_sampled_w(sg, base):
 
 
 def test_reds_region_in_w_is_local(sg, base):
-    reds = compute_directions(sg, "reds", latent=base, mask=REGION, num=2)
+    reds = compute_directions(sg, "reds", latent=base, mask=REGION, num=2, offsets="none")
     sefa = compute_directions(sg, "sefa", num=4)
     mask = torch.tensor(REGION)
     a = matched_amount(sg, base, reds, 0, 0.01, iters=8)
@@ -69,6 +69,33 @@ def test_reds_region_in_w_is_local(sg, base):
     assert reds_loc > 1.5 * sefa_loc, (reds_loc, sefa_loc)
     curved = apply_walks(sg, base, [Walk(reds, 0, a, "curved", steps=2)])
     assert curved.space == "w+"
+
+
+def test_reds_over_block_offsets_behind_the_seam(sg, base):
+    """Spatial REDs on StyleGAN2 block activations: nothing outside the support's footprint moves,
+    and the walk is a w+ latent plus a block offset."""
+    from scipy import ndimage
+
+    reds = compute_directions(sg, "reds", latent=base, mask=REGION, num=2)       # default: offsets, auto layer
+    layer = reds.params["offsets"]
+    assert reds.space == "w" and f"offset:{layer}" in reds.extras
+    walked = apply_walks(sg, base, [Walk(reds, 0, 3.0)])
+    assert walked.space == "w+" and torch.equal(walked.code, base.code) and layer in walked.offsets
+    with torch.no_grad():
+        diff = (sg.render(walked) - sg.render(base))[0].abs().sum(0).numpy()
+    assert diff[REGION > 0].mean() > 1e-3
+    # more local than the global w REDs at a matched change (share inside / area, numpy)
+    glob = compute_directions(sg, "reds", latent=base, mask=REGION, num=2, offsets="none")
+    with torch.no_grad():
+        g = walk_change(sg, base, glob, 0, matched_amount(sg, base, glob, 0, 0.01, iters=8)).abs().sum(0).numpy()
+        s = walk_change(sg, base, reds, 0, matched_amount(sg, base, reds, 0, 0.01, iters=8)).abs().sum(0).numpy()
+    share = [x[REGION > 0].sum() / x.sum() / REGION.mean() for x in (s, g)]
+    assert share[0] > 1.3 * share[1], share
+    tiny = compute_directions(sg, "reds", latent=base, mask=REGION, num=2, offsets="b16", dilate=0)
+    assert np.isfinite(tiny.values).all()       # 1-px cells: nothing reaches outside, still solved
+    joint = compute_directions(sg, "reds", latent=base, mask=REGION, num=2, joint=True)
+    assert float(joint.vectors.norm()) > 0    # joint: a w part as well
+    assert change(sg, base, [Walk(joint, 0, 1.0)]) > 1e-4
 
 
 def test_dplase_learns_in_z_and_walks_keep_the_norm(sg):

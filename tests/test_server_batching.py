@@ -161,6 +161,6 @@ def test_no_batch_drags_flag_and_environment_turn_batching_off():
     from dragwalk.server.config import Settings
 
     parser = build_parser()
-    assert Settings.from_args(parser.parse_args(["serve"]), env={}).no_batch_drags is False
-    assert Settings.from_args(parser.parse_args(["serve", "--no-batch-drags"]), env={}).no_batch_drags is True
-    assert Settings.from_args(parser.parse_args(["serve"]), env={"DRAGWALK_NO_BATCH_DRAGS": "1"}).no_batch_drags
+    assert Settings.from_args(parser.parse_args(["serve"]), env={}).batch_drags is True
+    assert Settings.from_args(parser.parse_args(["serve", "--no-batch-drags"]), env={}).batch_drags is False
+    assert Settings.from_args(parser.parse_args(["serve"]), env={"DRAGWALK_BATCH_DRAGS": "0"}).batch_drags is False

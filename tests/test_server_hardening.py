@@ -179,7 +179,8 @@ def test_huge_direction_parameters_are_refused_at_once(server):
     with server.client() as client:
         methods = client.get("/api/methods").json()["directions"]
     ganspace = next(m for m in methods if m["name"] == "ganspace")
-    assert ganspace["ranges"]["samples"] == {"type": "int", "min": 100, "max": 10_000, "exclusive_min": False}
+    assert ganspace["ranges"]["samples"] == {"type": "int", "min": 100, "max": 10_000, "exclusive_min": False,
+                                             "nullable": False}
     assert all(set(m["ranges"]) == set(m["params"]) for m in methods)
 
     async def scenario():

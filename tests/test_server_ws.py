@@ -419,14 +419,17 @@ def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
             masked = await page.until(lambda e: e["type"] == "state" and e["session"]["has_mask"])
             await page.send(type="compute_directions", method="reds", params={"num": 4})
             reds = await page.until(is_type("directions"))
-            await page.send(type="walk", set=reds["set"], walks=[{"index": 0, "amount": 2.0}], kind="curved",
-                            commit=True)
+            await page.send(type="walk", set=reds["set"], walks=[{"index": 0, "amount": 2.0}], kind="curved")
+            curved_refused = await page.until(is_type("error"))      # the default region set moves offsets
+            await page.send(type="walk", set=reds["set"], walks=[{"index": 0, "amount": 2.0}], commit=True)
             curved = await page.until(lambda e: e["type"] == "state" and e["session"]["cursor"] == 2)
             await page.send(type="compute_directions", method="nope")
             unknown = await page.until(is_type("error"))
-            return sefa, committed, refused, masked, reds, curved, unknown
+            return sefa, committed, refused, masked, reds, curved, unknown, curved_refused
 
-    sefa, committed, refused, masked, reds, curved, unknown = run(scenario())
+    sefa, committed, refused, masked, reds, curved, unknown, curved_refused = run(scenario())
+    assert "offsets" in curved_refused["message"]
+    assert reds["walk_kinds"] == ["linear"]
     assert sefa["rid"] == "c" and sefa["method"] == "sefa" and sefa["count"] == 8 and len(sefa["scales"]) == 8
     assert [h["kind"] for h in committed["session"]["history"]] == ["start", "walk"]
     assert refused["rid"] == "no-mask" and "mask" in refused["message"]
@@ -446,9 +449,10 @@ def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
     inside = change[mask > 0].mean()
     outside = change[mask == 0].mean()
     assert inside > 1.0 and inside > 3 * outside
-    # the sefa walk replays headless (the region walk uses its recorded latent)
+    # both walks replay headless: the region walk recomputes its set from the mask in the log
+    assert "region" in log["operations"][1] and "region" not in log["operations"][0]
     walked, _, printed = replay_headless(log, tmp_path, dragwalk_exe, tolerance="1e-4")
-    assert "walk    recomputed" in printed and "walk    recorded" in printed
+    assert printed.count("walk    recomputed") == 2 and "walk    recorded" not in printed
     assert np.abs(walked - image).max() <= 2
 
 

@@ -12,6 +12,9 @@ is measured in this run (nothing is read from a cache unless ``--cache`` is give
   (dlib face-descriptor distance) for InterFaceGAN, LSD and the unsupervised
   direction closest to the InterFaceGAN normal;
 * orthogonality of each set, and |z| along density-preserving vs linear walks.
+
+``--regions`` runs only the region-direction table of ``bench/regions.py`` (REDs over z and
+over spatial offsets, on held-out faces and four regions, against SeFa and GANSpace).
 """
 
 from __future__ import annotations
@@ -42,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=3, help="directions per method in the locality table")
     parser.add_argument("--quick", action="store_true", help="small settings (a smoke run, not the figures)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--regions", action="store_true",
+                        help="only the region-direction table (bench/regions.py): REDs variants on "
+                             "held-out faces and four regions against the top 32 SeFa + GANSpace")
+    parser.add_argument("--region-faces", type=int, default=5, help="held-out faces for --regions")
+    parser.add_argument("--region-seeds-from", type=int, default=5000, help="first held-out seed for --regions")
+    parser.add_argument("--region-variants", choices=["default", "all"], default="default",
+                        help="REDs variants for --regions: global z, the default, 2-px cells; 'all' adds "
+                             "8-px cells and offsets joint with z")
+    parser.add_argument("--region-change", type=float, default=0.1,
+                        help="mean |pixel change| inside the region (of [-1, 1] images) --regions compares at")
 
 
 def _timed(fn, *args, **kwargs):
@@ -95,10 +108,11 @@ def _locality_table(generator, sets, args) -> dict:
         mask = torch.tensor(mask_np)
         areas.append(float(mask.mean()))
         reds, seconds = _timed(compute_directions, generator, "reds", latent=latent, mask=mask_np,
-                               num=args.top)
+                               num=args.top, offsets="none")           # REDs over the global latent
         reds_seconds.append(seconds)
+        offsets = compute_directions(generator, "reds", latent=latent, mask=mask_np, num=args.top)
         rows.setdefault("reds-curved", []).append(_curved_locality(generator, latent, reds, mask, args))
-        for name, ds in [("reds", reds), *sets.items()]:
+        for name, ds in [("reds", reds), ("reds-offsets", offsets), *sets.items()]:
             best = 0.0
             for i in range(min(args.top, len(ds))):
                 amount = matched_amount(generator, latent, ds, i, args.target_change)
@@ -189,6 +203,15 @@ def run(args: argparse.Namespace) -> int:
         args.faces, args.seeds = 8, args.seeds[:1]
     generator = open_model(args)
     print(f"model {generator.name}, torch threads {torch.get_num_threads()}, seeds {args.seeds}")
+    if args.regions:
+        from .regions import MORE_VARIANTS, VARIANTS, region_table
+
+        variants = {**VARIANTS, **MORE_VARIANTS} if args.region_variants == "all" else VARIANTS
+        figures = region_table(generator, args.region_seeds_from, args.region_faces, args.region_change,
+                               variants=variants, ganspace_samples=args.ganspace_samples)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
+        return 0
     times: dict[str, float] = {}
     sefa_runs = [_timed(compute_directions, generator, "sefa")[1] for _ in range(5)]
     times["sefa"] = statistics.median(sefa_runs)

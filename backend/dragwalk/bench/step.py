@@ -147,18 +147,11 @@ def make_steps(generator, layer: str) -> dict[str, Callable[[], None]]:
     return steps
 
 
-def _resident_kb() -> int:
+def _status_kb(field: str) -> int:
+    """A ``/proc/self/status`` memory figure (``VmRSS``, ``VmHWM``) in KiB."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _high_water_kb() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -190,10 +183,10 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int 
             refs.write("5")                     # resets VmHWM to the current resident set
     except OSError:
         return float("nan")
-    base = _resident_kb()
+    base = _status_kb("VmRSS")
     for _ in range(repeats):
         step()
-    return (_high_water_kb() - base) / 1024
+    return (_status_kb("VmHWM") - base) / 1024
 
 
 def measure(generator, layer: str, steps: int) -> dict:

@@ -13,7 +13,7 @@ only talks to the :class:`~dragwalk.models.base.Generator` interface.
 from .base import DirectionSet
 from .cache import DirectionCache
 from .methods import METHODS, compute_directions
-from .walks import KINDS, Walk, apply_walks
+from .walks import KINDS, Walk, apply_walks, walk_kinds
 
 __all__ = ["DirectionCache", "DirectionSet", "KINDS", "METHODS", "Walk", "apply_walks",
-           "compute_directions"]
+           "compute_directions", "walk_kinds"]

@@ -28,8 +28,11 @@ class Number:
     maximum: float
     integer: bool = False
     above_minimum: bool = False
+    nullable: bool = False
 
     def check(self, name: str, value: Any) -> Any:
+        if value is None and self.nullable:
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a {'whole ' if self.integer else ''}number, got {value!r}")
         if self.integer and value != int(value):
@@ -42,7 +45,7 @@ class Number:
 
     def describe(self) -> dict[str, Any]:
         return {"type": "int" if self.integer else "float", "min": self.minimum, "max": self.maximum,
-                "exclusive_min": self.above_minimum}
+                "exclusive_min": self.above_minimum, "nullable": self.nullable}
 
 
 @dataclass(frozen=True)
@@ -131,9 +134,13 @@ RANGES: dict[str, dict[str, Any]] = {
     "dplase": {"k": Number(1, 64, integer=True), "layer": LAYER, "iters": Number(1, 5000, integer=True),
                "batch": Number(1, 64, integer=True), "lr": Number(0.0, 1.0, above_minimum=True),
                "eps_max": Number(0.0, 100.0, above_minimum=True), "groups": Number(1, 32, integer=True),
-               "refine": Flag(), "seed": SEED, "time_limit": Number(0.0, 600.0, above_minimum=True)},
+               "refine": Flag(), "seed": SEED,
+               # null: no time limit (iters x batch still bounds the run)
+               "time_limit": Number(0.0, 600.0, above_minimum=True, nullable=True)},
     "reds": {"num": Number(1, 64, integer=True), "beta_f": Number(0.0, 1.0), "beta_c": Number(0.0, 1.0),
-             "solver": Choice(("generalized", "nullspace")), "layers": ROWS, "seed": SEED},
+             "solver": Choice(("generalized", "nullspace")), "layers": ROWS, "seed": SEED,
+             "offsets": LAYER, "joint": Flag(), "channels": Number(1, 64, integer=True),
+             "dilate": Number(0, 4, integer=True)},
     "sfvq": {"bits": Number(1, 8, integer=True), "samples": Number(100, 10_000, integer=True),
              "pcs": Number(1, 256, integer=True), "layer": LAYER, "epochs": Number(1, 20, integer=True),
              "lr": Number(0.0, 1.0, above_minimum=True), "layers": ROWS, "seed": SEED},

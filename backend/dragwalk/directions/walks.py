@@ -30,6 +30,7 @@ from torch import Tensor
 from ..models.base import Generator, Latent
 from . import reds
 from .base import DirectionSet, add_direction, as_latent_code, density_endpoint, layer_features
+from .offset_basis import offset_parts
 
 KINDS = ("linear", "density", "curved")
 
@@ -66,6 +67,9 @@ class Walk:
                              f"{self.directions.method} directions live in {self.directions.space!r}")
         if self.kind == "curved" and self.directions.method != "reds":
             raise ValueError("curved walks recompute REDs along the path: use a 'reds' direction set")
+        if self.kind != "linear" and offset_parts(self.directions.extras):
+            raise ValueError(f"{self.kind} walks need a code-only direction; this set also moves "
+                             "spatial offsets (walk it linearly, or compute REDs with offsets=none)")
 
     @property
     def step(self) -> Tensor:
@@ -78,7 +82,32 @@ class Walk:
         return self.subspace and "channel_masks" in self.directions.extras
 
 
+def walk_kinds(directions: DirectionSet) -> list[str]:
+    """The walk kinds ``directions`` accepts (what a page may offer), by the rules of :class:`Walk`."""
+    kinds = []
+    for kind in KINDS:
+        try:
+            Walk(directions, 0, 0.0, kind)
+        except ValueError:
+            continue
+        kinds.append(kind)
+    return kinds
+
+
 # --------------------------------------------------------------------- pure maths
+def add_offset_steps(latent: Latent, walk: Walk) -> Latent:
+    """``latent`` plus the offset part of a linear ``walk`` (``amount * scale * offset``)."""
+    parts = offset_parts(walk.directions.extras)
+    if not parts:
+        return latent
+    offsets = dict(latent.offsets)
+    factor = float(walk.amount) * float(walk.directions.scales[walk.index])
+    for layer, values in parts.items():
+        step = (factor * values[walk.index]).to(latent.code)[None]
+        offsets[layer] = offsets[layer] + step if layer in offsets else step.expand(latent.batch, *step.shape[1:]).clone()
+    return Latent(latent.space, latent.code, offsets)
+
+
 def project_onto_span(previous: Tensor, basis: Tensor) -> Tensor | None:
     """``previous`` projected on the span of the unit rows ``basis``, renormalised; sign kept."""
     q, _ = torch.linalg.qr(basis.T.double())
@@ -159,6 +188,8 @@ def apply_walks(generator: Generator, base_latent: Latent, walks: Iterable[Walk]
             total = sum(w.step for w in density)
             code = density_endpoint(code, total.to(code))
         latent = latent.with_code(code)
+        for walk in group:
+            latent = add_offset_steps(latent, walk)
         for walk in group:
             if walk.kind == "curved":
                 latent = _curved(generator, latent, walk)

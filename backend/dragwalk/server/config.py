@@ -67,14 +67,14 @@ class Settings:
     frontend: Path = field(default_factory=lambda: DEFAULT_FRONTEND)
     limits: Limits = field(default_factory=Limits)
     jpeg_quality: int = 85
-    #: step every drag on its own instead of batching the drags of sessions on one model
-    no_batch_drags: bool = False
     #: extra Host names (besides loopback and the bound address) this server answers; "*" = any
     allowed_hosts: tuple[str, ...] = ()
     #: extra page origins (scheme://host[:port]) allowed to open websockets and send writes
     allowed_origins: tuple[str, ...] = ()
     #: bind to a non-loopback address without a token (the user said they mean it)
     allow_no_token: bool = False
+    #: drags of several sessions on one model share each forward/backward (scheduler batching)
+    batch_drags: bool = True
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -122,10 +122,14 @@ class Option:
     target: str               # "host" or "limits.timeout_header"
     parse: Callable[[str], Any]
     help: str
+    #: for a switch (parse=_flag): the value the flag sets
+    const: bool = True
+    #: the variable's name when it is not the flag's (``--no-batch-drags`` <-> DRAGWALK_BATCH_DRAGS)
+    name: str | None = None
 
     @property
     def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
+        return self.name or self.flag.lstrip("-").replace("-", "_")
 
     @property
     def env(self) -> str:
@@ -162,8 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("--session-days", "limits.session_days", float, "days without an edit before a session expires (30)"),
     Option("--create-per-minute", "limits.create_per_minute", int,
            "new sessions per client address and minute, 0 = no limit (30)"),
-    Option("--no-batch-drags", "no_batch_drags", _flag,
-           "step every session's drag on its own instead of batching drags on one model"),
+    Option("--no-batch-drags", "batch_drags", _flag, "step every session's drag on its own instead of "
+           "batching drags on one model", const=False, name="batch_drags"),
 )
 
 
@@ -171,8 +175,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``dragwalk serve``; each also reads its ``DRAGWALK_*`` variable (the flag wins)."""
     for option in OPTIONS:
         if option.parse is _flag:
-            parser.add_argument(option.flag, action="store_const", const=True, default=None,
-                                help=f"{option.help} (also {option.env}=1)")
+            parser.add_argument(option.flag, dest=option.dest, action="store_const", const=option.const,
+                                default=None, help=f"{option.help} (also {option.env}={int(option.const)})")
         else:
             kind = option.parse if option.parse in (int, float) else str
-            parser.add_argument(option.flag, type=kind, default=None, help=f"{option.help}; also {option.env}")
+            parser.add_argument(option.flag, dest=option.dest, type=kind, default=None,
+                                help=f"{option.help}; also {option.env}")

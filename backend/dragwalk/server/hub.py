@@ -115,7 +115,7 @@ class Hub:
         self.settings = settings
         self.device = pick_device(settings.device)
         self.store = store if store is not None else open_store(settings.store)
-        self.scheduler = Scheduler(str(self.device), batching=not settings.no_batch_drags)
+        self.scheduler = Scheduler(str(self.device), batching=settings.batch_drags)
         self.sessions: OrderedDict[str, LiveSession] = OrderedDict()
         self._restoring: dict[str, asyncio.Future[LiveSession]] = {}
         self._store_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dragwalk-store")

@@ -18,6 +18,7 @@ from .errors import ApiError
 from .frames import KIND_WALK
 from .hub import Hub, LiveSession
 from .ops_base import EditorBase, _engine
+from .replay import pack_mask
 
 #: direction sets a session keeps in use
 MAX_SETS = 16
@@ -95,6 +96,7 @@ class DirectionCommands(EditorBase):
                 "count": int(dset.vectors.shape[0]), "labels": list(summary.get("labels", []) or []),
                 "values": summary.get("values"), "scales": [float(s) for s in dset.scales],
                 "layers": list(dset.layers) if getattr(dset, "layers", None) else None,
+                "walk_kinds": directions.walk_kinds(dset),
                 "seconds": round(time.perf_counter() - started, 3)}
 
     async def _wait_for_set(self, live: LiveSession, client: Any, method: str, compute: Any,
@@ -163,6 +165,8 @@ class DirectionCommands(EditorBase):
             finally:
                 live.walk_running = False
             return
+        from ..directions import reds_spatial
+
         async with live.lock:
             await self.settle(live)
             base = live.doc.base
@@ -170,6 +174,9 @@ class DirectionCommands(EditorBase):
                 lambda: self._walked(gen, base, walks, directions), owner=live.id, name="walk")
             record = {"set": live.doc.directions.get(msg.set, {"method": dset.method}), "set_id": msg.set,
                       "walks": [{"index": w.index, "amount": w.amount} for w in msg.walks], "walk_kind": msg.kind}
+            if dset.method == "reds" and reds_spatial.computed_at(dset, base):
+                # computed at the walk's start: a replay recomputes the set there from this mask
+                record["region"] = {"mask": pack_mask(dset.extras["mask"].numpy())}
             live.doc.push("walk", walk_label(dset, msg.walks), latent, record)
             await self.committed(live)
 

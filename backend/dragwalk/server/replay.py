@@ -3,8 +3,10 @@
 Each operation is recomputed from its recorded settings (a drag runs the same method, points,
 mask and number of steps; a walk recomputes its direction set and applies the same sliders; a
 reseed samples the same seed) and compared with the latent the server recorded, so a replay checks
-itself. Operations that cannot be recomputed (uploaded latents, photos, region directions) use the
-recorded latent.
+itself. A region (REDs) walk is recomputed from the mask its record carries (``region``), at the
+latent the walk started from (the server records ``region`` only when the set was computed there).
+Operations that cannot be recomputed (uploaded latents, photos, region walks without ``region``)
+use the recorded latent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import base64
 
 import numpy as np
 import torch
@@ -39,6 +43,25 @@ def _deviation(a: Latent, b: Latent) -> float:
         if other is not None:
             diff = max(diff, float((value.detach().cpu() - other.detach().cpu()).abs().max()))
     return diff
+
+
+def pack_mask(mask: Any) -> dict[str, Any]:
+    """A binary ``H x W`` mask as ``{"shape", "bits"}`` (base64 of the packed bits): small in a JSON log."""
+    m = np.asarray(mask) > 0.5
+    return {"shape": list(m.shape), "bits": base64.b64encode(np.packbits(m.reshape(-1))).decode()}
+
+
+def unpack_mask(packed: Any, resolution: int) -> np.ndarray:
+    """The float mask of ``pack_mask`` (checked against the model's resolution)."""
+    if not isinstance(packed, dict) or list(packed.get("shape") or []) != [resolution, resolution]:
+        raise ValueError(f"region mask must be {resolution}x{resolution}")
+    try:
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(str(packed["bits"]), validate=True), np.uint8))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"region mask is not readable: {exc}") from None
+    if bits.size < resolution * resolution:
+        raise ValueError("region mask is too short")
+    return bits[: resolution * resolution].reshape(resolution, resolution).astype(np.float32)
 
 
 def start_latent(generator: Generator, log: dict[str, Any]) -> Latent:
@@ -83,11 +106,19 @@ def _walk(generator: Generator, latent: Latent, op: dict[str, Any], cache_root: 
 
     info = op.get("set") or {}
     method, params = info.get("method"), dict(info.get("params") or {})
-    if not method or method == "reds":
-        raise LookupError("region directions depend on the mask and latent of their time")
-    from .config import directions_root
-    root = cache_root or directions_root()
-    dset = DirectionCache(root).get(generator, method, **params)
+    if not method:
+        raise LookupError("the walk's direction set is not recorded")
+    if method == "reds":
+        if "region" not in op:
+            raise LookupError("region directions depend on the mask and latent of their time")
+        from ..directions import compute_directions
+
+        mask = unpack_mask(op["region"].get("mask"), generator.resolution)
+        dset = compute_directions(generator, "reds", latent=latent, mask=mask, **params)
+    else:
+        from .config import directions_root
+        root = cache_root or directions_root()
+        dset = DirectionCache(root).get(generator, method, **params)
     walks = [Walk(dset, int(w["index"]), float(w["amount"]), op.get("walk_kind", "linear")) for w in op["walks"]]
     with torch.no_grad():
         return apply_walks(generator, latent, walks)

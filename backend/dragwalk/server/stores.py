@@ -29,7 +29,7 @@ def open_store(spec: str | Path | None = None) -> SessionStore:
 def check_store(spec: str | Path | None = None) -> list[str]:
     """Open the store, check it can be read, close it; returns warnings to print loudly.
 
-    Run before the server says it serves: a garbage or truncated SQLite file raises
+    Run before the server says it serves: a garbage or damaged SQLite file raises
     :class:`StoreError` with a clear message; an existing 0-byte file (often a failed copy or a
     full disk) is usable but starts empty, which the user must hear about.
     """

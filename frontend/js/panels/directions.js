@@ -176,8 +176,12 @@ export function initDirectionsPanel(app) {
       ? `${methodLabel(s, s.directions.method)}: ${s.directions.count} directions${finding ? " (the previous set, until the new one is found)" : ""}`
       : "");
     slidersBox.classList.toggle("stale", finding);
-    // walks the engine refuses are not offered: curved needs a REDs set, density a Gaussian z
-    const kinds = { curved: s.directions?.method === "reds", density: s.session?.space === "z", linear: true };
+    // walks the engine refuses are not offered: the server lists a set's walk kinds (curved needs
+    // a REDs set over the global latent, density a Gaussian z)
+    const offered = s.directions?.walk_kinds;
+    const kinds = offered
+      ? { curved: offered.includes("curved"), density: offered.includes("density") && s.session?.space === "z", linear: true }
+      : { curved: s.directions?.method === "reds", density: s.session?.space === "z", linear: true };
     for (const option of walkKind.options) option.disabled = !kinds[option.value];
     if (!kinds[walkKind.value]) {
       walkKind.value = "linear";

@@ -1,0 +1,208 @@
+"""REDs over spatial offsets: the maths against a dense scipy solve, the region slider measured on
+the rendered image, and walks that export and replay exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg, ndimage
+
+from dragwalk.directions import DirectionSet, Walk, apply_walks, compute_directions
+from dragwalk.directions.offset_basis import channel_basis, offset_parts, support_cells
+from dragwalk.directions.reds import region_weights
+from dragwalk.directions.reds_spatial import computed_at, spatial_jacobian
+from dragwalk.models.base import Latent
+from dragwalk.models.dcgan import DCGANGenerator
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(3)
+    gen = DCGANGenerator(nz=8, ngf=4, resolution=16, name="tiny")
+    for block in gen.blocks:                       # non-trivial batch-norm statistics
+        if block.norm is not None:
+            block.norm.running_mean.uniform_(-0.2, 0.2)
+            block.norm.running_var.uniform_(0.5, 1.5)
+            block.norm.weight.data.uniform_(0.5, 1.5)
+            block.norm.bias.data.uniform_(0.0, 0.3)
+    return gen.eval().requires_grad_(False)
+
+
+def _tiny_mask() -> np.ndarray:
+    mask = np.zeros((16, 16), np.float32)
+    mask[6:9, 5:8] = 1
+    return mask
+
+
+def test_spatial_reds_match_a_dense_generalised_eigensolve(tiny):
+    latent = tiny.sample(1)
+    mask = _tiny_mask()
+    dset = compute_directions(tiny, "reds", latent=latent, mask=mask, num=4, offsets="b1", channels=3, dilate=1)
+    basis = channel_basis(tiny, "b1", 3).vectors.double().numpy()          # [3, C]
+    cells = support_cells(region_weights(mask, 16), 8, 1).numpy()
+    c = 4
+
+    # the image Jacobian by reverse mode over explicitly built offsets (no compression, no jvp)
+    def image_of(coeffs: torch.Tensor) -> torch.Tensor:
+        offset = torch.zeros(c, 64, dtype=coeffs.dtype)
+        offset[:, torch.as_tensor(cells)] = (coeffs.reshape(len(cells), 3) @ torch.as_tensor(basis)).T
+        return tiny.render(Latent("z", latent.code, {"b1": offset.float().reshape(1, c, 8, 8)})).reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(image_of, torch.zeros(len(cells) * 3, dtype=torch.float64))
+    jac = jac.double().numpy()
+    w = np.tile(mask.reshape(-1), 3)
+    a_c = jac.T @ (jac * w[:, None])
+    a_f = jac.T @ (jac * (1 - w)[:, None])
+    a_c, a_f = a_c / np.linalg.norm(a_c), a_f / np.linalg.norm(a_f)
+    ridge = 1e-6 * np.mean(np.diag(a_f)) * np.eye(len(a_f))
+    vals, vecs = linalg.eigh(a_c, a_f + ridge)
+    top = vecs[:, -1] / np.linalg.norm(vecs[:, -1])
+
+    # the set's top direction, read back from its offset part into (cell, component) coefficients
+    offset = offset_parts(dset.extras)["b1"][0].double().reshape(c, 64).numpy()
+    outside = np.setdiff1d(np.arange(64), cells)
+    assert np.abs(offset[:, outside]).max() == 0                     # nothing off the support
+    ours = (basis @ offset[:, cells]).T.reshape(-1)
+    ours /= np.linalg.norm(ours)
+    assert abs(float(ours @ top)) > 0.999, float(ours @ top)
+    assert dset.values[0] == pytest.approx(vals[-1], rel=1e-3)
+    assert dset.values[0] > dset.values[-1]
+    assert np.abs(dset.vectors.numpy()).max() == 0                      # offsets alone: no code part
+
+
+def test_compressed_jacobian_equals_one_product_per_column(tiny, generator):
+    """Cells far apart share a forward-mode product; splitting by footprint must be exact."""
+    for gen, layer, mask_box in ((tiny, "b1", (slice(3, 12), slice(2, 14))),
+                                 (generator, "b2", (slice(38, 54), slice(18, 46)))):
+        res = gen.resolution
+        mask = np.zeros((res, res), np.float32)
+        mask[mask_box] = 1
+        latent = gen.sample(2)
+        basis = channel_basis(gen, layer, 2).vectors
+        cells = support_cells(region_weights(mask, res), gen.offset_shape(layer)[1], 1)
+        packed = spatial_jacobian(gen, latent, layer, cells, basis, joint=False)
+        c, h, _ = gen.offset_shape(layer)
+        dense = []
+        for cell in cells.tolist():
+            for j in range(basis.shape[0]):
+                t = torch.zeros(1, c, h * h)
+                t[0, :, cell] = basis[j]
+                with torch.no_grad():
+                    _, col = torch.func.jvp(lambda o: gen.render(Latent("z", latent.code, {layer: o})),
+                                            (torch.zeros(1, c, h, h),), (t.reshape(1, c, h, h),))
+                dense.append(col.reshape(-1))
+        dense = torch.stack(dense, 1)
+        assert torch.allclose(packed, dense, atol=1e-6, rtol=0), float((packed - dense).abs().max())
+
+
+MOUTH = np.zeros((64, 64), np.float32)
+MOUTH[40:50, 22:42] = 1
+
+
+def test_region_slider_changes_the_region_and_holds_the_rest(generator):
+    base = generator.sample(3)
+    dset = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=3)   # the default: offsets
+    assert offset_parts(dset.extras), "the default region set should move spatial offsets"
+    with torch.no_grad():
+        before = generator.render(base)[0].permute(1, 2, 0).numpy()
+        after = generator.render(apply_walks(generator, base, [Walk(dset, 0, 3.0)]))[0].permute(1, 2, 0).numpy()
+    change = np.abs(after.astype(np.float64) - before).mean(axis=2)          # numpy, on the rendered images
+    inside = change[MOUTH > 0].mean()
+    square = np.ones((3, 3), bool)
+    ring = ndimage.binary_dilation(MOUTH > 0, square, iterations=12) & ~(MOUTH > 0)
+    far = ~ndimage.binary_dilation(MOUTH > 0, square, iterations=12)   # > support (1 cell) + footprint
+    assert inside > 0.05, inside                     # a visible edit: > 6/255 on average inside
+    assert change[far].max() == 0.0                  # beyond the support's footprint nothing moves at all
+    assert change[ring].mean() < 0.1 * inside, (change[ring].mean(), inside)
+    # locality on the image: at least 5x the best of the first 8 SeFa directions at the same in-region change
+    sefa = compute_directions(generator, "sefa", num=8)
+    best_other = 0.0
+    with torch.no_grad():
+        for i in range(8):
+            moved = generator.render(apply_walks(generator, base, [Walk(sefa, i, 1.0)]))[0].permute(1, 2, 0).numpy()
+            ch = np.abs(moved - before).mean(axis=2)
+            best_other = max(best_other, ch[MOUTH > 0].sum() / ch.sum())
+    assert change[MOUTH > 0].sum() / change.sum() > min(0.99, 5 * best_other)
+
+
+def test_spatial_walk_refuses_density_and_curved(generator):
+    dset = compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, num=2)
+    for kind in ("density", "curved"):
+        with pytest.raises(ValueError, match="offsets"):
+            Walk(dset, 0, 1.0, kind)
+    with pytest.raises(ValueError, match="channels"):
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, offsets="b2", channels=0)
+    with pytest.raises(ValueError, match="no spatial offset|no layer"):
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, offsets="image")
+    with pytest.raises(ValueError, match="joint"):
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, joint="no")
+    big = np.ones((64, 64), np.float32)
+    big[:2] = 0
+    with pytest.raises(ValueError, match="more than"):       # the eigenproblem's size is bounded
+        compute_directions(generator, "reds", latent=generator.sample(3), mask=big, offsets="b3")
+
+
+def test_spatial_walk_exports_and_saves_exactly(generator, tmp_path):
+    from dragwalk.latent_io import load_latent, save_latent
+
+    base = generator.sample(4)
+    dset = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=2)
+    assert computed_at(dset, base) and not computed_at(dset, generator.sample(5))
+    walked = apply_walks(generator, base, [Walk(dset, 0, 2.5), Walk(dset, 1, -1.0)])
+    assert set(walked.offsets) == set(offset_parts(dset.extras))
+    dset.save(tmp_path / "set.safetensors")
+    again = apply_walks(generator, base, [Walk(DirectionSet.load(tmp_path / "set.safetensors"), 0, 2.5),
+                                          Walk(DirectionSet.load(tmp_path / "set.safetensors"), 1, -1.0)])
+    for name in walked.offsets:
+        assert torch.equal(again.offsets[name], walked.offsets[name])
+    with torch.no_grad():
+        image = generator.render(walked)
+    for suffix in (".npz", ".json"):
+        path = save_latent(walked, tmp_path / f"walked{suffix}", model=generator.name)
+        loaded = load_latent(path, generator)
+        assert torch.equal(loaded.code, walked.code)
+        assert set(loaded.offsets) == set(walked.offsets)
+        with torch.no_grad():
+            assert torch.equal(generator.render(loaded), image)
+
+
+def test_region_walk_replays_exactly_from_the_edit_log(generator):
+    from dragwalk.server.replay import pack_mask, replay_log
+    from dragwalk.server.session import SessionDocument
+
+    base = generator.sample(6)
+    params = {"num": 3}
+    dset = compute_directions(generator, "reds", latent=base, mask=MOUTH, **params)
+    walked = apply_walks(generator, base, [Walk(dset, 1, 2.0)])
+    doc = SessionDocument.create("s", generator.name, 64, base, record={"seed": 6, "truncation": 1.0, "space": "z"})
+    doc.push("walk", "walk reds[1] +2", walked,
+             {"set": {"method": "reds", "params": params}, "walks": [{"index": 1, "amount": 2.0}],
+              "walk_kind": "linear", "region": {"mask": pack_mask(MOUTH)}})
+    log = doc.edit_log()
+    final, reports = replay_log(generator, log)
+    assert [r.how for r in reports] == ["recomputed"]
+    assert reports[0].deviation == 0.0
+    assert torch.equal(final.code, walked.code)
+    assert all(torch.equal(final.offsets[k], walked.offsets[k].cpu()) for k in walked.offsets)
+    # a log without the region mask falls back to the recorded latent; a bad mask is refused
+    del log["operations"][0]["region"]
+    assert [r.how for r in replay_log(generator, log)[1]] == ["recorded"]
+    log["operations"][0]["region"] = {"mask": {"shape": [8, 8], "bits": ""}}
+    with pytest.raises(ValueError, match="64x64"):
+        replay_log(generator, log)
+
+
+def test_sparse_gram_matches_numpy():
+    from dragwalk.directions.reds_spatial import sparse_gram
+
+    rng = np.random.default_rng(0)
+    jac = np.zeros((300, 20))
+    for c in range(20):                                   # columns with small, differing supports
+        rows = rng.choice(300, size=rng.integers(1, 30), replace=False)
+        jac[rows, c] = rng.normal(size=rows.size)
+    w = rng.uniform(size=300)
+    dense = jac.T @ (jac * w[:, None])
+    dense /= np.linalg.norm(dense)
+    ours = sparse_gram(torch.from_numpy(jac).float(), torch.from_numpy(w).float()).numpy()
+    assert np.allclose(ours, dense, atol=1e-6)

@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from dragwalk.latent_io import unpack_array
+
 from server_harness import PageClient, running_server
 
 
@@ -53,7 +54,7 @@ def test_kill_9_mid_drag_and_restart_restores_sessions(tmp_path):
     assert kinds == ["start", "reseed", "drag"], restored["history"]
     assert "interrupted" in restored["history"][2]["label"]
     assert restored["busy"] is None and restored["points"]["handles"] == [[30.0, 34.0]]
-    reseeded = unpack_array(log["operations"][0]["latent"]["code"])
+    reseeded = unpack_array(log["operations"][0]["latent"]["code"])     # packed in the log
     dragged = unpack_array(log["operations"][1]["latent"]["code"])
     assert np.abs(dragged - reseeded).max() > 0            # the drag's progress survived the crash
 

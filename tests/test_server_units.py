@@ -263,7 +263,7 @@ def test_preview_drag_message_is_validated_like_start_drag():
 
 
 def test_edit_log_is_packed_and_reads_back_exactly(doc_parts):
-    """Latents in the edit log are float32 bytes in base64 (exact, about a third of the text of number lists);
+    """Latents in the edit log are deflated float32 bytes in base64 (exact, a fraction of the text of number lists);
     logs written with number lists still open; a packed array that lies about its size is refused."""
     import json as _json
 
@@ -283,7 +283,12 @@ def test_edit_log_is_packed_and_reads_back_exactly(doc_parts):
     values = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
     assert np.array_equal(unpack_array(pack_array(values)), values)
     lying = dict(pack_array(values), shape=[4, 4])
-    for bad in (lying, {"dtype": "float64", "shape": [1], "b64": "AAAA"}, dict(pack_array(values), b64="!!")):
+    import base64 as _b64
+    import zlib as _zlib
+    bomb = {"dtype": "float32", "shape": [4], "zb64": _b64.b64encode(_zlib.compress(b"\0" * 10**6)).decode()}
+    plain = {"dtype": "float32", "shape": [3, 4], "b64": _b64.b64encode(values.astype("<f4").tobytes()).decode()}
+    assert np.array_equal(unpack_array(plain), values)                      # unpacked bytes read too
+    for bad in (lying, bomb, {"dtype": "float64", "shape": [1], "b64": "AAAA"}, dict(pack_array(values), zb64="!!")):
         with pytest.raises(LatentFileError):
             unpack_array(bad)
 

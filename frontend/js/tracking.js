@@ -2,6 +2,8 @@
  * Pairs drag `progress` events with drag frames by step number, so the handle
  * markers drawn over a frame are where tracking found them in that very image
  * (the two can arrive in either order, and frames may be skipped by credits).
+ * A frame of an older step than the newest progress (an in-between warp frame drawn late,
+ * say) no longer moves the markers: they would jump back from where tracking has them.
  */
 
 export class TrackedHandles {
@@ -10,11 +12,13 @@ export class TrackedHandles {
     this.keep = keep;
     this.byStep = new Map();
     this.frameStep = null;
+    this.latest = -1;
   }
 
   /** A progress event arrived; returns the handles to show now, or null (its frame is not drawn yet). */
   progress(step, handles) {
     this.byStep.set(step, handles);
+    this.latest = Math.max(this.latest, step);
     if (this.byStep.size > this.keep) this.byStep.delete(this.byStep.keys().next().value);
     return this.frameStep === step ? handles : null;
   }
@@ -22,11 +26,13 @@ export class TrackedHandles {
   /** A frame was drawn; returns the handles of its step when known, else null. */
   frame(kind, step) {
     this.frameStep = kind === "drag" ? step : null;
-    return kind === "drag" && this.byStep.has(step) ? this.byStep.get(step) : null;
+    if (kind !== "drag" || step < this.latest) return null;
+    return this.byStep.has(step) ? this.byStep.get(step) : null;
   }
 
   reset() {
     this.byStep.clear();
     this.frameStep = null;
+    this.latest = -1;
   }
 }

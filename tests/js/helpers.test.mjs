@@ -10,6 +10,19 @@ import { addPoint, deletePair, fromServer, maxRemaining, movePoint, toMessage, w
 import { throttle } from "../../frontend/js/throttle.js";
 import { withToken } from "../../frontend/js/api.js";
 import { describeEnd, dragStatus, pairLines } from "../../frontend/js/reasons.js";
+import { TrackedHandles } from "../../frontend/js/tracking.js";
+
+test("a late frame of an older step does not move the markers back", () => {
+  const tracked = new TrackedHandles();
+  assert.equal(tracked.progress(0, [[30.25, 33.75]]), null);    // an in-between warp frame's step
+  assert.deepEqual(tracked.frame("drag", 0), [[30.25, 33.75]]);  // drawn while it is the newest
+  assert.equal(tracked.progress(1, [[29.8, 34.2]]), null);
+  assert.equal(tracked.frame("drag", 0), null);                  // drawn late: ignored
+  assert.deepEqual(tracked.frame("drag", 1), [[29.8, 34.2]]);
+  tracked.reset();
+  assert.equal(tracked.progress(0, [[1, 1]]), null);
+  assert.deepEqual(tracked.frame("drag", 0), [[1, 1]]);
+});
 
 test("frame header round trip, big-endian seq and step", () => {
   const image = new Uint8Array([0xff, 0xd8, 0xff]);

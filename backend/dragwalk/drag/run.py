@@ -272,7 +272,7 @@ class DragRun:
     def step(self, render: bool = False) -> DragStep:
         """One optimisation step; on a finished run, only reports the state."""
         if self._finished:
-            return self._report(self.render() if render else None)
+            return self.report(render)
         latent = self.variables.latent()
         # autograd covers the layers up to the features only; a frame is one inference pass of the rest
         out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
@@ -285,7 +285,7 @@ class DragRun:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        return self._report(self.render() if render else None)
+        return self.report(render)
 
     def advance(self, latent: Latent, raw: Tensor, image: Tensor | None) -> Tensor | None:
         """A step's work between the forward pass and the backward: track the handles on ``raw``

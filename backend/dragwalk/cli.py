@@ -35,9 +35,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
 
 
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision``, ``--channels-last`` and ``--compile`` (:mod:`dragwalk.runtime`)."""
+    from .runtime import COMPILE_MODES, PRECISIONS
+
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="arithmetic of the forward passes (fp16 on a GPU only; default fp32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="NHWC activations (pays on GPUs in half precision)")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                        help="torch.compile the network's layers (default: none)")
+
+
 def open_model(args: argparse.Namespace):
+    """The model ``--model``/``--device`` name, prepared for ``--channels-last``/``--compile``
+    when the command has those flags."""
     from .device import pick_device
-    return load_model(args.model, pick_device(args.device))
+    from .runtime import Runtime, check_precision, prepare
+
+    device = pick_device(args.device)
+    model = load_model(args.model, device)
+    if hasattr(args, "precision"):
+        check_precision(args.precision, device)
+        model = prepare(model, Runtime(args.precision, args.channels_last, args.compile))
+    return model
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:

@@ -17,6 +17,13 @@ of the reference to each, and peak memory per step: the resident set's high-wate
 (``VmHWM``, reset before each kind's steps through ``/proc/self/clear_refs``) over the
 resident set before them on CPU (with freed heap memory handed back first), ``torch.cuda.max_memory_allocated`` on a GPU.
 
+``--variants bf16,fp16+cl,fp16+cl+compile`` adds the headless and editor
+steps under other runtimes (:mod:`dragwalk.runtime`: precision, ``cl`` = channels-last,
+``compile[=MODE]``), each on its own copy of the network, interleaved with the rest; the
+ratios are all against the same fp32 reference. ``--batch N`` then also times N editor
+steps of N drags one after another against one batched step of all N
+(:func:`~dragwalk.drag.batch.step_together`): total steps per second, side by side.
+
 No real checkpoint can be downloaded here: ``--ffhq-like RES`` builds a StyleGAN2 with
 the FFHQ configuration's layout (z and w 512-d, 8 mapping layers, channels up to 512) and
 seeded random weights; timing and memory do not depend on what the weights learned.
@@ -25,12 +32,13 @@ seeded random weights; timing and memory do not depend on what the weights learn
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--layer", default=None, help="feature layer (default: the model's)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--variants", default="",
+                        help="extra runtimes to time, comma-separated: a precision (fp32, bf16, fp16) "
+                             "with optional +cl (channels-last) and +compile[=MODE], e.g. bf16,fp16+cl")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile this many editor steps and print where the time goes (top ops, host syncs)")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="also time N drags stepped one by one against one batched step of all N")
 
 
 def ffhq_like(resolution: int, seed: int = 0):
@@ -86,15 +101,16 @@ class ReferenceStep:
         self.opt = torch.optim.Adam([self.head], lr=LR)
         self.res = generator.resolution
         self.r1, self.r2 = int(round(r1)), int(round(r2))
-        self.handles = torch.tensor(handles, dtype=torch.float32)
-        self.targets = torch.tensor(targets, dtype=torch.float32)
+        device = generator.device
+        self.handles = torch.tensor(handles, dtype=torch.float32, device=device)
+        self.targets = torch.tensor(targets, dtype=torch.float32, device=device)
         with torch.no_grad():
             first = self._feature_map(ws)
         self.templates = torch.stack([first[0, :, int(y), int(x)] for x, y in self.handles.tolist()])
         d = torch.arange(-self.r1, self.r1 + 1, dtype=torch.float32)
         yy, xx = torch.meshgrid(d, d, indexing="ij")
         inside = xx.pow(2) + yy.pow(2) <= self.r1 ** 2
-        self.disc = torch.stack([xx[inside], yy[inside]], dim=1)            # [P, 2]
+        self.disc = torch.stack([xx[inside], yy[inside]], dim=1).to(device)  # [P, 2]
 
     def _feature_map(self, ws: torch.Tensor) -> torch.Tensor:
         out = self.g.synthesize(self.Latent("w+", ws), self.layer)          # the full forward, image too
@@ -106,6 +122,7 @@ class ReferenceStep:
 
     def __call__(self) -> None:
         fm = self._feature_map(torch.cat([self.head, self.tail], dim=1))
+        device = fm.device
         with torch.no_grad():                                               # tracking: L2 nearest neighbour
             for i, (x, y) in enumerate(self.handles.round().long().tolist()):
                 x0, y0 = max(0, x - self.r2), max(0, y - self.r2)
@@ -113,7 +130,7 @@ class ReferenceStep:
                 cost = (window - self.templates[i][:, None, None]).norm(dim=0)
                 k = int(cost.argmin())
                 self.handles[i] = torch.tensor([x0 + k % cost.shape[1], y0 + k // cost.shape[1]],
-                                               dtype=torch.float32)
+                                               dtype=torch.float32, device=device)
         loss = fm.sum() * 0
         for h, t in zip(self.handles, self.targets):
             d = (t - h) / (t - h).norm().clamp_min(1e-6)
@@ -124,27 +141,115 @@ class ReferenceStep:
         self.opt.step()
 
 
-def make_steps(generator, layer: str) -> dict[str, Callable[[], None]]:
-    """One step callable per kind, all dragging the same point with the same settings."""
+def parse_variant(text: str):
+    """``bf16+cl+compile=reduce-overhead`` -> a :class:`~dragwalk.runtime.Runtime`."""
+    from ..runtime import Runtime
+
+    precision, channels_last, mode = "fp32", False, "none"
+    for token in filter(None, text.strip().split("+")):
+        if token in ("cl", "channels_last", "channels-last"):
+            channels_last = True
+        elif token == "compile":
+            mode = "default"
+        elif token.startswith("compile="):
+            mode = token.split("=", 1)[1]
+        else:
+            precision = token
+    return Runtime(precision, channels_last, mode)
+
+
+def _drag_run(generator, layer: str, precision: str = "fp32", seed: int = 0):
+    """A DragGAN drag with the reference's settings (:func:`_points`, radii, lr)."""
     from ..drag import DragConfig, DragRun
 
     res = generator.resolution
-    r1, r2 = R1_512 * res / 512, R2_512 * res / 512
     handles, targets = _points(res)
-    latent = generator.sample(0)
-    if "w+" in generator.latent_spaces:
-        latent = generator.convert(latent, "w+")
-    config = DragConfig(method="draggan", lr=LR, feature_layer=layer, max_steps=10000,
+    config = DragConfig(method="draggan", lr=LR, feature_layer=layer, max_steps=10000, precision=precision,
                         mode="w+:first6" if "w+:first6" in generator.drag_modes else None,
-                        params={"r1": r1, "r2": r2, "smooth": 0})
-    runs = {kind: DragRun(generator, latent, handles, targets, config=config) for kind in ("headless", "editor")}
-    steps: dict[str, Callable[[], None]] = {
-        "headless": lambda: runs["headless"].step(render=False),
-        "editor": lambda: runs["editor"].step(render=True),
-    }
+                        params={"r1": R1_512 * res / 512, "r2": R2_512 * res / 512, "smooth": 0})
+    return DragRun(generator, _start(generator, seed), handles, targets, config=config)
+
+
+def _start(generator, seed: int = 0):
+    latent = generator.sample(seed)
+    return generator.convert(latent, "w+") if "w+" in generator.latent_spaces else latent
+
+
+def make_steps(generator, layer: str, variants: Sequence = ()) -> dict[str, Callable[[], None]]:
+    """One step callable per kind, all dragging the same point with the same settings.
+
+    Each of ``variants`` (:class:`~dragwalk.runtime.Runtime`) adds ``headless@V`` and
+    ``editor@V`` on a prepared copy of ``generator`` (a copy whenever layout or
+    compilation change the network, since those apply in place)."""
+    from ..runtime import prepare
+
+    steps: dict[str, Callable[[], None]] = {}
     if "w+" in generator.latent_spaces:
-        steps = {"reference": ReferenceStep(generator, latent, layer, handles, targets, r1, r2), **steps}
+        res = generator.resolution
+        handles, targets = _points(res)
+        steps["reference"] = ReferenceStep(generator, _start(generator), layer, handles, targets,
+                                           R1_512 * res / 512, R2_512 * res / 512)
+    runs = {"headless": _drag_run(generator, layer), "editor": _drag_run(generator, layer)}
+    for variant in variants:
+        net = generator
+        if variant.channels_last or variant.compile != "none":
+            net = prepare(copy.deepcopy(generator), variant)
+        for kind in ("headless", "editor"):
+            runs[f"{kind}@{variant.describe()}"] = _drag_run(net, layer, variant.precision)
+    for name, run in runs.items():
+        steps[name] = (lambda r=run, show=name.startswith("editor"): r.step(render=show))
     return steps
+
+
+def measure_batch(generator, layer: str, n: int, steps: int) -> dict:
+    """Total drag steps per second of ``n`` drags, one by one against all in one batch."""
+    from ..drag.batch import step_together
+
+    alone = [_drag_run(generator, layer, seed=s) for s in range(n)]
+    together = [_drag_run(generator, layer, seed=s) for s in range(n)]
+    sync = _sync(generator.device)
+    kinds = {"one by one": lambda: [run.step(render=True) for run in alone],
+             "batched": lambda: step_together(together, render=True)}
+    for step in kinds.values():
+        step()
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(steps):
+        for kind, step in kinds.items():
+            sync()
+            started = time.perf_counter()
+            step()
+            sync()
+            times[kind].append(time.perf_counter() - started)
+    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    return {"sessions": n, "steps_per_s": rate, "batched_over_one_by_one": rate["batched"] / rate["one by one"]}
+
+
+def profile_editor(generator, layer: str, steps: int) -> str:
+    """torch.profiler's table of ``steps`` editor steps, and how many host syncs each step makes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run = _drag_run(generator, layer)
+    run.step(render=True)
+    cuda = generator.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            run.step(render=True)
+        _sync(generator.device)()
+    events = prof.key_averages()
+    syncs = {e.key: e.count for e in events
+             if e.key in ("aten::_local_scalar_dense", "aten::item", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+                          "cudaMemcpyAsync")}
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    per_step = ", ".join(f"{k} {v / steps:.1f}" for k, v in syncs.items()) or "none"
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    return (events.table(sort_by="self_cpu_time_total", row_limit=12)
+            + (events.table(sort_by=sort, row_limit=12) if cuda else "")
+            + f"\nper editor step: host syncs {per_step}; kernel launches {launches / steps:.0f}")
+
+
+def _sync(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 def _status_kb(field: str) -> int:
@@ -189,10 +294,10 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int 
     return (_status_kb("VmHWM") - base) / 1024
 
 
-def measure(generator, layer: str, steps: int) -> dict:
+def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
     device = generator.device
-    kinds = make_steps(generator, layer)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    kinds = make_steps(generator, layer, variants)
+    sync = _sync(device)
     for step in kinds.values():               # warm-up: first-call allocations, lazy inits
         step()
     times: dict[str, list[float]] = {k: [] for k in kinds}
@@ -214,13 +319,20 @@ def measure(generator, layer: str, steps: int) -> dict:
 
 
 def format_result(r: dict) -> str:
+    width = max(11, *(len(k) + 2 for k in r["ms"]))
     lines = [f"drag step on {r['model']} ({r['resolution']} px, feature layer {r['layer']}, {r['device']}, "
              f"{r['threads']} threads, median of {r['steps']} interleaved steps)",
-             f"{'kind':<11}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"]
+             f"{'kind':<{width}}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"]
     for kind, ms in r["ms"].items():
         ratio = r.get("speedup", {}).get(kind)
-        lines.append(f"{kind:<11}{ms:>9.1f}{'' if ratio is None else f'{ratio:.2f}x':>26}{r['peak_mb'][kind]:>10.1f}")
+        lines.append(f"{kind:<{width}}{ms:>9.1f}{'' if ratio is None else f'{ratio:.2f}x':>26}"
+                     f"{r['peak_mb'][kind]:>10.1f}")
     lines.append(f"editor peak memory / headless: {r['editor_memory_over_headless']:.2f}")
+    if "batch" in r:
+        b = r["batch"]
+        rates = ", ".join(f"{k} {v:.1f}" for k, v in b["steps_per_s"].items())
+        lines.append(f"{b['sessions']} drags, total editor steps/s: {rates}; "
+                     f"batched / one by one: {b['batched_over_one_by_one']:.2f}x")
     return "\n".join(lines)
 
 
@@ -232,9 +344,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
+    if args.batch < 0 or args.batch > 64:
+        raise SystemExit("--batch must be in 0..64")
+    try:
+        variants = [parse_variant(v) for v in args.variants.split(",") if v.strip()]
+    except ValueError as exc:
+        raise SystemExit(f"--variants: {exc}") from None
     generator = ffhq_like(args.ffhq_like).to(pick_device(args.device)) if args.ffhq_like else open_model(args)
     layer = args.layer or generator.default_feature_layer
-    result = measure(generator, layer, args.steps)
+    if args.profile:
+        print(profile_editor(generator, layer, args.profile))
+    result = measure(generator, layer, args.steps, variants)
+    if args.batch:
+        result["batch"] = measure_batch(generator, layer, args.batch, args.steps)
     print(format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

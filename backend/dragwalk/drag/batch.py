@@ -25,13 +25,14 @@ from typing import Hashable, Sequence
 import torch
 
 from ..models.base import Latent
+from ..runtime import owned
 from .run import DragRun, DragStep
 
 
 def batch_key(run: DragRun) -> Hashable:
-    """Runs with equal keys can step together: same network, feature layer and latent shape."""
+    """Runs with equal keys can step together: same network, feature layer, precision and latent shape."""
     latent = run.variables.latent()
-    return (id(run.generator), run.feature_layer, latent.space, tuple(latent.code.shape[1:]))
+    return (id(run.generator), run.feature_layer, run.precision, latent.space, tuple(latent.code.shape[1:]))
 
 
 def stack_latents(latents: Sequence[Latent]) -> Latent:
@@ -65,21 +66,23 @@ def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False
             raise ValueError("these drags cannot share a batch (different models, feature layers or latents)")
         generator, layer = runs[live[0]].generator, runs[live[0]].feature_layer
         latents = [runs[i].variables.latent() for i in live]
-        out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
-        images = None
-        if any(renders[i] for i in live) and out.resume is not None:
-            with torch.no_grad():
-                images = out.resume().detach()
+        with runs[live[0]].autocast():
+            out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
+            images = None
+            if any(renders[i] for i in live) and out.resume is not None:
+                with torch.no_grad():
+                    images = owned(out.resume())
+        features = out.features.float()
         losses = []
         for k, i in enumerate(live):
             image = images[k:k + 1] if images is not None and renders[i] else None
-            loss = runs[i].advance(latents[k], out.features[k:k + 1], image)
+            loss = runs[i].advance(latents[k], features[k:k + 1], image)
             if loss is not None:
                 losses.append((runs[i], loss))
         if losses:
             for run, _ in losses:
                 run.optimizer.zero_grad(set_to_none=True)
-            torch.stack([loss.reshape(()) for _, loss in losses]).sum().backward()
+            torch.stack([run.scaled(loss).reshape(()) for run, loss in losses]).sum().backward()
             for run, _ in losses:
-                run.optimizer.step()
+                run.apply_gradients()
     return [run.report(renders[i]) for i, run in enumerate(runs)]

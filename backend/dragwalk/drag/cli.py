@@ -17,12 +17,13 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments
+    from ..cli import add_model_arguments, add_runtime_arguments
     from .config import DEFAULT_METHOD
     from .method import ALIASES, METHODS
 
     p = sub.add_parser("drag", help="drag handle points to targets and write the result")
     add_model_arguments(p)
+    add_runtime_arguments(p)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--seed", type=int, help="start from the image of this seed")
     source.add_argument("--latent", help="start from a latent file (.npz, .json, .npy)")
@@ -104,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
     handles, targets = parse_points(args.points)
     config = DragConfig(method=args.method, lr=args.lr, lambda_mask=args.lambda_mask, max_steps=args.steps,
                         stop_distance=args.stop_distance, feature_layer=args.feature_layer, mode=args.mode,
-                        params=_params(args.param))
+                        params=_params(args.param), precision=args.precision)
     mask = _load_mask(args.mask) if args.mask else None
     generator = open_model(args)
     validate_points(handles, targets, generator.resolution)   # fail before any work

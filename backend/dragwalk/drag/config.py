@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..runtime import check_precision
+
 #: the method used when none is named: the best on `dragwalk bench drag --semantic` (docs/ARCHITECTURE.md)
 DEFAULT_METHOD = "warp"
 #: refuse absurd step counts from a client (a drag of this length would run for minutes)
@@ -32,6 +34,9 @@ class DragConfig:
         mode: which part of the latent is optimised, one of ``generator.drag_modes``
             (``None`` = the model's default, its first mode).
         params: method-specific parameters (see ``METHODS[name].describe()["params"]``).
+        precision: arithmetic of the network's forward pass, one of
+            :data:`dragwalk.runtime.PRECISIONS` (``fp16`` on a GPU only). Kept with the
+            drag so a replay runs the same arithmetic; tracking and losses are fp32 always.
     """
 
     method: str = DEFAULT_METHOD
@@ -42,6 +47,7 @@ class DragConfig:
     feature_layer: str | None = None
     mode: str | None = None
     params: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +77,7 @@ class DragConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name} must be a layer/mode name or null, got {value!r}")
+        check_precision(self.precision)
         if not isinstance(self.params, dict):
             raise ValueError(f"params must be an object of method parameters, got {self.params!r}")
         resolved = METHODS[self.method].resolve(self.params)  # checks names and ranges

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent
+from ..runtime import autocast, check_precision, grad_scaler, owned
 from . import features as fx
 from . import field as fd
 from .config import DragConfig
@@ -77,6 +78,8 @@ class DragRun:
         res = generator.resolution
         hs, ts = validate_points(handles, targets, res)
         self.device = generator.device
+        self.precision = check_precision(self.config.precision, self.device)
+        self.scaler = grad_scaler(self.device, self.precision)
         self.mask = validate_mask(mask, res, self.device)
         method_cls = METHODS[self.config.method]
         self.feature_layer = self.config.feature_layer or generator.default_feature_layer
@@ -102,16 +105,16 @@ class DragRun:
         self.arrival: Arrival | None = None
         self._warp: tuple[Latent, Tensor, Tensor] | None = None   # the last warp: latent, features, field
         start = latent.to(self.device).detach()
-        with torch.no_grad():   # one pass: the first frame's features, and the image the user sees
+        with torch.no_grad(), self.autocast():   # one pass: the first frame's features and image
             out = generator.synthesize(start, self.feature_layer)
-        first = out.features
+        first = owned(out.features)
         self._keep = None
         # as in DragGAN, a mask that is all "may change" (or all "keep") adds no term
         if self.mask is not None and float(self.mask.max() - self.mask.min()) > 0:
             self._keep = 1.0 - fx.resize_mask(self.mask, first.shape[-1])
         self._reference = first.detach()                  # F0 for the mask term
         self._move_to(start)
-        self._begin(first, out.image.detach())
+        self._begin(first, owned(out.image))
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Vector latents at ``lr``; spatial offsets (4-D) at ``lr * offset_lr``."""
@@ -242,9 +245,9 @@ class DragRun:
         self._targets = torch.tensor(ts, dtype=torch.float32, device=self.device)
         if self.config.stop_distance is None:   # the default depends on the number of points
             self.stop_distance = type(self.method).default_stop_distance(self.generator.resolution, len(hs))
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             feats = self.generator.synthesize(self._shown, self.feature_layer, stop_at_feature=True).features
-        self._begin(feats, self.render())
+        self._begin(owned(feats), self.render())
 
     def _move_to(self, latent: Latent) -> None:
         """Optimise from ``latent`` (the start, or a warp): new variables and optimiser at the run's lr."""
@@ -264,9 +267,29 @@ class DragRun:
     def render(self) -> Tensor:
         """Image of :attr:`latent` (``[1, 3, H, W]``), consistent with :attr:`handles`."""
         if self._image is None:
-            with torch.no_grad():
-                self._image = self.generator.render(self._shown).detach()
+            with torch.no_grad(), self.autocast():
+                self._image = owned(self.generator.render(self._shown))
         return self._image
+
+    def autocast(self):
+        """The context this run's forward passes run in (:mod:`dragwalk.runtime`)."""
+        return autocast(self.device, self.precision)
+
+    def apply_gradients(self, loss: Tensor | None = None) -> None:
+        """Backpropagate ``loss`` (unless the caller already did, through :meth:`scaled`) and
+        take the optimiser step; fp16 gradients are unscaled first and a step with an
+        overflow is skipped."""
+        if loss is not None:
+            self.scaled(loss).backward()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+    def scaled(self, loss: Tensor) -> Tensor:
+        """``loss`` as it is backpropagated: times the gradient scaler's factor in fp16."""
+        return loss if self.scaler is None else self.scaler.scale(loss)
 
     # ----------------------------------------------------------------- stepping
     def step(self, render: bool = False) -> DragStep:
@@ -275,16 +298,16 @@ class DragRun:
             return self.report(render)
         latent = self.variables.latent()
         # autograd covers the layers up to the features only; a frame is one inference pass of the rest
-        out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
-        image = None
-        if render and out.resume is not None:
-            with torch.no_grad():
-                image = out.resume().detach()
-        loss = self.advance(latent, out.features, image)
+        with self.autocast():
+            out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
+            image = None
+            if render and out.resume is not None:
+                with torch.no_grad():
+                    image = owned(out.resume())
+        loss = self.advance(latent, out.features.float(), image)
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.apply_gradients(loss)
         return self.report(render)
 
     def advance(self, latent: Latent, raw: Tensor, image: Tensor | None) -> Tensor | None:

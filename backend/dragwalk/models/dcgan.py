@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..runtime import memory_format
 from .base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
 
 
@@ -61,6 +62,8 @@ class DCGANGenerator(Generator):
     default_space = "z"
     num_ws = 1
     drag_modes = ("z+b1", "z", "z+b0", "z+b2")
+    #: modules ``dragwalk.runtime.prepare`` compiles one by one
+    compile_units = (UpBlock,)
     #: drag settings tuned on this model with `dragwalk bench drag` (the methods' own
     #: defaults are the papers', for StyleGAN). ``smooth``: the stride-2 transposed
     #: convolutions leave a checkerboard that one [1, 2, 1] pass removes; ``lr``: z plus
@@ -129,7 +132,7 @@ class DCGANGenerator(Generator):
 
     def _block(self, index: int, x: Tensor, latent: Latent) -> Tensor:
         """Block ``index`` and the latent's offset on its output."""
-        x = self.blocks[index](x)
+        x = self.blocks[index](memory_format(self, x))
         offset = latent.offsets.get(self._layers[index].name)
         return x if offset is None else x + offset
 

@@ -75,6 +75,10 @@ class Settings:
     allow_no_token: bool = False
     #: drags of several sessions on one model share each forward/backward (scheduler batching)
     batch_drags: bool = True
+    #: how networks run (:mod:`dragwalk.runtime`): drags' arithmetic, activation layout, compilation
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: str = "none"
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
@@ -168,6 +172,12 @@ OPTIONS: tuple[Option, ...] = (
            "new sessions per client address and minute, 0 = no limit (30)"),
     Option("--no-batch-drags", "batch_drags", _flag, "step every session's drag on its own instead of "
            "batching drags on one model", const=False, name="batch_drags"),
+    Option("--precision", "precision", str, "arithmetic of drags' forward passes: fp32 (default), bf16, "
+           "fp16 (GPU only)"),
+    Option("--channels-last", "channels_last", _flag, "NHWC activations (pays on GPUs in half precision)",
+           const=True, name="channels_last"),
+    Option("--compile", "compile", str, "torch.compile the networks' layers: none (default), default, "
+           "max-autotune-no-cudagraphs"),
 )
 
 

@@ -24,6 +24,7 @@ from .. import __version__
 from ..device import pick_device
 from ..imaging import encode
 from ..models import ModelError, list_models, load_model
+from ..runtime import Runtime, check_precision, prepare
 from ..models.base import Generator, Latent
 from .config import Settings, directions_root
 from .errors import ApiError, check_session_id
@@ -114,6 +115,8 @@ class Hub:
     def __init__(self, settings: Settings, store: SessionStore | None = None) -> None:
         self.settings = settings
         self.device = pick_device(settings.device)
+        self.runtime = Runtime(settings.precision, settings.channels_last, settings.compile)
+        check_precision(settings.precision, self.device)
         self.store = store if store is not None else open_store(settings.store)
         self.scheduler = Scheduler(str(self.device), batching=settings.batch_drags)
         self.sessions: OrderedDict[str, LiveSession] = OrderedDict()
@@ -192,7 +195,7 @@ class Hub:
         if name not in self._generators:
             try:
                 self._generators[name] = await self.scheduler.call(
-                    lambda: load_model(name, self.device), name="load-model")
+                    lambda: prepare(load_model(name, self.device), self.runtime), name="load-model")
             except ModelError as exc:
                 raise ApiError("internal", f"model {name} cannot be loaded: {exc}") from None
         return self._generators[name]

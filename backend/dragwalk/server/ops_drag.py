@@ -50,7 +50,8 @@ class DragCommands(EditorBase):
             raise ApiError("bad_request", f"unknown drag mode {fields['mode']!r} "
                            f"(known: {', '.join(live.generator.drag_modes)})")
         try:
-            return drag.DragConfig(method=msg.method or drag.DEFAULT_METHOD, params=method_params, **fields)
+            return drag.DragConfig(method=msg.method or drag.DEFAULT_METHOD, params=method_params,
+                                   precision=self.hub.runtime.precision, **fields)
         except (ValueError, TypeError) as exc:
             raise ApiError("bad_request", str(exc)) from None
 

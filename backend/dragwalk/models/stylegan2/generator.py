@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...runtime import memory_format
 from ..base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
-from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisNetwork
+from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 #: DragGAN optimises the first six rows of w+
 DRAG_ROWS = 6
@@ -63,6 +64,8 @@ class StyleGAN2Generator(Generator):
     latent_spaces = ("z", "w", "w+")
     default_space = "w+"
     drag_modes = ("w+:first6", "w+", "w")
+    #: modules ``dragwalk.runtime.prepare`` compiles one by one
+    compile_units = (SynthesisLayer, ToRGBLayer)
     #: nothing tuned here: StyleGAN drags start from the papers' settings, which are the
     #: method classes' own defaults (Adam at lr 2e-3 on w+, no feature blur, DragGAN's radii
     #: and FreeDrag's sizes scaled from 512 px, L2 tracking — L1 measured no different)
@@ -215,7 +218,7 @@ class StyleGAN2Generator(Generator):
     def _enter(self, name: str, block, rows: Tensor, x: Tensor | None, img: Tensor | None, latent: Latent,
                fp16: bool) -> tuple[Tensor, Tensor | None]:
         """A block's activation and the skip image entering its ToRGB sum, each with its offset."""
-        x = block.features(x, rows, self.noise_mode, fp16)
+        x = memory_format(self, block.features(x, rows, self.noise_mode, fp16))
         if name in latent.offsets:
             x = x + latent.offsets[name].to(x.dtype)
         skip = block.skip_image(img)

@@ -73,6 +73,14 @@ def setup_filter(taps: Sequence[float] | Tensor) -> Tensor:
     return f / f.sum()
 
 
+def layout_like(weight: Tensor, x: Tensor) -> Tensor:
+    """``weight`` in ``x``'s memory layout: a convolution keeps channels-last (NHWC, see
+    :mod:`dragwalk.runtime`) only when input and kernel both have it."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return weight.contiguous(memory_format=torch.channels_last)
+    return weight
+
+
 def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
               padding: Sequence[int] = (0, 0, 0, 0), gain: float = 1.0,
               flip_filter: bool = False) -> Tensor:
@@ -91,12 +99,12 @@ def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
         # zero insertion + filtering == a strided transposed conv with the (unflipped) filter,
         # which never builds the mostly-zero upsampled tensor; then crop/pad to the window
         k = k.flip([0, 1]) if flip_filter else k
-        x = F.conv_transpose2d(x, k[None, None].repeat(c, 1, 1, 1), stride=up, groups=c)
+        x = F.conv_transpose2d(x, layout_like(k[None, None].repeat(c, 1, 1, 1), x), stride=up, groups=c)
         x = F.pad(x, [px0 - fw + 1, px1 + up - fw, py0 - fh + 1, py1 + up - fh])
     else:
         x = F.pad(x, [px0, px1, py0, py1])  # negative values crop
         k = k if flip_filter else k.flip([0, 1])
-        x = F.conv2d(x, k[None, None].repeat(c, 1, 1, 1), groups=c)
+        x = F.conv2d(x, layout_like(k[None, None].repeat(c, 1, 1, 1), x), groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -123,7 +131,7 @@ def conv2d_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1) -> Tensor:
     # conv_transpose2d wants [in, out/groups, k, k]
     w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
     w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
-    x = F.conv_transpose2d(x, w, stride=2, groups=groups)
+    x = F.conv_transpose2d(x, layout_like(w, x), stride=2, groups=groups)
     # after the transposed conv the result is (k-1) samples too long; pad so the FIR lands
     # the output on the doubled grid (this is where the format's padding conventions go)
     pad = kw // 2
@@ -155,6 +163,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
         w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
     w = w.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype)
     x = x.reshape(1, n * in_ch, *x.shape[2:])
+    w = layout_like(w, x)
     if up:
         assert f is not None, "an upsampling conv needs its FIR filter"
         x = conv2d_up2(x, w, f, groups=n)

@@ -14,6 +14,10 @@ restricted twice, both without knowing the architecture:
   ``cells * k`` columns instead of ``cells * C``. The basis is computed once per
   (model, layer, k) and kept in memory (~0.1-0.5 s on the default model).
 
+The sampled activations' coefficients in those components are kept too (``[256, k, h, w]``,
+4 MB for the default's 4 components on a 32x32 layer): ``support_precision`` turns them into
+the realism term of a region's Rayleigh objective.
+
 The component standard deviations give each direction its natural step ("one unit"
 moves one standard deviation of real activations, measured in whitened coordinates).
 """

@@ -11,7 +11,10 @@ region (``offset_basis.support_cells``) and to the layer's top channel component
 (``offset_basis.channel_basis``). The image Jacobian ``J = d image / d p`` is taken with
 forward-mode products (one per column, batched), the two Gram matrices
 ``A_c = J^T W J`` and ``A_f = J^T (1 - W) J`` are formed as in ``reds``, and the
-generalised eigenproblem ``A_c v = lambda A_f v`` is solved by ``rayleigh.rayleigh_directions``.
+generalised eigenproblem ``A_c v = lambda (A_f + realism P) v`` is solved by
+``rayleigh.rayleigh_directions``. ``P`` (``realism_prior``) measures how unlike real activations
+on the region's cells an offset is: many offsets change nothing outside a region (they tie at
+the most local value possible), and the term puts the most plausible of them first.
 
 The result is an ordinary :class:`DirectionSet` in the code's space: ``vectors`` hold the
 code part (zero rows for offsets alone), ``extras["offset:<layer>"]`` the offset part

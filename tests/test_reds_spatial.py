@@ -11,6 +11,7 @@ from scipy import linalg, ndimage
 from dragwalk.directions import DirectionSet, Walk, apply_walks, compute_directions
 from dragwalk.directions.offset_basis import channel_basis, offset_parts, support_cells
 from dragwalk.directions.reds import region_weights
+from dragwalk.directions.measures import locality, walk_change
 from dragwalk.directions.reds_spatial import computed_at, spatial_jacobian
 from dragwalk.models.base import Latent
 from dragwalk.models.dcgan import DCGANGenerator
@@ -35,10 +36,27 @@ def _tiny_mask() -> np.ndarray:
     return mask
 
 
-def test_spatial_reds_match_a_dense_generalised_eigensolve(tiny):
+def _numpy_precision(tiny, cells: np.ndarray, k: int, shrink: float) -> np.ndarray:
+    """The realism prior recomputed independently: activations of fresh renders -> numpy covariance."""
+    basis = channel_basis(tiny, "b1", k)
+    with torch.no_grad():
+        feats = tiny.synthesize(tiny.sample_codes(256, seed=0), feature_layer="b1", stop_at_feature=True).features
+    x = feats.double().numpy().transpose(0, 2, 3, 1).reshape(256, 64, -1)[:, cells]      # [S, cells, C]
+    x = (x @ basis.vectors.double().numpy().T).reshape(256, -1)                           # (cell, component)
+    cov = np.cov(x, rowvar=False)
+    cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
+    precision = np.linalg.inv(cov)
+    return precision / np.linalg.norm(precision)
+
+
+@pytest.mark.parametrize("realism", [0.0, 10.0])
+def test_spatial_reds_match_a_dense_generalised_eigensolve(tiny, realism):
+    from dragwalk.directions.offset_basis import SHRINK
+
     latent = tiny.sample(1)
     mask = _tiny_mask()
-    dset = compute_directions(tiny, "reds", latent=latent, mask=mask, num=4, offsets="b1", channels=3, dilate=1)
+    dset = compute_directions(tiny, "reds", latent=latent, mask=mask, num=4, offsets="b1", channels=3, dilate=1,
+                              realism=realism)
     basis = channel_basis(tiny, "b1", 3).vectors.double().numpy()          # [3, C]
     cells = support_cells(region_weights(mask, 16), 8, 1).numpy()
     c = 4
@@ -55,6 +73,8 @@ def test_spatial_reds_match_a_dense_generalised_eigensolve(tiny):
     a_c = jac.T @ (jac * w[:, None])
     a_f = jac.T @ (jac * (1 - w)[:, None])
     a_c, a_f = a_c / np.linalg.norm(a_c), a_f / np.linalg.norm(a_f)
+    if realism:
+        a_f = a_f + realism * _numpy_precision(tiny, cells, 3, SHRINK)
     ridge = 1e-6 * np.mean(np.diag(a_f)) * np.eye(len(a_f))
     vals, vecs = linalg.eigh(a_c, a_f + ridge)
     top = vecs[:, -1] / np.linalg.norm(vecs[:, -1])
@@ -67,6 +87,7 @@ def test_spatial_reds_match_a_dense_generalised_eigensolve(tiny):
     ours /= np.linalg.norm(ours)
     assert abs(float(ours @ top)) > 0.999, float(ours @ top)
     assert dset.values[0] == pytest.approx(vals[-1], rel=1e-3)
+    assert dset.params["realism"] == realism
     assert dset.values[0] > dset.values[-1]
     assert np.abs(dset.vectors.numpy()).max() == 0                      # offsets alone: no code part
 
@@ -137,6 +158,9 @@ def test_spatial_walk_refuses_density_and_curved(generator):
         compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, offsets="image")
     with pytest.raises(ValueError, match="joint"):
         compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, joint="no")
+    for bad in (-1.0, float("nan"), 1e3):
+        with pytest.raises(ValueError, match="realism"):
+            compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, realism=bad)
     big = np.ones((64, 64), np.float32)
     big[:2] = 0
     with pytest.raises(ValueError, match="more than"):       # the eigenproblem's size is bounded
@@ -206,3 +230,56 @@ def test_sparse_gram_matches_numpy():
     dense /= np.linalg.norm(dense)
     ours = sparse_gram(torch.from_numpy(jac).float(), torch.from_numpy(w).float()).numpy()
     assert np.allclose(ours, dense, atol=1e-6)
+
+
+def test_default_region_set_carries_the_realism_term(generator):
+    """The default ranks plausible offsets first: its top direction is shorter under the
+    activations' own Gaussian (numpy covariance of real renders on the support) per unit of
+    in-region image change than the top direction without the term, at a small loss of locality."""
+    from dragwalk.directions.offset_basis import SHRINK
+    from dragwalk.directions.reds_spatial import REALISM
+
+    base = generator.sample(3)
+    plain = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=1, realism=0.0)
+    real = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=1)
+    assert real.params["realism"] == REALISM > 0
+    layer = real.params["offsets"]
+    k = real.params["channels"]
+    cells = support_cells(region_weights(MOUTH, 64), generator.offset_shape(layer)[1], 1).numpy()
+    basis = channel_basis(generator, layer, k).vectors.double().numpy()
+    with torch.no_grad():
+        feats = generator.synthesize(generator.sample_codes(256, seed=0), feature_layer=layer,
+                                     stop_at_feature=True).features
+    c, h, w = generator.offset_shape(layer)
+    x = feats.double().numpy().reshape(256, c, h * w)[:, :, cells]                 # [S, C, cells]
+    x = np.einsum("sch,kc->shk", x, basis).reshape(256, -1)
+    cov = np.cov(x, rowvar=False)
+    precision = np.linalg.inv((1 - SHRINK) * cov + SHRINK * np.diag(np.diag(cov)))
+
+    def implausibility_per_change(dset) -> tuple[float, float]:
+        offset = offset_parts(dset.extras)[layer][0].double().numpy().reshape(c, h * w)[:, cells]
+        a = (basis @ offset).T.reshape(-1)                                            # (cell, component)
+        change = walk_change(generator, base, dset, 0, 1.0)
+        inside = float(change.abs().mean(0)[torch.from_numpy(MOUTH) > 0].pow(2).mean())
+        return float(a @ precision @ a) / inside, locality(change, torch.from_numpy(MOUTH))
+
+    (p_plain, loc_plain), (p_real, loc_real) = implausibility_per_change(plain), implausibility_per_change(real)
+    assert p_real < 0.5 * p_plain, (p_real, p_plain)
+    assert loc_real > 0.8 * loc_plain, (loc_real, loc_plain)
+
+
+def test_region_bench_breaks_locality_ties_by_the_methods_order():
+    from dragwalk.bench.regions import most_local
+
+    mask = torch.zeros(8, 8)
+    mask[2:4, 2:4] = 1
+
+    def change(inside: float, outside: float) -> torch.Tensor:
+        return (mask * inside + (1 - mask) * outside).expand(3, 8, 8)
+
+    # localities 0, 16 (all inside: the cap 1 / area), 16, just under 16: ties go to the earliest
+    tied = torch.stack([change(0.0, 1.0), change(1.0, 0.0), change(2.0, 0.0), change(1.0, 1e-4)])
+    assert most_local(tied, mask) == 1
+    assert most_local(tied[[0, 3, 1]], mask) == 1      # within 1 %: the earlier of the two
+    spread = torch.stack([change(1.0, 0.5), change(1.0, 0.1)])
+    assert most_local(spread, mask) == 1

@@ -9,9 +9,13 @@ until the mean absolute pixel change *inside the region* equals ``--region-chang
 * locality = share of the change inside the region / the region's area share
   (``measures.locality``: 1 = spread evenly, ``1 / area`` = all inside);
 * identity = dlib face-descriptor distance to the unedited face (in the unedited face's box);
-* lost = dlib no longer detects a face it found before the edit.
+* lost = dlib no longer detects a face it found before the edit; margin = the change of dlib's
+  detection score (a face is lost when its score falls below 0; held-out faces start at 0.05-2).
 
-A method's figure on one (face, region) is its most local direction among its ``num``.
+A method's figure on one (face, region) is its most local direction among its ``num``; directions
+within ``TIE`` (1 %) of the best count as equally local and the method's own first one among them
+is taken (region sets put many directions at the cap ``1 / area``, where a plain argmax would pick
+by float rounding).
 The baseline is the best of the top 32 SeFa and top 32 GANSpace directions; each method's
 ratio is taken per (face, region) and the median reported. Compute time is the median
 wall time of one region set (after one warm-up call).
@@ -34,6 +38,7 @@ from ..models.base import Generator, Latent
 VARIANTS: dict[str, dict[str, Any]] = {
     "reds z (global)": {"offsets": "none"},
     "reds default": {},
+    "reds no realism": {"realism": 0.0},
     "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z
@@ -44,6 +49,8 @@ MORE_VARIANTS: dict[str, dict[str, Any]] = {
 REGIONS = ("mouth", "eyes", "hair", "background")
 #: smallest region measured (share of the image)
 MIN_AREA = 0.02
+#: directions whose locality is within this share of the best count as equally local
+TIE = 0.01
 
 
 def region_masks(landmarks: np.ndarray, box: tuple[float, ...], res: int, pad: int = 2) -> dict[str, np.ndarray]:
@@ -125,23 +132,30 @@ def _faces(generator: Generator, analyzer: Any, start: int, count: int, limit: i
             image = to_uint8(generator.render(latent))
         face = analyzer.detect(image)
         if face is not None:
-            out.append((seed, latent, face, analyzer.descriptor(image, face)))
+            out.append((seed, latent, face, analyzer.descriptor(image, face), analyzer.detection_score(image)))
         if len(out) == count:
             break
     return out
 
 
+def most_local(change: torch.Tensor, mask: torch.Tensor, tie: float = TIE) -> int:
+    """Index of the most local of the changes ``[n, 3, H, W]``; the first among those within ``tie``
+    (a share) of the best, so the method's own order decides between equally local directions."""
+    locs = np.array([locality(ch, mask) for ch in change])
+    return int(np.flatnonzero(locs >= locs.max() * (1.0 - tie))[0])
+
+
 def _judge(analyzer: Any, change: torch.Tensor, base: torch.Tensor, mask: torch.Tensor, face: Any,
-           desc: np.ndarray) -> tuple[float, float, bool]:
-    """``(locality, identity distance, lost)`` of the most local of the edited images."""
+           desc: np.ndarray, score: float) -> tuple[float, float, bool, float]:
+    """``(locality, identity distance, lost, detection score change)`` of the most local edit."""
     from ..faces import identity_distance
     from ..imaging import to_uint8
 
-    locs = [locality(ch, mask) for ch in change]
-    best = int(np.argmax(locs))
+    best = most_local(change, mask)
     image = to_uint8((base + change[best])[None].clamp(-1, 1))
     lost = analyzer.detect(image) is None
-    return locs[best], identity_distance(analyzer.descriptor(image, face), desc), lost
+    return (locality(change[best], mask), identity_distance(analyzer.descriptor(image, face), desc), lost,
+            analyzer.detection_score(image) - score)
 
 
 def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, target: float = 0.1,
@@ -155,11 +169,12 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
     baselines = {"sefa": compute_directions(generator, "sefa", num=top),
                  "ganspace": compute_directions(generator, "ganspace", num=top, samples=ganspace_samples)}
     held = _faces(generator, analyzer, seeds_from, faces)
-    log(f"held-out faces (dlib finds them): seeds {[h[0] for h in held]}; in-region change {target}")
+    log(f"held-out faces (dlib finds them): seeds {[h[0] for h in held]}, detection scores "
+        f"{[round(h[4], 2) for h in held]}; in-region change {target}")
     rows: dict[str, dict[str, list]] = {}
     warm: set[str] = set()
     slider: list[float] = []
-    for seed, latent, face, desc in held:
+    for seed, latent, face, desc, score in held:
         with torch.no_grad():
             base = generator.render(latent)[0]
         for region, mask_np in region_masks(face.landmarks, face.box, generator.resolution).items():
@@ -167,11 +182,11 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
                 log(f"  seed {seed} {region}: skipped (covers {mask_np.mean():.1%} of the image)")
                 continue
             mask = torch.from_numpy(mask_np)
-            results: dict[str, tuple[float, float, bool, float]] = {}
+            results: dict[str, tuple[float, float, bool, float, float]] = {}
             for name, dset in baselines.items():
                 idx = list(range(len(dset)))
                 _, change = matched_amounts(generator, latent, dset, idx, mask, target, base)
-                results[name] = (*_judge(analyzer, change, base, mask, face, desc), 0.0)
+                results[name] = (*_judge(analyzer, change, base, mask, face, desc, score), 0.0)
             for name, params in variants.items():
                 if name not in warm:          # one warm-up per variant (vmap tracing, channel basis)
                     warm.add(name)
@@ -186,18 +201,19 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
                 slider.append(_slider_ms(generator, latent, dset))
                 idx = list(range(len(dset)))
                 _, change = matched_amounts(generator, latent, dset, idx, mask, target, base)
-                results[name] = (*_judge(analyzer, change, base, mask, face, desc), seconds)
+                results[name] = (*_judge(analyzer, change, base, mask, face, desc, score), seconds)
             baseline = max(results["sefa"][0], results["ganspace"][0])
-            for name, (loc, ident, lost, seconds) in results.items():
+            for name, (loc, ident, lost, margin, seconds) in results.items():
                 r = rows.setdefault(name, {"locality": [], "ratio": [], "identity": [], "lost": [],
-                                           "seconds": [], "region": []})
+                                           "margin": [], "seconds": [], "region": []})
+                r["margin"].append(margin)
                 r["locality"].append(loc)
                 r["ratio"].append(loc / baseline)
                 r["identity"].append(ident)
                 r["lost"].append(bool(lost))
                 r["seconds"].append(seconds)
                 r["region"].append(region)
-            log(f"  seed {seed} {region}: " + ", ".join(f"{k} {v[0]:.2f}/{v[1]:.2f}/{int(v[2])}/{v[3]:.2f}s"
+            log(f"  seed {seed} {region}: " + ", ".join(f"{k} {v[0]:.2f}/{v[1]:.2f}/{int(v[2])}/{v[3]:+.2f}/{v[4]:.2f}s"
                                                          for k, v in results.items()))
     summary = {}
     for name, r in rows.items():
@@ -211,16 +227,18 @@ def region_table(generator: Generator, seeds_from: int = 5000, faces: int = 5, t
                 "ratio": statistics.median(r["ratio"][i] for i in sel),
                 "identity": statistics.median(r["identity"][i] for i in sel),
                 "identity_max": max(r["identity"][i] for i in sel),
-                "lost": sum(r["lost"][i] for i in sel)}
+                "lost": sum(r["lost"][i] for i in sel),
+                "margin": statistics.median(r["margin"][i] for i in sel)}
         summary[name] = {"median_ratio": statistics.median(r["ratio"]), "cases": len(r["ratio"]),
                          "median_seconds": statistics.median(r["seconds"]), "max_seconds": max(r["seconds"]),
                          "lost": sum(r["lost"]), "regions": per_region}
     log(f"\nregion directions at mean |dI| inside the region = {target} ({len(held)} faces; "
         f"ratio = locality / best of top {top} SeFa + top {top} GANSpace, median over faces x regions)")
     log(f"  {'method':<16} {'ratio':>6} {'time s (max)':>12} {'lost':>4}  " + "  ".join(
-        f"{g}: loc/ratio/id(max)/lost" for g in REGIONS))
+        f"{g}: loc/ratio/id(max)/lost/margin" for g in REGIONS))
     for name, s in summary.items():
         parts = [f"{g}: {v['locality']:.2f}/{v['ratio']:.2f}/{v['identity']:.2f}({v['identity_max']:.2f})/{v['lost']}"
+                 f"/{v['margin']:+.2f}"
                  for g, v in s["regions"].items()]
         log(f"  {name:<16} {s['median_ratio']:6.2f} {s['median_seconds']:5.2f} ({s['max_seconds']:4.2f}) "
             f"{s['lost']:4d}  " + "  ".join(parts))

@@ -140,7 +140,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "reds": {"num": Number(1, 64, integer=True), "beta_f": Number(0.0, 1.0), "beta_c": Number(0.0, 1.0),
              "solver": Choice(("generalized", "nullspace")), "layers": ROWS, "seed": SEED,
              "offsets": LAYER, "joint": Flag(), "channels": Number(1, 64, integer=True),
-             "dilate": Number(0, 4, integer=True)},
+             "dilate": Number(0, 4, integer=True), "realism": Number(0.0, 100.0)},
     "sfvq": {"bits": Number(1, 8, integer=True), "samples": Number(100, 10_000, integer=True),
              "pcs": Number(1, 256, integer=True), "layer": LAYER, "epochs": Number(1, 20, integer=True),
              "lr": Number(0.0, 1.0, above_minimum=True), "layers": ROWS, "seed": SEED},

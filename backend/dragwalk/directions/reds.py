@@ -60,7 +60,8 @@ def region_weights(mask: Any, resolution: int) -> Tensor:
 def compute(generator: Generator, latent: Latent | None = None, mask: Any = None, num: int = 8,
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
-            joint: bool = False, channels: int = 4, dilate: int = 1, **_: object) -> DirectionSet:
+            joint: bool = False, channels: int = 4, dilate: int = 1, realism: float = reds_spatial.REALISM,
+            **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 
     ``latent`` defaults to ``generator.sample(seed)``. ``layers`` = (start, end) restricts a
@@ -78,7 +79,8 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
         latent = generator.sample(int(seed))
     weights = region_weights(mask, generator.resolution)
     if offsets not in (None, "none", ""):
-        return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed)
+        return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed,
+                                    realism)
     _, jac = image_jacobian(generator, latent, space, rows)
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)  # same weight for r, g, b
     a_c = weighted_gram(jac, pixel_w)

@@ -11,7 +11,10 @@ region (``offset_basis.support_cells``) and to the layer's top channel component
 (``offset_basis.channel_basis``). The image Jacobian ``J = d image / d p`` is taken with
 forward-mode products (one per column, batched), the two Gram matrices
 ``A_c = J^T W J`` and ``A_f = J^T (1 - W) J`` are formed as in ``reds``, and the
-generalised eigenproblem ``A_c v = lambda A_f v`` is solved by ``rayleigh.rayleigh_directions``.
+generalised eigenproblem ``A_c v = lambda (A_f + realism P) v`` is solved by
+``rayleigh.rayleigh_directions``. ``P`` (``realism_prior``) measures how unlike real activations
+on the region's cells an offset is: many offsets change nothing outside a region (they tie at
+the most local value possible), and the term puts the most plausible of them first.
 
 The result is an ordinary :class:`DirectionSet` in the code's space: ``vectors`` hold the
 code part (zero rows for offsets alone), ``extras["offset:<layer>"]`` the offset part
@@ -29,12 +32,16 @@ from torch import Tensor
 from ..models.base import Generator, Latent
 from .base import DirectionSet, as_latent_code, edit_space
 from .rayleigh import rayleigh_directions
-from .offset_basis import OFFSET_KEY, auto_layer, cell_boxes, channel_basis, colouring, support_cells
+from .offset_basis import (OFFSET_KEY, ChannelBasis, auto_layer, cell_boxes, channel_basis, colouring, support_cells,
+                           support_precision)
 
 
 #: most edit variables (support cells x channel components) of one region set: the Jacobian,
 #: the Gram matrices and the eigenproblem stay well under a second on the default model
 BUDGET = 384
+#: default weight of the realism term (``realism_prior``) against the outside's change: measured on
+#: tuning faces (seeds 7000+, not the bench's held-out 5000+), ``dragwalk bench directions --regions``
+REALISM = 10.0
 
 
 def _renderers(generator: Generator, base: Latent, layer: str):
@@ -149,8 +156,21 @@ def sparse_gram(jacobian: Tensor, weights: Tensor, chunk: int = 32) -> Tensor:
     return gram / gram.norm().clamp_min(1e-30)
 
 
+def realism_prior(basis: ChannelBasis, cells: Tensor, dim: int) -> Tensor:
+    """``[P, P]`` (float64, unit Frobenius norm): how implausible an edit ``p = (dz?, a)`` is.
+
+    The offset part is the Mahalanobis length under real activations on the support
+    (``support_precision``); a code part (``joint``) is ``|dz|^2``, ``z`` being whitened already.
+    """
+    precision = support_precision(basis, cells)
+    if dim:
+        code = torch.eye(dim, dtype=precision.dtype) / dim ** 0.5
+        precision = torch.block_diag(code, precision)
+    return precision / precision.norm().clamp_min(1e-30)
+
+
 def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, layer: str | None,
-            joint: bool, channels: int, dilate: int, seed: int = 0) -> DirectionSet:
+            joint: bool, channels: int, dilate: int, seed: int = 0, realism: float = REALISM) -> DirectionSet:
     """REDs for the region ``weights`` (``H x W`` in [0, 1]) over offsets on ``layer`` (± the code).
 
     Called by ``reds.compute`` when its ``offsets`` parameter names a layer (or ``auto``).
@@ -159,6 +179,9 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
         raise ValueError(f"joint must be true or false, got {joint!r}")
     if not 0 <= int(dilate) <= 4:
         raise ValueError(f"dilate must be in 0..4 cells, got {dilate}")
+    realism = float(realism)
+    if not 0.0 <= realism <= 100.0:
+        raise ValueError(f"realism must be in [0, 100], got {realism}")
     if layer in (None, "auto"):
         layer = auto_layer(generator, weights, int(dilate), BUDGET)
     layer = str(layer)
@@ -184,10 +207,11 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     a_c, a_f = sparse_gram(jac, pixel_w), sparse_gram(jac, 1.0 - pixel_w)
     if float(a_f.diagonal().sum()) <= 0.0:   # nothing reaches outside: every direction is local
         a_f = torch.eye(a_f.shape[0], dtype=a_f.dtype)
-    dirs, gain, quotient = rayleigh_directions(a_c, a_f)
+    dim = int(base.code.shape[-1]) if joint else 0
+    hold = a_f + realism * realism_prior(basis, cells, dim) if realism > 0 else a_f
+    dirs, gain, quotient = rayleigh_directions(a_c, hold)
     num = max(1, min(int(num), dirs.shape[0]))
     dirs, gain, quotient = dirs[:num], gain[:num], quotient[:num]
-    dim = int(base.code.shape[-1]) if joint else 0
     k = basis.vectors.shape[0]
     coeffs = dirs[:, dim:].reshape(num, cells.numel(), k)
     # natural step: one unit moves the activations under the region by about one standard
@@ -205,7 +229,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
         method="reds", model=generator.name, space=space, vectors=code_part, scales=scales,
         labels=[f"region {i} ({mode})" for i in range(num)], values=quotient.tolist(),
         params={"num": num, "offsets": layer, "joint": bool(joint), "channels": int(channels),
-                "dilate": int(dilate), "solver": "generalized", "cells": int(cells.numel()),
+                "dilate": int(dilate), "realism": realism, "solver": "generalized", "cells": int(cells.numel()),
                 "region_area": round(float(weights.mean()), 6), "gain": [float(g) for g in gain]},
         extras={"mask": weights, **at_extras(latent), OFFSET_KEY + layer: offsets.reshape(num, c, h, w)})
 

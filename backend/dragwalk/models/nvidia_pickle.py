@@ -147,10 +147,10 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` and imports nothing."""
 
-    def __init__(self, file, source: str = "network pickle"):
+    def __init__(self, file, source: str = "network pickle", extra: dict[tuple[str, str], Any] | None = None):
         super().__init__(file)
         self.source = source
-        self.allowed = {**ALLOWED_GLOBALS, **_numpy_globals()}
+        self.allowed = {**ALLOWED_GLOBALS, **_numpy_globals(), **(extra or {})}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -165,13 +165,15 @@ class RestrictedUnpickler(pickle.Unpickler):
                                  f"{str(pid)[:60]!r} (torch.save archives are not network pickles)")
 
 
-def read_network_pickle(data: bytes, source: str = "network pickle") -> Any:
-    """Unpickle ``data`` with the allow-list; corrupt or truncated input is a clear error."""
+def read_network_pickle(data: bytes, source: str = "network pickle",
+                        extra: dict[tuple[str, str], Any] | None = None) -> Any:
+    """Unpickle ``data`` with the allow-list (plus ``extra``: other formats' plain-data
+    stand-ins); corrupt or truncated input is a clear error."""
     if data[:2] == b"PK":
         raise NetworkPickleError(f"{source} is a zip archive (a torch.save file?), not an NVIDIA "
                                  f"network pickle")
     try:
-        return RestrictedUnpickler(io.BytesIO(data), source).load()
+        return RestrictedUnpickler(io.BytesIO(data), source, extra).load()
     except NetworkPickleError:
         raise
     except EOFError:

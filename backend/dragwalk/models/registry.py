@@ -1,8 +1,8 @@
 """Finding and loading models: built-in names, NVIDIA pickles, and the project's own format.
 
 A model reference is either a registry name (``digiface-dcgan64``) or a path:
-``*.pkl`` is read as an NVIDIA StyleGAN2/ADA network pickle (safely, see
-``nvidia_pickle``), ``*.pt``/``*.pth`` as a rosinality stylegan2-pytorch checkpoint
+``*.pkl`` is read as an NVIDIA StyleGAN2/ADA/StyleGAN3 network pickle or a TF-era
+StyleGAN2 pickle (safely, see ``pickles``), ``*.pt``/``*.pth`` as a rosinality stylegan2-pytorch checkpoint
 (``rosinality``), ``*.safetensors`` as the project's own format (weights plus
 a JSON config beside them). Loaded models are cached per (model, device): a built-in name,
 or a file by its resolved path and identity (device, inode, size, mtime).
@@ -108,8 +108,8 @@ def _load_path(path: Path) -> Generator:
     if not path.is_file():
         raise ModelError(f"no model file at {path}")
     if path.suffix == ".pkl":
-        from .nvidia_pickle import load_network_pickle
-        return load_network_pickle(path)
+        from .pickles import load_pickle
+        return load_pickle(path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         from .rosinality import load_rosinality
         return load_rosinality(path)

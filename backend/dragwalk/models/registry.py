@@ -68,6 +68,9 @@ def _architecture(key: str) -> type[Generator]:
     if key == "stylegan2":
         from .stylegan2 import StyleGAN2Generator
         return StyleGAN2Generator
+    if key == "stylegan3":
+        from .stylegan3 import StyleGAN3Generator
+        return StyleGAN3Generator
     raise ModelError(f"unknown architecture {key!r} in model config")
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..stylegan2.layers import FullyConnectedLayer
-from ..stylegan2.ops import bias_act, upfirdn2d
+from ..stylegan2.ops import bias_act
 
 
 def layer_schedule(img_resolution: int, img_channels: int, channel_base: int, channel_max: int,
@@ -60,6 +60,32 @@ def lowpass_taps(numtaps: int, cutoff: float, width: float, fs: float) -> Tensor
     n = np.arange(numtaps) - (numtaps - 1) / 2
     taps = 2 * cutoff / fs * np.sinc(2 * cutoff / fs * n) * np.kaiser(numtaps, beta)
     return torch.as_tensor(taps / taps.sum(), dtype=torch.float32)
+
+
+def fir_resample(x: Tensor, f: Tensor | None, up: int = 1, down: int = 1,
+                 padding: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> Tensor:
+    """Upsample by zero insertion, pad ``(left, right, top, bottom)`` (negative crops), filter
+    with ``f`` as a true convolution, keep every ``down``-th sample.
+
+    A 1-D ``f`` acts separably (rows, then columns: 2k multiplies a sample instead of k^2), a
+    2-D one (config R's radial filters) directly; ``None`` is the identity. The stride of the
+    filtering convolution does the downsampling, so dropped samples are never computed."""
+    n, c, h, w = x.shape
+    if up > 1:
+        z = x.new_zeros([n, c, h * up, w * up])
+        z[:, :, ::up, ::up] = x
+        x = z
+    x = F.pad(x, list(padding))
+    if f is None:
+        x = x[:, :, ::down, ::down]
+        return x * gain if gain != 1 else x
+    f = f.to(x.dtype)
+    if f.dim() == 1:
+        k = (f * math.sqrt(gain)).flip(0)
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), stride=(1, down), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), stride=(down, 1), groups=c)
+    k = (f * gain).flip([0, 1])
+    return F.conv2d(x, k[None, None].expand(c, 1, -1, -1), stride=down, groups=c)
 
 
 class SynthesisInput(nn.Module):
@@ -166,13 +192,6 @@ class SynthesisLayer(nn.Module):
         lo = (total + self.up_factor) // 2
         self.padding = (lo, total - lo, lo, total - lo)
 
-    @staticmethod
-    def _kernel(f: Tensor | None, device) -> Tensor:
-        """The 2-D kernel of a stored filter: 1-D taps act separably (their outer product)."""
-        if f is None:
-            return torch.ones([1, 1], device=device)
-        return torch.outer(f, f) if f.dim() == 1 else f
-
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         n = x.shape[0]
         styles = self.affine(w.float())
@@ -187,13 +206,12 @@ class SynthesisLayer(nn.Module):
         x = F.conv2d(x, weight.reshape(n * self.out_channels, self.in_channels, k, k), padding=k - 1, groups=n)
         x = x.reshape(n, self.out_channels, *x.shape[2:])
         x = x + self.bias.reshape(1, -1, 1, 1)
-        x = upfirdn2d(x, self._kernel(self.up_filter, x.device), up=self.up_factor, padding=self.padding,
-                      gain=self.up_factor ** 2)
+        x = fir_resample(x, self.up_filter, up=self.up_factor, padding=self.padding, gain=self.up_factor ** 2)
         if self.is_torgb:
             x = bias_act(x, None, act="linear", gain=1.0, clamp=self.conv_clamp)
         else:
             x = bias_act(x, None, act="lrelu", clamp=self.conv_clamp)
-        x = upfirdn2d(x, self._kernel(self.down_filter, x.device), down=self.down_factor)
+        x = fir_resample(x, self.down_filter, down=self.down_factor)
         return x
 
 

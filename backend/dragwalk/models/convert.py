@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .base import ModelError
 
@@ -33,20 +34,50 @@ def channel_layout(channels: dict[int, int], source: str) -> tuple[int, int]:
                      f"min(base / resolution, max)")
 
 
+class _NoRandomInit(TorchFunctionMode):
+    """``torch.randn`` / ``torch.rand`` return uninitialised memory while active: a network
+    whose weights come from a file need not draw millions of random numbers first (that
+    costs about as much as reading a large file). Everything else runs as usual, so
+    buffers computed from the configuration (FIR kernels) are right."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.randn, torch.rand):
+            kwargs = {k: v for k, v in kwargs.items() if k != "generator"}
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def construct(cls: Callable[..., nn.Module], kwargs: dict, source: str,
+              error: Callable[[str], Exception] = ModelError) -> nn.Module:
+    """``cls(**kwargs)`` without random initialisation; :func:`load_checked` must then give it
+    every parameter the file has (it refuses files that lack one)."""
+    try:
+        with _NoRandomInit():
+            return cls(**kwargs)
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise error(f"{source}: cannot build the generator ({exc})") from None
+
+
 def load_checked(model: nn.Module, tensors: dict[str, Tensor], source: str,
                  error: Callable[[str], Exception] = ModelError,
                  origin: dict[str, str] | None = None) -> nn.Module:
-    """Load ``tensors`` into ``model`` (as float32) after checking names, shapes and dtypes.
+    """Give ``model`` the file's ``tensors`` (float32) after checking names, shapes and dtypes.
 
+    The tensors are assigned, not copied (no second copy of a large file in memory). Buffers
+    the file may omit (:data:`DERIVED_SUFFIXES`) keep the values the constructor computed.
     ``origin`` maps an own name to the file's name for it, so errors name what the user has."""
     origin = origin or {}
     own = model.state_dict()
     missing = [k for k in own if k not in tensors and not k.endswith(DERIVED_SUFFIXES)]
-    unexpected = [k for k in tensors if k not in own]
+    unexpected = [k for k in tensors if k not in own and not k.endswith(DERIVED_SUFFIXES)]
     if missing or unexpected:
         raise error(f"{source}: tensors do not match the architecture "
                     f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    state: dict[str, Tensor] = {}
     for key, value in tensors.items():
+        if key not in own:
+            continue
         if not isinstance(value, Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
             raise error(f"{source}: {origin.get(key, key)} is {kind}, not a floating-point tensor")
@@ -54,8 +85,10 @@ def load_checked(model: nn.Module, tensors: dict[str, Tensor], source: str,
             where = f"{origin[key]} (as {key})" if key in origin else key
             raise error(f"{source}: {where} has shape {list(value.shape)}, the architecture "
                         f"expects {list(own[key].shape)}")
-        own[key] = value.float()
-    model.load_state_dict(own, strict=True)
+        state[key] = value.float()
+    for key in own:
+        state.setdefault(key, own[key])
+    model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -64,10 +97,7 @@ def build_stylegan2(kwargs: dict, tensors: dict[str, Tensor], name: str, source:
     """The own StyleGAN2 from converted constructor arguments and tensors."""
     from .stylegan2 import StyleGAN2Generator
 
-    try:
-        model = StyleGAN2Generator(**kwargs, name=name)
-    except (TypeError, ValueError) as exc:
-        raise error(f"{source}: cannot build the generator ({exc})") from None
+    model = construct(StyleGAN2Generator, {**kwargs, "name": name}, source, error)
     return load_checked(model, tensors, source, error, origin)
 
 

@@ -13,17 +13,19 @@ from pathlib import Path
 from .nvidia_pickle import NetworkPickleError, build_generator, generator_record, read_network_pickle
 from .tf_pickle import TF_GLOBALS, build_tf_generator, is_tf_data
 
+#: read-ahead of the streamed unpickling (big storages are read in one go regardless)
+STREAM_BUFFER = 1 << 20
+
 
 def load_pickle(path: str | Path, name: str | None = None):
     """The own generator for a network pickle of any supported kind."""
     path = Path(path)
     source = f"network pickle {path.name}"
     try:
-        data = path.read_bytes()
+        with open(path, "rb", buffering=STREAM_BUFFER) as stream:
+            obj = read_network_pickle(stream, source, extra=TF_GLOBALS)
     except OSError as exc:
         raise NetworkPickleError(f"cannot read {path}: {exc.strerror}") from None
-    obj = read_network_pickle(data, source, extra=TF_GLOBALS)
-    del data
     name = name or str(path)
     if is_tf_data(obj):
         return build_tf_generator(obj, name, source)

@@ -7,7 +7,7 @@ repository writes them. Those build the network; its tensors (filters included) 
 
 from __future__ import annotations
 
-from ..convert import load_checked
+from ..convert import construct, load_checked
 from ..nvidia_pickle import NetworkPickleError, PersistentRecord, _plain, collect_tensors
 from .generator import StyleGAN3Generator
 from .layers import SYNTHESIS_OPTIONS
@@ -34,11 +34,8 @@ def stylegan3_kwargs(record: PersistentRecord, source: str) -> dict:
 
 
 def build_stylegan3(record: PersistentRecord, name: str, source: str) -> StyleGAN3Generator:
-    kwargs = stylegan3_kwargs(record, source)
-    try:
-        model = StyleGAN3Generator(**kwargs, name=name)
-    except (TypeError, ValueError, ZeroDivisionError) as exc:
-        raise NetworkPickleError(f"{source}: cannot build the StyleGAN3 generator ({exc})") from None
+    model = construct(StyleGAN3Generator, {**stylegan3_kwargs(record, source), "name": name}, source,
+                      NetworkPickleError)
     load_checked(model, collect_tensors(record), source, NetworkPickleError)
     model.loader = "nvidia-stylegan3"
     return model

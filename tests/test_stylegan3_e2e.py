@@ -52,3 +52,36 @@ def test_inversion_of_a_generated_image_improves(sg3):
     result = dragwalk.invert(sg3, target, cfg)
     start = sg3.render(sg3.sample(0))
     assert psnr(sg3.render(result.latent), target) > psnr(start, target) + 1.0
+
+
+def test_server_drags_a_stylegan3_model(tmp_path):
+    """The editor serves a StyleGAN3 pickle: a session, a short drag over the websocket, the image."""
+    import asyncio
+    import io
+
+    from PIL import Image
+    from server_harness import PageClient, running_server
+
+    data, _ = s3.network_pickle(s3.kwargs(res=32, num_layers=6, channel_base=256, channel_max=16), tmp_path / "m", seed=7)
+    model = tmp_path / "sg3.pkl"
+    model.write_bytes(data)
+    with running_server(tmp_path, model=str(model)) as server:
+        sid = server.create_session(seed=4)["id"]
+
+        async def scenario():
+            async with PageClient(server.ws_url(sid)) as page:
+                await page.until(lambda e: e.get("type") == "state")
+                await page.send(type="set_points", handles=[[12.0, 16.0]], targets=[[17.0, 16.0]])
+                await page.send(type="start_drag", params={"max_steps": 3}, rid="d1")
+                done = await page.until(lambda e: e.get("type") == "done")
+                state = await page.until(lambda e: e.get("type") == "state")
+                return page, done, state
+
+        page, done, state = asyncio.run(scenario())
+        with server.client() as client:
+            png = client.get(f"/api/sessions/{sid}/image.png")
+    assert done["op"] == "drag" and done["steps"] >= 1, done
+    assert [h["kind"] for h in state["session"]["history"]] == ["start", "drag"]
+    frames = [f for f in page.frames if f[0] == 1]
+    assert frames and Image.open(io.BytesIO(frames[-1][3])).size == (32, 32)
+    assert png.status_code == 200 and Image.open(io.BytesIO(png.content)).size == (32, 32)

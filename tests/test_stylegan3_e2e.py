@@ -54,6 +54,7 @@ def test_inversion_of_a_generated_image_improves(sg3):
     assert psnr(sg3.render(result.latent), target) > psnr(start, target) + 1.0
 
 
+@pytest.mark.slow
 def test_server_drags_a_stylegan3_model(tmp_path):
     """The editor serves a StyleGAN3 pickle: a session, a short drag over the websocket, the image."""
     import asyncio

@@ -266,7 +266,8 @@ def _check_stylegan2(record: PersistentRecord, source: str) -> None:
         raise NetworkPickleError(f"{source}: the generator has no mapping/synthesis networks")
     if "b4" not in synthesis.modules:
         kinds = sorted({getattr(m, "class_name", "?") for m in synthesis.modules.values()})
-        hint = " (StyleGAN3 alias-free networks are not supported)" if "SynthesisInput" in kinds else ""
+        hint = (" (a StyleGAN3 alias-free network: pickles.load_pickle, which load_model uses, builds it)"
+                if "SynthesisInput" in kinds else "")
         raise NetworkPickleError(f"{source}: not a StyleGAN2 synthesis network{hint}")
 
 

@@ -49,13 +49,14 @@ class CheckpointError(ModelError):
 
 def read_checkpoint(path: Path, source: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (and ``argparse.Namespace`` allowed)."""
-    is_zip = zipfile.is_zipfile(path)  # torch >= 1.6 archives; older files are bare pickles
-    if not is_zip and path.read_bytes()[:1] != b"\x80":
+    # torch >= 1.6 archives are zips; older files are bare pickles
+    if not zipfile.is_zipfile(path) and path.read_bytes()[:1] != b"\x80":
         raise CheckpointError(f"{source} is truncated or not a torch.save archive")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            # mmap: tensors stay in the page cache until converted, no second copy in memory
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+            # no mmap: the model keeps the loaded tensors, which must not change if the file is
+            # rewritten in place later
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError ... for bad files
         text = str(exc)
         found = re.search(r"(?:[Uu]nsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)

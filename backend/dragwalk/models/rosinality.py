@@ -50,7 +50,9 @@ class CheckpointError(ModelError):
 def read_checkpoint(path: Path, source: str) -> Any:
     """``torch.load`` with ``weights_only=True`` (and ``argparse.Namespace`` allowed)."""
     # torch >= 1.6 archives are zips; older files are bare pickles
-    if not zipfile.is_zipfile(path) and path.read_bytes()[:1] != b"\x80":
+    with open(path, "rb") as f:
+        first = f.read(1)
+    if not zipfile.is_zipfile(path) and first != b"\x80":
         raise CheckpointError(f"{source} is truncated or not a torch.save archive")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):

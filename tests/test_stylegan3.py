@@ -76,7 +76,7 @@ def test_interface_features_offsets_and_resume(sg3):
     assert full.features.shape == (1, info.channels, info.size, info.size)
     assert full.image.shape == (1, 3, 32, 32) and full.image.abs().max() <= 1
     with torch.no_grad():
-        assert torch.allclose(full.image, (sg3.synthesis(latent.code) ).clamp(-1, 1), atol=1e-6)
+        assert torch.allclose(full.image, sg3.synthesis(latent.code).clamp(-1, 1), atol=1e-6)
     part = sg3.synthesize(latent, feature_layer=sg3.default_feature_layer, stop_at_feature=True)
     assert part.image is None and torch.equal(part.features, full.features)
     assert torch.equal(part.resume(), full.image)

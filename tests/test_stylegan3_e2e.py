@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sg3_pickles as s3  # noqa: E402
 
 import dragwalk  # noqa: E402
+from dragwalk.drag import DragConfig, drag  # not dragwalk.drag: once imported, that name is the package  # noqa: E402
 from dragwalk.inversion.losses import psnr  # noqa: E402
 
 
@@ -27,9 +27,8 @@ def sg3(tmp_path_factory):
 def test_drag_moves_the_handle_content(sg3):
     latent = sg3.sample(11)
     handles, targets = [(12.0, 16.0)], [(18.0, 16.0)]
-    steps = list(dragwalk.drag(sg3, latent, handles, targets,
-                               config=dragwalk.DragConfig(method="draggan", max_steps=6, lr=0.01),
-                               render_every=3))
+    steps = list(drag(sg3, latent, handles, targets, config=DragConfig(method="draggan", max_steps=6, lr=0.01),
+                      render_every=3))
     assert len(steps) >= 2 and steps[-1].done
     first, last = steps[0], steps[-1]
     assert last.image is not None and last.image.shape == (1, 3, 32, 32)

@@ -54,6 +54,12 @@ M = [
  ("library sets process-wide threads", "backend/dragwalk/directions/sefa.py", "    a = weight.double()\n", "    torch.set_num_threads(1)\n    a = weight.double()\n", "tests/test_structure.py"),
  ("load_model keyed on the raw string", "backend/dragwalk/models/registry.py", "        return (\"file\", str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, str(device)), path", "        return (\"file\", ref, str(device)), path", "tests/test_models_dcgan.py"),
  ("load_model: one lock for every model", "backend/dragwalk/models/registry.py", "        key_lock = _load_locks.setdefault(key, threading.Lock())", "        key_lock = _load_locks.setdefault(\"every model\", threading.Lock())", "tests/test_models_dcgan.py"),
+ ("tf pickle: Conv0_up kernel not flipped", "backend/dragwalk/models/tf_pickle.py", "        w = w[::-1, ::-1]\n", "        w = w\n", "tests/test_tf_pickle.py -k tf_graph"),
+ ("tf pickle: styles without the +1", "backend/dragwalk/models/tf_pickle.py", "v.get(scope + \"/mod_bias\", 1) + 1)", "v.get(scope + \"/mod_bias\", 1))", "tests/test_tf_pickle.py -k tf_graph"),
+ ("rosinality: noise maps of conv0/conv1 swapped", "backend/dragwalk/models/rosinality.py", "f\"noises.noise_{2 * k + 1}\", p + \"conv0.\"", "f\"noises.noise_{2 * k + 2}\", p + \"conv0.\"", "tests/test_rosinality.py -k reference"),
+ ("stylegan3: no input gain", "backend/dragwalk/models/stylegan3/layers.py", "        weight = weight * self.magnitude_ema.rsqrt()\n", "", "tests/test_stylegan3.py -k reference"),
+ ("stylegan3: asymmetric padding", "backend/dragwalk/models/stylegan3/layers.py", "        lo = (total + self.up_factor) // 2\n", "        lo = total // 2\n", "tests/test_stylegan3.py -k reference"),
+ ("storage bytes: wrong offset", "backend/dragwalk/models/storage_bytes.py", "count=count, offset=start + 8)", "count=count, offset=start)", "tests/test_storage_bytes.py"),
  ("nothing_to_move ignored", "backend/dragwalk/drag/run.py", "        if bool(self._idle.all()):\n            self._finish(\"nothing_to_move\", tracker_arrived=True)", "        if False:\n            pass", "tests/test_drag_methods.py -k nothing_to_move"),
 ]
 only = sys.argv[1:] 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ class CLIError(Exception):
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """``--model`` and ``--device``, shared by every command that runs a generator."""
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"built-in model name or .pkl/.safetensors path (default {DEFAULT_MODEL})")
+                        help=f"built-in model name or .pkl/.pt/.safetensors path (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
 
 
@@ -67,14 +66,6 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models_info(args: argparse.Namespace) -> int:
-    model = load_model(args.path, "cpu")
-    info = model.describe()
-    info["parameters"] = sum(p.numel() for p in model.parameters())
-    print(json.dumps(info, indent=2))
-    return 0
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     from .imaging import to_pil
     import torch
@@ -98,12 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dragwalk", description="Drag and walk editing of GAN images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    models = sub.add_parser("models", help="list built-in models or describe a model file")
+    models = sub.add_parser("models", help="list built-in models, describe or import a model file")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="built-in models").set_defaults(func=_cmd_models_list)
-    info = models_sub.add_parser("info", help="describe a model (name or file)")
-    info.add_argument("path")
-    info.set_defaults(func=_cmd_models_info)
+    from .models.cli import register as register_model_commands
+    register_model_commands(models_sub)  # info, import
 
     gen = sub.add_parser("generate", help="render the image of a seed")
     add_model_arguments(gen)

@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, str] = {
     "server": "dragwalk.bench.server",
     "invert": "dragwalk.bench.invert",
     "step": "dragwalk.bench.step",
+    "load": "dragwalk.bench.load",
 }
 
 

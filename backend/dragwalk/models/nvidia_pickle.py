@@ -15,8 +15,8 @@ The loader here is an allow-list unpickler:
 
 * the persistence global becomes :func:`_persistent_record`, which keeps the class
   name and state and never looks at ``module_src``;
-* tensors are rebuilt by our own small functions; storage bytes go through
-  ``torch.load(weights_only=True)``, PyTorch's own restricted loader;
+* tensors are rebuilt by our own small functions; storage bytes are parsed by
+  ``storage_bytes`` (its own allow-list: storage type names only) and viewed in place;
 * ``dnnlib`` ``EasyDict`` becomes a dict, ``collections.OrderedDict``, ``set`` and a
   few numpy scalar/array constructors are allowed (harmless data types);
 * **every other global is refused** with an error naming it — nothing is imported, so
@@ -33,7 +33,7 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -83,16 +83,15 @@ def _persistent_record(meta: Any) -> PersistentRecord:
 
 
 def _storage_from_bytes(data: Any):
-    """A tensor storage from its legacy ``torch.save`` bytes, via PyTorch's weights-only loader."""
+    """A tensor storage from its legacy ``torch.save`` bytes, viewed in place (``storage_bytes``)."""
+    from .storage_bytes import StorageBytesError, storage_from_bytes
+
     if not isinstance(data, (bytes, bytearray)):
         raise NetworkPickleError("tensor storage is not a byte string")
     try:
-        storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for bad bytes
+        return storage_from_bytes(bytes(data) if isinstance(data, bytearray) else data)
+    except StorageBytesError as exc:
         raise NetworkPickleError(f"a tensor storage could not be read ({exc})") from None
-    if not isinstance(storage, torch.TypedStorage):  # legacy torch.save always yields typed storages
-        raise NetworkPickleError(f"a tensor storage decoded to {type(storage).__name__}, not a storage")
-    return storage
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_ignored: Any) -> Tensor:
@@ -147,10 +146,10 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves only :data:`ALLOWED_GLOBALS` and imports nothing."""
 
-    def __init__(self, file, source: str = "network pickle"):
+    def __init__(self, file, source: str = "network pickle", extra: dict[tuple[str, str], Any] | None = None):
         super().__init__(file)
         self.source = source
-        self.allowed = {**ALLOWED_GLOBALS, **_numpy_globals()}
+        self.allowed = {**ALLOWED_GLOBALS, **_numpy_globals(), **(extra or {})}
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -165,13 +164,20 @@ class RestrictedUnpickler(pickle.Unpickler):
                                  f"{str(pid)[:60]!r} (torch.save archives are not network pickles)")
 
 
-def read_network_pickle(data: bytes, source: str = "network pickle") -> Any:
-    """Unpickle ``data`` with the allow-list; corrupt or truncated input is a clear error."""
-    if data[:2] == b"PK":
+def read_network_pickle(data: bytes | BinaryIO, source: str = "network pickle",
+                        extra: dict[tuple[str, str], Any] | None = None) -> Any:
+    """Unpickle ``data`` (bytes, or a binary file read as a stream, so the whole file never
+    sits in memory beside the tensors made from it) with the allow-list (plus ``extra``:
+    other formats' plain-data stand-ins); corrupt or truncated input is a clear error."""
+    stream = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    start = stream.tell()
+    magic = stream.read(2)
+    stream.seek(start)
+    if magic == b"PK":
         raise NetworkPickleError(f"{source} is a zip archive (a torch.save file?), not an NVIDIA "
                                  f"network pickle")
     try:
-        return RestrictedUnpickler(io.BytesIO(data), source).load()
+        return RestrictedUnpickler(stream, source, extra).load()
     except NetworkPickleError:
         raise
     except EOFError:
@@ -260,36 +266,18 @@ def _check_stylegan2(record: PersistentRecord, source: str) -> None:
         raise NetworkPickleError(f"{source}: the generator has no mapping/synthesis networks")
     if "b4" not in synthesis.modules:
         kinds = sorted({getattr(m, "class_name", "?") for m in synthesis.modules.values()})
-        hint = " (StyleGAN3 alias-free networks are not supported)" if "SynthesisInput" in kinds else ""
+        hint = (" (a StyleGAN3 alias-free network: pickles.load_pickle, which load_model uses, builds it)"
+                if "SynthesisInput" in kinds else "")
         raise NetworkPickleError(f"{source}: not a StyleGAN2 synthesis network{hint}")
 
 
 def build_generator(record: PersistentRecord, name: str, source: str = "network pickle"):
     """Our StyleGAN2 from a generator record: constructor from init_kwargs, tensors by name."""
-    from .stylegan2 import StyleGAN2Generator
+    from .convert import build_stylegan2
 
     _check_stylegan2(record, source)
-    kwargs = generator_kwargs(record, source)
-    try:
-        model = StyleGAN2Generator(**kwargs, name=name)
-    except (TypeError, ValueError) as exc:
-        raise NetworkPickleError(f"{source}: cannot build the generator ({exc})") from None
-    tensors = collect_tensors(record)
-    own = model.state_dict()
-    # FIR filter buffers are fixed by resample_filter; tolerate pickles that omit or add them
-    missing = [k for k in own if k not in tensors and not k.endswith("resample_filter")]
-    unexpected = [k for k in tensors if k not in own and not k.endswith("resample_filter")]
-    if missing or unexpected:
-        raise NetworkPickleError(f"{source}: tensors do not match the architecture "
-                                 f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    for key, value in tensors.items():
-        if key in own:
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise NetworkPickleError(f"{source}: {key} has shape {list(value.shape)}, the "
-                                         f"architecture expects {list(own[key].shape)}")
-            own[key] = value.float()
-    model.load_state_dict(own, strict=True)
-    return model.eval().requires_grad_(False)
+    return build_stylegan2(generator_kwargs(record, source), collect_tensors(record), name, source,
+                           NetworkPickleError)
 
 
 def load_network_pickle(path: str | Path, name: str | None = None):

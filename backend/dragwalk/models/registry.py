@@ -1,8 +1,9 @@
 """Finding and loading models: built-in names, NVIDIA pickles, and the project's own format.
 
 A model reference is either a registry name (``digiface-dcgan64``) or a path:
-``*.pkl`` is read as an NVIDIA StyleGAN2/ADA network pickle (safely, see
-``nvidia_pickle``), ``*.safetensors`` as the project's own format (weights plus
+``*.pkl`` is read as an NVIDIA StyleGAN2/ADA/StyleGAN3 network pickle or a TF-era
+StyleGAN2 pickle (safely, see ``pickles``), ``*.pt``/``*.pth`` as a rosinality stylegan2-pytorch checkpoint
+(``rosinality``), ``*.safetensors`` as the project's own format (weights plus
 a JSON config beside them). Loaded models are cached per (model, device): a built-in name,
 or a file by its resolved path and identity (device, inode, size, mtime).
 """
@@ -22,6 +23,8 @@ from .base import Generator, ModelError
 from .dcgan import DCGANGenerator
 
 DEFAULT_MODEL = "digiface-dcgan64"
+#: torch.save checkpoints (rosinality stylegan2-pytorch), read with weights_only=True
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ def _architecture(key: str) -> type[Generator]:
     if key == "stylegan2":
         from .stylegan2 import StyleGAN2Generator
         return StyleGAN2Generator
+    if key == "stylegan3":
+        from .stylegan3 import StyleGAN3Generator
+        return StyleGAN3Generator
     raise ModelError(f"unknown architecture {key!r} in model config")
 
 
@@ -105,11 +111,14 @@ def _load_path(path: Path) -> Generator:
     if not path.is_file():
         raise ModelError(f"no model file at {path}")
     if path.suffix == ".pkl":
-        from .nvidia_pickle import load_network_pickle
-        return load_network_pickle(path)
+        from .pickles import load_pickle
+        return load_pickle(path)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        from .rosinality import load_rosinality
+        return load_rosinality(path)
     if path.suffix == ".safetensors":
         return _load_own_format(path)
-    raise ModelError(f"{path}: unknown model file type (expected .pkl or .safetensors)")
+    raise ModelError(f"{path}: unknown model file type (expected .pkl, .pt or .safetensors)")
 
 
 _cache: dict[tuple, Generator] = {}
@@ -126,14 +135,14 @@ def _cache_key(ref: str, device: torch.device | str) -> tuple[tuple, Path | None
     """
     if ref in BUILTIN:
         return ("builtin", ref, str(device)), None
-    if ref.endswith((".pkl", ".safetensors")) or "/" in ref:
+    if ref.endswith((".pkl", ".safetensors", *CHECKPOINT_SUFFIXES)) or "/" in ref:
         path = Path(ref).expanduser().resolve()
         if not path.is_file():
             raise ModelError(f"no model file at {path}")
         st = path.stat()
         return ("file", str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, str(device)), path
     known = ", ".join(BUILTIN)
-    raise ModelError(f"unknown model {ref!r}: give a built-in name ({known}) or a .pkl/.safetensors path")
+    raise ModelError(f"unknown model {ref!r}: give a built-in name ({known}) or a .pkl/.pt/.safetensors path")
 
 
 def load_model(ref: str = DEFAULT_MODEL, device: torch.device | str = "cpu") -> Generator:

@@ -211,3 +211,37 @@ def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
           f"ping {slow[0][1] * 1000:.0f} ms, frames {[n for _, _, n in direct]} / {[n for _, _, n in slow]}")
     assert slow[0][1] >= 0.19                                # the link really is slow
     assert s <= 1.2 * d
+
+
+def test_cli_server_flag_runs_drag_walk_and_invert_there(server, generator, tmp_path, capsys):
+    """`dragwalk drag|walk|invert --server URL` with the local commands' arguments: the drag and
+    the walk give the local Python API's latent and image; invert writes a latent that loads."""
+    from dragwalk import DragConfig, DragRun, Walk, apply_walks, compute_directions, load_latent
+    from dragwalk.cli import main
+    remote = ["--server", server.base, "--token", "tok"]
+    assert main(["drag", *remote, "--seed", "3", "--points", "30,40->34,40", "--steps", "12", "--quiet",
+                 "-o", str(tmp_path / "drag.png"), "--save-latent", str(tmp_path / "drag.npz")]) == 0
+    assert "server session" in capsys.readouterr().out
+    run = DragRun(generator, generator.sample(3), [[30.0, 40.0]], [[34.0, 40.0]], None, DragConfig(max_steps=12))
+    while not run.done:
+        run.step(render=False)
+    assert max_latent_diff(load_latent(tmp_path / "drag.npz", generator), run.latent.detach().to("cpu")) <= 1e-5
+    assert np.array_equal(pixels((tmp_path / "drag.png").read_bytes()), pixels(local_png(generator, run.latent)))
+
+    assert main(["walk", *remote, "--seed", "4", "--direction", "sefa:1", "--amount", "2", "--param", "num=4",
+                 "-o", str(tmp_path / "walk.png"), "--save-latent", str(tmp_path / "walk.json")]) == 0
+    dset = compute_directions(generator, "sefa", num=4)
+    local = apply_walks(generator, generator.sample(4), [Walk(dset, 1, 2.0)])
+    assert max_latent_diff(load_latent(tmp_path / "walk.json", generator), local.detach().to("cpu")) <= 1e-5
+    assert np.array_equal(pixels((tmp_path / "walk.png").read_bytes()), pixels(local_png(generator, local)))
+
+    photo = tmp_path / "face.png"
+    Image.open(io.BytesIO(local_png(generator, generator.sample(42)))).resize((128, 128)).save(photo)
+    assert main(["invert", *remote, str(photo), "--steps", "3", "--quiet", "-o", str(tmp_path / "face.npz"),
+                 "--save-image", str(tmp_path / "face-fit.png")]) == 0
+    assert load_latent(tmp_path / "face.npz", generator).code.shape == generator.sample(0).code.shape
+    assert Image.open(tmp_path / "face-fit.png").size == (64, 64)
+    # a refusal is one clear line and status 2
+    assert main(["drag", *remote, "--seed", "3", "--points", "30,40->34,40", "--model", "nope",
+                 "-o", str(tmp_path / "x.png")]) == 2
+    assert "bad_request" in capsys.readouterr().err

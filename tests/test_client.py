@@ -245,3 +245,41 @@ def test_cli_server_flag_runs_drag_walk_and_invert_there(server, generator, tmp_
     assert main(["drag", *remote, "--seed", "3", "--points", "30,40->34,40", "--model", "nope",
                  "-o", str(tmp_path / "x.png")]) == 2
     assert "bad_request" in capsys.readouterr().err
+
+
+def _example(name: str):
+    """An examples/ script as a module (its ``main(argv)`` is run in this process)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_run(server, generator, tmp_path, capsys):
+    remote = ["--server", server.base, "--token", "tok"]
+    assert _example("batch_drag").main([*remote, "--seeds", "0-2", "--steps", "3", "--out", str(tmp_path / "d")]) == 0
+    written = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert written == ["seed0.npz", "seed0.png", "seed1.npz", "seed1.png", "seed2.npz", "seed2.png"]
+    assert not np.array_equal(pixels((tmp_path / "d/seed0.png").read_bytes()),
+                              pixels((tmp_path / "d/seed1.png").read_bytes()))
+
+    sheet = tmp_path / "sheet.png"
+    assert _example("slider_sweep").main([*remote, "--directions", "2", "--count", "3", "-o", str(sheet)]) == 0
+    cells = np.asarray(Image.open(sheet).convert("RGB")).astype(np.int16)
+    assert cells.shape == (128, 192, 3)
+    middle = cells[:64, 64:128]                       # amount 0 of row 0: the seed's own image
+    assert np.array_equal(middle, cells[64:, 64:128])  # same for row 1
+    assert np.abs(cells[:64, :64] - middle).mean() > 1 and np.abs(cells[:64, 128:] - middle).mean() > 1
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for seed in (42, 43):
+        Image.open(io.BytesIO(local_png(generator, generator.sample(seed)))).resize((96, 96)).save(photos / f"p{seed}.png")
+    (photos / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "latents"
+    assert _example("invert_folder").main([*remote, str(photos), "--steps", "2", "--out", str(out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["p42.npz", "p42.png", "p43.npz", "p43.png"]
+    assert "broken.png: refused (unsupported_media" in capsys.readouterr().out

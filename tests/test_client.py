@@ -92,6 +92,10 @@ def test_errors_carry_the_servers_codes(server):
         with pytest.raises(ClientError) as missing:
             client.attach("A" * 20)
         assert missing.value.code == "not_found"
+        def broken(frame):
+            raise RuntimeError("the caller's frame handler failed")
+        with pytest.raises(RuntimeError, match="frame handler"):
+            session.drag(PAIRS, max_steps=3, on_frame=broken)
         assert session.ping() > 0                      # the session goes on
     with Client(server.base, token="wrong") as client:
         with pytest.raises(ClientError) as denied:

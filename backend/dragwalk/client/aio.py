@@ -292,9 +292,7 @@ class AsyncSession:
             self._closed = ClientError("closed", f"the server closed the websocket ({self._ws.close_code})")
         except Exception as exc:  # noqa: BLE001 - the connection broke
             self._closed = ClientError("closed", f"the websocket broke: {exc}")
-        for waiter in list(self._waiters):
-            if not waiter.future.done():
-                waiter.future.set_exception(self._closed)
+        self._fail_waiters(self._closed)
 
     async def _frame(self, data: bytes) -> None:
         kind, seq, step, jpeg = unpack_frame(data)
@@ -302,14 +300,25 @@ class AsyncSession:
         frame = Frame(kind, seq, step, jpeg)
         self._log_event({"type": "frame", "kind": kind, "seq": seq, "step": step, "frame": frame})
         if self.on_frame is not None:
-            await _maybe_await(self.on_frame(frame))
+            try:
+                await _maybe_await(self.on_frame(frame))
+            except Exception as exc:  # noqa: BLE001 - the caller's callback failed: its call fails
+                self._fail_waiters(exc)
 
     def _event(self, event: dict) -> None:
         if event.get("type") == "state":
             self.summary = event["session"]
         self._log_event(event)
         if event.get("type") == "progress" and self.on_progress is not None:
-            self.on_progress(event)
+            try:
+                self.on_progress(event)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_waiters(exc)
+
+    def _fail_waiters(self, exc: BaseException) -> None:
+        for waiter in list(self._waiters):
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
 
     def _log_event(self, event: dict) -> None:
         self._count += 1

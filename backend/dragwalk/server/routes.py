@@ -19,7 +19,7 @@ from .bodies import BoundedRoute, body
 from .errors import ApiError
 from .events import ServerEvent
 from .hub import Hub
-from .schemas import Health, Methods, ModelInfo, SessionSummary, _Closed, error_responses
+from .schemas import ClosedModel, Health, Methods, ModelInfo, SessionSummary, error_responses
 from .session import SessionDocument
 from .uploads import SeedStart, document_from_upload, parse_upload_json, sniff_suffix
 
@@ -36,7 +36,7 @@ class CreateSession(SeedStart):
     model: str | None = Field(default=None, max_length=200)
 
 
-class CommandReply(_Closed):
+class CommandReply(ClosedModel):
     """What ``POST /api/sessions/{id}/commands`` answers: the command's direct reply (the event a
     websocket would get, or null) and the session afterwards."""
 
@@ -98,10 +98,9 @@ async def upload_session(request: Request,
                          model: ModelField = None) -> Any:
     """A session from an uploaded latent (.npz/.json/.npy) or edit log (.json)."""
     hub = hub_of(request)
-    upload = file
     hub.admit_new_session(client_key(request))
-    data = await upload.read()
-    suffix = sniff_suffix(upload.filename, data)
+    data = await file.read()
+    suffix = sniff_suffix(file.filename, data)
     parsed: Any = None
     if suffix == ".json":       # off the event loop: a 20 MB file takes a while to parse
         parsed = await asyncio.get_running_loop().run_in_executor(None, parse_upload_json, data)

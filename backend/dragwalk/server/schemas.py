@@ -31,22 +31,24 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _Closed(BaseModel):
+class ClosedModel(BaseModel):
+    """A shape the server owns entirely: unknown fields are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorDetail(_Closed):
+class ErrorDetail(ClosedModel):
     code: ErrorCode = Field(description="what went wrong, for programs (docs/PROTOCOL.md lists them)")
     message: str = Field(description="what went wrong, for people")
 
 
-class ErrorResponse(_Closed):
+class ErrorResponse(ClosedModel):
     """Every HTTP error: ``{"error": {"code", "message"}}``."""
 
     error: ErrorDetail
 
 
-class WalkAmount(_Closed):
+class WalkAmount(_Open):
     index: int
     amount: float
 

@@ -1,5 +1,6 @@
 """``--server URL`` for ``dragwalk drag``, ``walk`` and ``invert``: the same arguments, the work
 done by a running ``dragwalk serve`` (through :mod:`dragwalk.client`), the files written here.
+``dragwalk.cli.main`` calls these instead of the local commands when ``--server`` is given.
 
 The session the command edited stays on the server (its id is printed), so the page can open it.
 """
@@ -16,12 +17,6 @@ from .errors import ClientError
 
 #: ``dragwalk invert`` options that only mean something to a local run
 _LOCAL_ONLY_INVERT = {"no_align": False, "save_model": None, "save_target": None, "seed": 0}
-
-
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", metavar="URL", default=None,
-                        help="run on this dragwalk server (e.g. http://gpu-box:8000) instead of here")
-    parser.add_argument("--token", default=None, help="the server's access token (default $DRAGWALK_TOKEN)")
 
 
 def _client(args: argparse.Namespace) -> Any:

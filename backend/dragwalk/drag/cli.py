@@ -17,8 +17,7 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments
-    from ..client.cli import add_server_arguments
+    from ..cli import add_model_arguments, add_server_arguments
     from .config import DEFAULT_METHOD
     from .method import ALIASES, METHODS
 
@@ -45,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gif-scale", type=int, default=4, help="GIF upscaling factor (default 4)")
     p.add_argument("--save-latent", help="write the final latent (.npz, .json, .npy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_server_arguments(p)
+    add_server_arguments(p, "drag")
     p.set_defaults(func=run_command)
 
 
@@ -103,9 +102,6 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.frame_every < 1 or args.gif_scale < 1:
         raise ValueError("--frame-every and --gif-scale must be at least 1")
-    if args.server:
-        from ..client.cli import remote_drag
-        return remote_drag(args)
     handles, targets = parse_points(args.points)
     config = DragConfig(method=args.method, lr=args.lr, lambda_mask=args.lambda_mask, max_steps=args.steps,
                         stop_distance=args.stop_distance, feature_layer=args.feature_layer, mode=args.mode,

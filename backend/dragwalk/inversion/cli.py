@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = leave as is; 1 is often fastest for small models)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    from ..client.cli import add_server_arguments
-    add_server_arguments(parser)
+    from ..cli import add_server_arguments
+    add_server_arguments(parser, "invert")
     parser.set_defaults(func=run)
 
 
@@ -45,9 +45,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".npz", ".json", ".npy"):
         raise CLIError(f"output must end in .npz, .json or .npy, not {out.suffix or 'nothing'!r}")
-    if args.server:
-        from ..client.cli import remote_invert
-        return remote_invert(args)
     if args.save_model and not args.pti:
         raise CLIError("--save-model needs --pti (without tuning the model is unchanged)")
     config = {"pti": bool(args.pti), "seed": args.seed}

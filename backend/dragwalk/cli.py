@@ -23,6 +23,14 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+#: commands that take ``--server URL`` -> the function that runs them on that server
+REMOTE_COMMANDS: dict[str, str] = {
+    "drag": "dragwalk.client.cli:remote_drag",
+    "walk": "dragwalk.client.cli:remote_walk",
+    "invert": "dragwalk.client.cli:remote_invert",
+}
+
+
 class CLIError(Exception):
     """A user mistake on the command line: printed as one line, exit status 2."""
 
@@ -44,6 +52,15 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NHWC activations (pays on GPUs in half precision)")
     parser.add_argument("--compile", default="none", choices=COMPILE_MODES,
                         help="torch.compile the network's layers (default: none)")
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--server URL`` and ``--token``: run ``command`` on a dragwalk server with the same
+    arguments (``main`` hands it to the command's entry in :data:`REMOTE_COMMANDS`)."""
+    parser.add_argument("--server", metavar="URL", default=None,
+                        help="run on this dragwalk server (e.g. http://gpu-box:8000) instead of here")
+    parser.add_argument("--token", default=None, help="the server's access token (default $DRAGWALK_TOKEN)")
+    parser.set_defaults(remote=REMOTE_COMMANDS[command])
 
 
 def open_model(args: argparse.Namespace):
@@ -115,8 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    func = args.func
+    if getattr(args, "server", None):
+        module, name = args.remote.split(":")
+        func = getattr(importlib.import_module(module), name)
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except (CLIError, ModelError, ValueError, FileNotFoundError) as exc:
         print(f"dragwalk: error: {exc}", file=sys.stderr)
         return 2

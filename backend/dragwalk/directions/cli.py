@@ -308,6 +308,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="write COUNT images side by side, first slider from START to STOP")
     walk.add_argument("--save-latent", default=None, help="also write the walked latent")
     walk.add_argument("-o", "--output", required=True, help="output image (.png, .jpg)")
+    from ..cli import add_server_arguments
+    add_server_arguments(walk, "walk")
     walk.set_defaults(func=_cmd_walk)
     # let "--strip -3:3:7" (a value starting with a minus) parse like a negative number
     walk._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]+:[-\d.]+:\d+$")

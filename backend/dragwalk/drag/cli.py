@@ -17,7 +17,7 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments, add_runtime_arguments
+    from ..cli import add_model_arguments, add_runtime_arguments, add_server_arguments
     from .config import DEFAULT_METHOD
     from .method import ALIASES, METHODS
 
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gif-scale", type=int, default=4, help="GIF upscaling factor (default 4)")
     p.add_argument("--save-latent", help="write the final latent (.npz, .json, .npy)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_server_arguments(p, "drag")
     p.set_defaults(func=run_command)
 
 

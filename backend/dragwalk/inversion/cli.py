@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0 = leave as is; 1 is often fastest for small models)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    from ..cli import add_server_arguments
+    add_server_arguments(parser, "invert")
     parser.set_defaults(func=run)
 
 

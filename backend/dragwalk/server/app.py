@@ -54,8 +54,9 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.state.settings = settings
     _install_error_handlers(app)
 
-    from .routes import router
+    from .routes import install_openapi, router
     app.include_router(router)
+    install_openapi(app)
     from .ws import router as ws_router
     app.include_router(ws_router)
     _install_frontend(app, Path(settings.frontend))

@@ -1,4 +1,4 @@
-"""``dragwalk replay``: run an edit log from the server again, headless."""
+"""``dragwalk replay`` (an edit log from the server, again, headless) and ``dragwalk protocol-schema``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="fail (exit 1) if a recomputed latent differs from the recorded one by more")
     parser.set_defaults(func=run)
+
+    schema = sub.add_parser("protocol-schema", help="write the websocket protocol's JSON Schema "
+                            "(docs/protocol.schema.json) from the pydantic models")
+    schema.add_argument("-o", "--output", help="file to write (default: print it)")
+    schema.add_argument("--check", metavar="FILE", help="exit 1 when FILE differs from the models")
+    schema.set_defaults(func=run_schema)
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    from .protocol_schema import check, render
+
+    if args.check:
+        problem = check(Path(args.check))
+        print(problem or f"{args.check} matches the models")
+        return 1 if problem else 0
+    if args.output:
+        Path(args.output).write_text(render())
+        print(f"wrote {args.output}")
+    else:
+        print(render(), end="")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -75,12 +75,15 @@ class Settings:
     allow_no_token: bool = False
     #: drags of several sessions on one model share each forward/backward (scheduler batching)
     batch_drags: bool = True
+    #: compute the start-up model's expensive direction sets in the background (server/precompute.py);
+    #: on for ``dragwalk serve`` (``from_args``), off for an app built in-process (tests)
+    precompute_directions: bool = False
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
         """Merge parsed CLI ``args`` (attributes missing or None = not given) with the environment."""
         env = dict(os.environ if env is None else env)
-        settings = cls()
+        settings = cls(precompute_directions=True)
         for option in OPTIONS:
             given = getattr(args, option.dest, None) if args is not None else None
             raw = env.get(option.env, "")
@@ -168,6 +171,9 @@ OPTIONS: tuple[Option, ...] = (
            "new sessions per client address and minute, 0 = no limit (30)"),
     Option("--no-batch-drags", "batch_drags", _flag, "step every session's drag on its own instead of "
            "batching drags on one model", const=False, name="batch_drags"),
+    Option("--no-precompute-directions", "precompute_directions", _flag, "do not compute the model's "
+           "direction sets (GANSpace, SFVQ, DP-LaSE, labelled) in the background at start",
+           const=False, name="precompute_directions"),
 )
 
 

@@ -120,3 +120,20 @@ def test_the_server_reports_progress_and_stops_it_at_shutdown(tmp_path, monkeypa
     with TestClient(create_app(Settings(device="cpu", store=str(tmp_path / "t.sqlite3"))),
                     base_url="http://127.0.0.1") as client:
         assert client.get("/api/directions/ready").json() == {"enabled": False}
+
+
+def test_a_time_limit_is_a_budget_not_part_of_the_cache_key(tiny, tmp_path):
+    """The background DP-LaSE runs without a time limit; the page's default request (limit 240 s)
+    must find that set, in memory and on disk."""
+    small = {"k": 2, "iters": 20, "batch": 4, "refine": False}
+    cache = DirectionCache(tmp_path)
+    full = cache.get(tiny, "dplase", time_limit=None, **small)
+    assert not full.params["truncated"]
+    assert cache.get(tiny, "dplase", **small) is full
+    assert DirectionCache(tmp_path).on_disk(tiny, "dplase", time_limit=120.0, **small)
+    assert cache.path(tiny, "dplase", **small) != cache.path(tiny, "dplase", **{**small, "k": 3})
+    # a run cut short is kept nowhere: the next call under the same key runs in full
+    other = {**small, "iters": 3000}
+    short = cache.get(tiny, "dplase", time_limit=0.05, **other)
+    assert short.params["truncated"]
+    assert cache.get(tiny, "dplase", time_limit=0.05, **other) is not short

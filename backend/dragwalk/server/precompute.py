@@ -35,6 +35,10 @@ log = logging.getLogger("dragwalk.server")
 
 #: cheap to dear, so the quick sets are ready first
 ORDER = ("sefa", "ganspace", "sfvq", "interfacegan", "lsd", "dplase")
+#: parameters the background run overrides: DP-LaSE without its time limit (a run cut short is never
+#: stored, and at nice 19 on a busy machine it would be cut short); the limit is not part of the
+#: cache key (``directions.cache.BUDGETS``), so the page's default request finds this set
+FULL = {"dplase": {"time_limit": None}}
 #: seconds between looks at the worker while paused for it
 PAUSE_POLL = 0.05
 
@@ -65,7 +69,8 @@ class Precompute:
         self.busy = busy
         self.nice = nice
         if methods is None:
-            methods = {m: {} for m in ORDER if METHODS[m]["cacheable"] and not METHODS[m]["needs_mask"]}
+            methods = {m: dict(FULL.get(m, {})) for m in ORDER
+                       if METHODS[m]["cacheable"] and not METHODS[m]["needs_mask"]}
         self.methods = methods
         self.status: dict[str, dict[str, dict[str, Any]]] = {
             name: {m: {"state": "queued"} for m in methods} for name, _ in generators}

@@ -95,7 +95,8 @@ class RunningServer:
     # ----------------------------------------------------------- lifecycle
     def start(self) -> "RunningServer":
         env = dict(os.environ)
-        env.update({"DRAGWALK_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        # no background direction sets unless a test asks (they would cost every test server CPU)
+        env.update({"DRAGWALK_HOME": str(self.home), "PYTHONUNBUFFERED": "1", "DRAGWALK_PRECOMPUTE_DIRECTIONS": "0"})
         for key in ("DRAGWALK_TOKEN", "DRAGWALK_HOST", "DRAGWALK_PORT", "DRAGWALK_STORE", "DRAGWALK_MODEL"):
             env.pop(key, None)
         if self.frontend is not None:

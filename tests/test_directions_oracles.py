@@ -62,11 +62,47 @@ def test_ganspace_matches_numpy_svd_of_the_same_samples(generator):
     design = np.hstack([coords, np.ones((samples, 1))])
     regression = np.linalg.lstsq(design, codes.numpy(), rcond=None)[0][:num]  # z ~ coords @ B
     std = s[:num] / np.sqrt(samples - 1)
-    top = 3  # the method's randomized SVD is exact only for the leading components
+    top = 3  # the remaining components are compared as a subspace (test_streamed_pca_...)
     assert np.all(cosines(ds.vectors[:top], regression[:top]) > 0.999), cosines(ds.vectors[:top], regression[:top])
     np.testing.assert_allclose(ds.values[:top], std[:top] ** 2, rtol=1e-3)
     np.testing.assert_allclose(ds.scales[:top].numpy(), np.linalg.norm(regression[:top], axis=1) * std[:top],
                                rtol=2e-3)
+
+
+def _principal_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Principal angles between the row spaces of two orthonormal row stacks (degrees)."""
+    return np.degrees(np.arccos(np.clip(np.linalg.svd(a @ b.T, compute_uv=False), -1, 1)))
+
+
+@pytest.mark.parametrize("dense_limit", [64, 4096])     # block Krylov over streamed chunks / dense eigh
+def test_streamed_pca_is_numpy_svd_of_the_same_rows(dense_limit):
+    """The chunked PCA GANSpace and SFVQ use (issue 13: memory bounded whatever the sample count)
+    against numpy's SVD of all rows at once: same top-k subspace, variances and coordinates."""
+    from dragwalk.directions.pca import streamed_pca
+
+    rng = np.random.default_rng(5)
+    n, f, k = 1200, 300, 20                            # a decaying spectrum plus noise, a shifted mean
+    data = (rng.standard_normal((n, 60)) * np.linspace(3, 0.2, 60)) @ rng.standard_normal((60, f))
+    data = np.maximum(data + 0.3 * rng.standard_normal((n, f)) + 5.0, 0)    # ReLU-like, as activations
+    rows = torch.from_numpy(data).float()
+    reads = []
+
+    def source():
+        reads.append(1)
+        return rows.split(100)                           # never the whole matrix in one piece
+
+    got = streamed_pca(source, k, seed=1, dense_limit=dense_limit)
+    centred = data - data.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    assert s[k - 1] / s[k] > 1.001                       # the top-k subspace is well defined
+    comps = got.components.double().numpy()
+    assert _principal_angles_deg(comps, vt[:k]).max() < 0.05
+    np.testing.assert_allclose(np.abs((comps * vt[:k]).sum(1))[:10], 1, atol=1e-6)
+    np.testing.assert_allclose(got.std.numpy(), s[:k] / np.sqrt(n - 1), rtol=1e-4)
+    np.testing.assert_allclose(got.mean.numpy(), data.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.coords.numpy(), centred @ comps.T, atol=2e-3 * s[0] / np.sqrt(n))
+    assert np.all(comps.sum(1) > 0)                       # the documented sign convention
+    assert len(reads) == got.passes + 1                 # one read to see F, then each pass
 
 
 def test_ganspace_in_w_is_numpy_pca_of_sampled_w():

@@ -175,3 +175,21 @@ def test_a_slow_load_does_not_block_other_models(tmp_path, monkeypatch):
     finally:
         release.set()
         loader.join(30)
+
+
+def test_first_block_as_a_matrix_product_equals_the_transposed_convolution(generator):
+    """The first block runs its 1x1 -> 4x4 transposed convolution as one matrix product (3x faster
+    on CPU, where GANSpace and SFVQ run it over 10k samples several times): same numbers and
+    gradients as torch's own transposed convolution."""
+    from dragwalk.models.dcgan import UpBlock
+
+    first = next(m for m in generator.modules() if isinstance(m, UpBlock))
+    z = torch.randn(5, 100, 1, 1, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ours = first(z)
+    with torch.no_grad():
+        theirs = torch.relu(first.norm(first.conv(z)))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    ours.square().sum().backward()
+    reference = z.detach().clone().requires_grad_(True)
+    torch.relu(first.norm(first.conv(reference))).square().sum().backward()
+    torch.testing.assert_close(z.grad, reference.grad, atol=1e-4, rtol=1e-4)

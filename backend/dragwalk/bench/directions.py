@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-change", type=float, default=0.02,
                         help="mean |pixel change| (of [-1, 1] images) locality is compared at")
     parser.add_argument("--top", type=int, default=3, help="directions per method in the locality table")
+    parser.add_argument("--startup", action="store_true",
+                        help="only: when is every set ready after `dragwalk serve` starts, and after a second start")
+    parser.add_argument("--memory", action="store_true",
+                        help="only the peak RSS growth of the sample-based methods (issue 13's 200 MB)")
     parser.add_argument("--quick", action="store_true", help="small settings (a smoke run, not the figures)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--regions", action="store_true",
@@ -201,6 +205,21 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         args.ganspace_samples, args.dplase_iters, args.scored_samples = 2000, 100, 300
         args.faces, args.seeds = 8, args.seeds[:1]
+    if args.startup:
+        from .startup import run_startup
+
+        figures = run_startup(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
+        return 0
+    if args.memory:
+        from .direction_memory import memory_table
+
+        print(f"model {args.model}: peak resident-memory growth of one default computation")
+        rows = memory_table(args.model, threads=max(1, torch.get_num_threads()))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0
     generator = open_model(args)
     print(f"model {generator.name}, torch threads {torch.get_num_threads()}, seeds {args.seeds}")
     if args.regions:

@@ -48,7 +48,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_server(args: argparse.Namespace, home: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def _start_server(args: argparse.Namespace, home: Path, *extra: str,
+                  precompute: bool = False) -> tuple[subprocess.Popen, str]:
+    """``dragwalk serve`` on a free port; without ``precompute`` the background direction sets
+    are off (they would compete with the drags this bench measures)."""
     import httpx
 
     port = _free_port()
@@ -56,7 +59,7 @@ def _start_server(args: argparse.Namespace, home: Path, *extra: str) -> tuple[su
            "--store", str(home / "bench.sqlite3"), *extra]
     if args.model:
         cmd += ["--model", args.model]
-    env = dict(os.environ, DRAGWALK_HOME=str(home))
+    env = dict(os.environ, DRAGWALK_HOME=str(home), DRAGWALK_PRECOMPUTE_DIRECTIONS="1" if precompute else "0")
     env.pop("DRAGWALK_TOKEN", None)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -6,8 +6,9 @@ its first linear map, so two different files with one name do not collide), the
 method, and the parameters after defaults are filled in (so ``num=32`` and "no
 num" are the same entry). Person-given ``codes``/``labels`` enter the key by a
 hash of their values. REDs with a mask depend on the image and the painted
-region: they are kept only in a small in-memory table, never on disk, and so is a run that
-stopped early (``params["truncated"]``, DP-LaSE at its time limit). Every set carries its
+region: they are kept only in a small in-memory table, never on disk. A run that stopped early
+(``params["truncated"]``, DP-LaSE at its time limit) is handed to its caller and kept nowhere: a time
+limit is a budget, not part of the key (:data:`BUDGETS`), so the key belongs to the full run. Every set carries its
 ``provenance`` (method, parameters, model hash, dragwalk version) in its file.
 """
 
@@ -26,9 +27,14 @@ from .base import DirectionSet, model_fingerprint
 from .labelled import model_dir
 from .methods import check_method, compute_directions, input_hashes, resolved_params
 
+#: parameters that bound a run's cost but not its result: a run they cut short is never stored
+#: on disk (``params["truncated"]``), so a full run answers every value of them
+BUDGETS = ("time_limit",)
+
+
 def cache_key(generator: Generator, method: str, params: dict[str, Any]) -> str:
-    """Stable hex key of (model, method, resolved parameters, hashed inputs)."""
-    merged = resolved_params(method, params)
+    """Stable hex key of (model, method, resolved parameters but budgets, hashed inputs)."""
+    merged = {k: v for k, v in resolved_params(method, params).items() if k not in BUDGETS}
     inputs = input_hashes(params)
     blob = json.dumps({"model": generator.name, "fp": model_fingerprint(generator), "method": method,
                        "params": merged, "inputs": inputs}, sort_keys=True, default=str)
@@ -90,6 +96,8 @@ class DirectionCache:
                 # another machine: it serves this process, and is never written under their key
                 if persistent and not result.params.get("truncated", False):
                     result.save(path)
+            if result.params.get("truncated", False):
+                return result       # nor kept under the key, which a full run (no time limit) shares
             with self._lock:
                 self._sets[key] = result
                 while len(self._sets) > self.memory:

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from ..models.base import Generator, Latent, seeded_normal
 from .base import DirectionSet, density_endpoint, layer_features, normalize_rows
+from .progress import checkpoint
 
 WEIGHTS = (3.0, 10.0, 100.0)  #: a, b, c (see the module docstring for why a = 3)
 
@@ -69,6 +70,7 @@ def train_gamma(g1: Callable[[Tensor], Tensor], dim: int, k: int = 20, iters: in
     start = time.perf_counter()
     done = 0
     for it in range(iters):
+        checkpoint()                     # a background run pauses for drags or stops here
         z0 = torch.randn(batch, dim, generator=gen)
         eps = (torch.rand(k, batch, 1, generator=gen) * 2 - 1) * eps_max
         moved = density_endpoint(z0[None], eps * gamma[:, None, :])  # [k, B, D]

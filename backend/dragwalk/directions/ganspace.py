@@ -9,44 +9,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from ..models.base import Generator
 from .base import DirectionSet, edit_space, features, layer_range, normalize_rows, sample_space
+from .pca import PCA, Source, streamed_pca, tensor_source
+from .progress import checkpoint
 
-
-@dataclass
-class PCA:
-    """``mean [F]``, ``components [K, F]`` (unit rows), ``std [K]``, ``coords [N, K]``."""
-
-    mean: Tensor
-    components: Tensor
-    std: Tensor
-    coords: Tensor
+#: samples per chunk of activations: 256 x 8192 floats (8 MB) on the default model
+CHUNK = 256
 
 
 def pca(data: Tensor, k: int, seed: int = 0) -> PCA:
-    """Top ``k`` principal components; randomized SVD when the feature dimension is large."""
-    mean = data.mean(dim=0)
-    centered = data - mean
-    k = min(k, *centered.shape)
-    if centered.shape[1] <= 2048:
-        _, s, vh = torch.linalg.svd(centered, full_matrices=False)
-        s, v = s[:k], vh[:k].T
-    else:
-        torch.manual_seed(seed)  # randomized SVD: same answer every run
-        _, s, v = torch.svd_lowrank(centered, q=k + 16, niter=3)
-        s, v = s[:k], v[:, :k]
-    coords = centered @ v
-    # fix each component's sign so the result does not flip between runs
-    signs = torch.sign(v.sum(dim=0) + 1e-12)
-    v, coords = v * signs, coords * signs
-    std = s / max(data.shape[0] - 1, 1) ** 0.5
-    return PCA(mean, v.T.contiguous(), std, coords)
+    """Top ``k`` principal components of rows already in memory (sampled ``w``: small)."""
+    return streamed_pca(tensor_source(data), k, seed)
 
 
 def regress_to_latent(coords: Tensor, codes: Tensor) -> Tensor:
@@ -59,13 +38,22 @@ def regress_to_latent(coords: Tensor, codes: Tensor) -> Tensor:
 def activation_basis(generator: Generator, layer: str, n: int, k: int, seed: int) -> tuple[PCA, Tensor, Tensor]:
     """PCA of ``layer``'s activation over ``n`` sampled ``z`` and its regression to z.
 
-    Returns ``(pca, regression [K, D], codes [N, D])``; shared with SFVQ.
+    Returns ``(pca, regression [K, D], codes [N, D])``; shared with SFVQ. Memory is bounded by a
+    chunk of activations whatever ``n`` (:mod:`.pca`).
     """
     codes = sample_space(generator, n, seed, "z").cpu()
-    acts = features(generator, codes, layer)
-    basis = pca(acts, k, seed)
-    del acts
+    basis = streamed_pca(activation_source(generator, codes, layer), k, seed)
     return basis, regress_to_latent(basis.coords, codes), codes
+
+
+def activation_source(generator: Generator, codes: Tensor, layer: str, chunk: int = CHUNK) -> Source:
+    """``layer``'s flattened activations of ``codes``, recomputed chunk by chunk on every read:
+    the activations of 10k samples (330 MB on the default model) are never held at once."""
+    def read() -> Iterator[Tensor]:
+        for part in codes.split(chunk):
+            checkpoint()                 # a background run pauses for drags or stops here
+            yield features(generator, part, layer, batch=chunk)
+    return read
 
 
 def compute(generator: Generator, num: int = 80, samples: int = 10_000, layer: str | None = None,

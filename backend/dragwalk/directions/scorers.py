@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .progress import checkpoint
+
 Landmarks = np.ndarray  # [68, 2] (x, y)
 
 
@@ -103,6 +105,7 @@ def score_latents(generator, latents, batch: int = 64) -> dict[str, np.ndarray]:
     parts: list[dict[str, np.ndarray]] = []
     n = latents.batch
     for start in range(0, n, batch):
+        checkpoint()
         chunk = Latent(latents.space, latents.code[start:start + batch],
                        {k: v[start:start + batch] for k, v in latents.offsets.items()})
         parts.append(score_images(generator.render(chunk).cpu()))

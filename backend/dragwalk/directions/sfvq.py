@@ -33,6 +33,7 @@ from ..models.base import Generator, Latent
 from .base import (DirectionSet, add_direction, as_latent_code, edit_space, features, layer_range, normalize_rows,
                    sample_space)
 from .ganspace import activation_basis
+from .progress import checkpoint
 
 
 # --------------------------------------------------------------------- pure maths
@@ -100,6 +101,7 @@ def fit_curve(data: Tensor, bits: int = 5, epochs: int = 2, batch: int = 64, lr:
         for _ in range(epochs):
             order = torch.randperm(x.shape[0], generator=gen)
             for idx in order.split(batch):
+                checkpoint()
                 loss = dithered_loss(x[idx], param, gen)
                 opt.zero_grad()
                 loss.backward()

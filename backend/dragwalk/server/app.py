@@ -7,6 +7,7 @@ directory (or ``DRAGWALK_FRONTEND``); without one, a tiny built-in page shows a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from contextlib import asynccontextmanager
@@ -45,8 +46,13 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
             await hub.generator(settings.model)     # load the default model before serving
             await hub.warm_up()                      # and pay torch's one-time costs before the first drag
             _freeze_startup_objects()
+            if settings.precompute_directions:
+                app.state.precompute = await _start_precompute(hub, app.state.editor)
             yield
         finally:
+            precompute = getattr(app.state, "precompute", None)
+            if precompute is not None:              # cancelled at its next checkpoint
+                await asyncio.get_running_loop().run_in_executor(None, precompute.stop)
             await hub.close()
 
     app = FastAPI(title="dragwalk", version=__version__, lifespan=lifespan, redirect_slashes=False,
@@ -56,6 +62,8 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
 
     from .routes import install_openapi, router
     app.include_router(router)
+    from .precompute import router as precompute_router
+    app.include_router(precompute_router)
     install_openapi(app)
     from .ws import router as ws_router
     app.include_router(ws_router)
@@ -63,6 +71,16 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.add_middleware(Guard, token=settings.token, hosts=HostPolicy(settings.host, settings.allowed_hosts),
                        allowed_origins=settings.allowed_origins)
     return app
+
+
+async def _start_precompute(hub: Hub, editor: Any) -> Any:
+    """The start-up model's expensive direction sets, in the background (server/precompute.py)."""
+    from .. import directions
+    from .precompute import Precompute
+
+    generator = await hub.generator(hub.settings.model)
+    return Precompute([(hub.settings.model, generator)], editor.direction_cache(directions),
+                      busy=lambda: bool(hub.scheduler.active())).start()
 
 
 def _freeze_startup_objects() -> None:

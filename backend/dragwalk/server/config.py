@@ -79,12 +79,15 @@ class Settings:
     precision: str = "fp32"
     channels_last: bool = False
     compile: str = "none"
+    #: compute the start-up model's expensive direction sets in the background (server/precompute.py);
+    #: on for ``dragwalk serve`` (``from_args``), off for an app built in-process (tests)
+    precompute_directions: bool = False
 
     @classmethod
     def from_args(cls, args: Any | None = None, env: dict[str, str] | None = None) -> "Settings":
         """Merge parsed CLI ``args`` (attributes missing or None = not given) with the environment."""
         env = dict(os.environ if env is None else env)
-        settings = cls()
+        settings = cls(precompute_directions=True)
         for option in OPTIONS:
             given = getattr(args, option.dest, None) if args is not None else None
             raw = env.get(option.env, "")
@@ -178,6 +181,9 @@ OPTIONS: tuple[Option, ...] = (
            const=True, name="channels_last"),
     Option("--compile", "compile", str, "torch.compile the networks' layers: none (default), default, "
            "max-autotune-no-cudagraphs"),
+    Option("--no-precompute-directions", "precompute_directions", _flag, "do not compute the model's "
+           "direction sets (GANSpace, SFVQ, DP-LaSE, labelled) in the background at start",
+           const=False, name="precompute_directions"),
 )
 
 

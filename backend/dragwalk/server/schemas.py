@@ -143,6 +143,26 @@ class Methods(_Open):
 COMMON_ERRORS = ("unauthorized", "forbidden", "internal")
 
 
+class SetProgress(_Open):
+    """One direction set of the start-up precomputation."""
+
+    state: Literal["queued", "running", "paused", "ready", "failed", "cancelled"]
+    from_disk: Optional[bool] = None
+    seconds: Optional[float] = None
+    count: Optional[int] = None
+    truncated: Optional[bool] = None
+    error: Optional[str] = None
+
+
+class DirectionsReady(_Open):
+    """``GET /api/directions/ready``: progress of the start-up precomputation."""
+
+    enabled: bool
+    running: Optional[bool] = None
+    seconds: Optional[float] = None
+    models: Optional[dict[str, dict[str, SetProgress]]] = None
+
+
 def error_responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: each HTTP status its ``codes`` (and :data:`COMMON_ERRORS`) map
     to, with the error shape and the codes listed in the description (so the schema names every

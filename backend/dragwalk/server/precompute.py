@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable
 
 from fastapi import APIRouter, Request
+
 from .schemas import DirectionsReady, error_responses
 
 log = logging.getLogger("dragwalk.server")

@@ -166,6 +166,7 @@ export function createApp({ stageRoot }) {
     openFile: (file) => sessions.openFile(file),
     switchSession: (id) => sessions.switchTo(id),
     previewSeed: (request) => sessions.previewSeed(request),
+    setNoise: (noise) => sessions.setNoise(noise),
     /**
      * Opening a photo, latent or log starts another session: say so first when this one has
      * edits (it stays reachable under Recent sessions and with Back).

@@ -184,7 +184,7 @@ class DragRun:
             for name, value in carried.items():     # all at the layer's size (Generator.carried)
                 moved = fd.warp(value, field, self.generator.resolution)
                 offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved - value)
-        return Latent(latent.space, latent.code, offsets)
+        return latent.derive(latent.code, offsets)
 
     def _begin(self, features: Tensor, image: Tensor) -> None:
         """Take the current points from the shown latent, whose feature-layer activation is

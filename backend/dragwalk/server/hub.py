@@ -216,7 +216,8 @@ class Hub:
                 continue
             out.append({"name": name, "description": described.get(name, name),
                         "resolution": gen.resolution, "latent_spaces": list(gen.latent_spaces),
-                        "default_space": gen.default_space, "num_ws": gen.num_ws})
+                        "default_space": gen.default_space, "num_ws": gen.num_ws,
+                        "c_dim": gen.c_dim, "noise_modes": list(gen.noise_modes)})
         return out
 
     # ------------------------------------------------------------ sessions
@@ -224,17 +225,21 @@ class Hub:
         return secrets.token_urlsafe(12)
 
     async def create(self, model: str | None, seed: int, truncation: float = 1.0,
-                     space: str | None = None) -> LiveSession:
+                     space: str | None = None, settings: Any = None) -> LiveSession:
+        """A seeded session; ``settings`` (``messages.GeneratorSettings`` or ``models.Settings``)
+        are checked against the model before anything is sampled or stored."""
         gen = await self.generator(model)
         if space is not None and space not in gen.latent_spaces:
             raise ApiError("bad_request", f"model {gen.name} has no latent space {space!r} "
                            f"(it has {', '.join(gen.latent_spaces)})")
         try:
-            latent = await self.scheduler.call(lambda: gen.sample(seed, truncation=truncation, space=space),
-                                               name="sample")
+            chosen = gen.check_settings(settings.settings() if hasattr(settings, "settings") else settings)
+            latent = await self.scheduler.call(
+                lambda: gen.sample(seed, truncation=truncation, space=space, settings=chosen), name="sample")
         except ValueError as exc:
             raise ApiError("bad_request", str(exc)) from None
-        record = {"seed": seed, "truncation": truncation, "space": latent.space}
+        record = {"seed": seed, "truncation": truncation, "space": latent.space,
+                  "settings": latent.settings.to_dict()}
         doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.resolution, latent,
                                      "start", f"seed {seed}", record,
                                      max_history=self.settings.limits.history)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..latent_io import latent_from_dict
-from ..models.base import Generator, Latent
+from ..models.base import Generator, Latent, Settings
 from .session import LOG_FORMAT
 
 
@@ -37,6 +37,9 @@ class OpReport:
 
 
 def _deviation(a: Latent, b: Latent) -> float:
+    """Max absolute difference; infinite when the generator settings differ (another image)."""
+    if a.settings != b.settings:
+        return float("inf")
     diff = float((a.code.detach().cpu() - b.code.detach().cpu()).abs().max())
     for name, value in a.offsets.items():
         other = b.offsets.get(name)
@@ -71,7 +74,7 @@ def start_latent(generator: Generator, log: dict[str, Any]) -> Latent:
     if "latent" in start:
         return latent_from_dict(start["latent"], generator)
     return generator.sample(int(start.get("seed", 0)), truncation=float(start.get("truncation", 1.0)),
-                            space=start.get("space"))
+                            space=start.get("space"), settings=Settings.from_dict(start.get("settings")))
 
 
 def _drag(generator: Generator, latent: Latent, op: dict[str, Any]) -> Latent:
@@ -145,7 +148,11 @@ def replay_log(generator: Generator, log: Any, recompute: bool = True, cache_roo
                     result = _walk(generator, latent, op, cache_root)
                 elif kind == "reseed":
                     result = generator.sample(int(op["seed"]), truncation=float(op.get("truncation", 1.0)),
-                                              space=op.get("space"))
+                                              space=op.get("space"),
+                                              settings=Settings.from_dict(op.get("settings")))
+                elif kind == "noise":
+                    result = latent.with_settings(generator.check_settings(latent.settings.replace(
+                        noise_mode=op["noise_mode"], noise_seed=int(op.get("noise_seed", 0)))))
             except (LookupError, ImportError):
                 result = None
             if result is not None:

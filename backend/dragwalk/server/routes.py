@@ -99,7 +99,7 @@ async def create_session(request: Request) -> JSONResponse:
     except ValidationError as exc:
         raise ApiError("bad_request", validation_message(exc)) from None
     hub.admit_new_session(client_key(request))
-    live = await hub.create(body.model, body.seed, body.truncation, body.space)
+    live = await hub.create(body.model, body.seed, body.truncation, body.space, body.settings)
     return JSONResponse(live.summary(), status_code=201)
 
 

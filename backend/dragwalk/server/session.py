@@ -22,7 +22,7 @@ from PIL import Image
 from ..drag.points import PointError
 from ..drag.points import validate_points as check_points
 from ..latent_io import latent_from_dict, latent_to_dict, latent_to_npz_bytes, load_latent
-from ..models.base import Latent
+from ..models.base import Latent, Settings
 
 PROTOCOL_VERSION = 1
 LOG_FORMAT = "dragwalk-log/1"
@@ -37,7 +37,7 @@ class HistoryError(ValueError):
 class Entry:
     """One step of the history: what was done (``record``, JSON-friendly) and the latent it gave."""
 
-    kind: str            # "start", "reseed", "upload", "photo", "drag", "walk"
+    kind: str            # "start", "reseed", "noise", "upload", "photo", "drag", "walk"
     label: str
     latent: Latent       # on the CPU, detached
     record: dict[str, Any] = field(default_factory=dict)
@@ -166,12 +166,18 @@ class SessionDocument:
                         "space": entry.record.get("space", entry.latent.space)}
         return {"seed": None, "truncation": None, "space": self.current.space}
 
+    @property
+    def settings(self) -> Settings:
+        """The generator settings of the image shown (class, noise, cutoff): the latent's own."""
+        return self.current.settings
+
     def summary(self, busy: str | None = None) -> dict[str, Any]:
         """The session summary of docs/PROTOCOL.md."""
         origin = self.origin()
         return {
             "id": self.id, "model": self.model, "resolution": self.resolution,
             "seed": origin["seed"], "truncation": origin["truncation"], "space": self.current.space,
+            "settings": self.settings.to_dict(),
             "history": [_entry_summary(i, e) for i, e in enumerate(self.history)],
             "cursor": self.cursor, "can_undo": self.can_undo, "can_redo": self.can_redo,
             "points": {"handles": [list(p) for p in self.handles], "targets": [list(p) for p in self.targets]},
@@ -329,12 +335,14 @@ class SessionDocument:
         if "seed" in first.record:
             start: dict[str, Any] = {k: first.record[k] for k in ("seed", "truncation", "space")
                                      if k in first.record}
+            if first.latent.settings != Settings():       # the defaults go unwritten (as in older logs)
+                start["settings"] = first.latent.settings.to_dict()
         else:
             start = {"latent": latent_to_dict(first.latent, self.model, packed=True)}
         operations = []
         for entry in self.history[1: self.cursor + 1]:
             op = {k: v for k, v in entry.record.items() if k != "kind"}
-            op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed") else "reseed"
+            op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed", "noise") else "reseed"
                       if "seed" in entry.record else "latent",
                       label=entry.label, latent=latent_to_dict(entry.latent, self.model, packed=True))
             operations.append(op)
@@ -360,7 +368,8 @@ class SessionDocument:
             seed = int(start.get("seed", 0))
             truncation = float(start.get("truncation", 1.0))
             space = start.get("space")
-            first = generator.sample(seed, truncation=truncation, space=space)
+            settings = Settings.from_dict(start.get("settings"))
+            first = generator.sample(seed, truncation=truncation, space=space, settings=settings)
             doc = cls.create(session_id, str(log.get("model")), resolution, first, "start", f"seed {seed}",
                              {"seed": seed, "truncation": truncation, "space": first.space},
                              max_history=max_history)

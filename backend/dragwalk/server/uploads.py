@@ -31,10 +31,11 @@ from ..models.base import Generator
 from .config import Limits
 from .errors import ApiError
 from .limits import MAX_JSON_DEPTH, LimitError, bounded_text, json_size, parse_json
+from .messages import GeneratorSettings
 from .session import LOG_FORMAT, SessionDocument
 
 #: what an operation of an edit log may be (``SessionDocument.edit_log`` writes these)
-LOG_KINDS = ("drag", "walk", "reseed", "latent", "upload", "photo")
+LOG_KINDS = ("drag", "walk", "reseed", "noise", "latent", "upload", "photo")
 
 
 class SeedStart(BaseModel):
@@ -44,6 +45,8 @@ class SeedStart(BaseModel):
     seed: int = Field(ge=0, le=2**32 - 1)
     truncation: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     space: str | None = Field(default=None, max_length=8)
+    #: the session's class, noise mode and seed, truncation cutoff (absent: the model's defaults)
+    settings: GeneratorSettings | None = None
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -150,6 +153,10 @@ def check_edit_log(log: dict[str, Any], generator: Generator, limits: Limits) ->
         if seeded.space is not None and seeded.space not in generator.latent_spaces:
             raise ApiError("bad_request", f"edit log start: model {generator.name} has no latent "
                            f"space {seeded.space!r}")
+        try:
+            generator.check_settings(seeded.settings.settings() if seeded.settings else None)
+        except ValueError as exc:
+            raise ApiError("bad_request", f"edit log start: {exc}") from None
     if len(operations) > limits.history:
         raise ApiError("bad_request", f"edit log has {len(operations)} operations; a session keeps "
                        f"at most {limits.history}")

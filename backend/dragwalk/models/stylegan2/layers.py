@@ -21,6 +21,15 @@ from .ops import (activation_gain, bias_act, conv2d_up2, modulated_conv2d, norma
 
 DEFAULT_FILTER = (1, 3, 3, 1)
 NOISE_MODES = ("const", "random", "none")
+#: seeded noise maps kept per layer (a drag renders the same few settings again and again)
+_NOISE_CACHE = 4
+
+
+def seeded_noise(seed: int, index: int, shape: Sequence[int]) -> Tensor:
+    """The noise map of synthesis layer ``index`` for ``seed``, drawn on the CPU (the same on every
+    device). Each layer's stream is its own: ``seed * 64 + index`` (a network has < 64 layers)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) * 64 + int(index))
+    return torch.randn(*shape, generator=gen, dtype=torch.float32)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -155,12 +164,30 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        #: position among the network's synthesis layers (set by ``SynthesisNetwork``): seeds its noise
+        self.noise_index = 0
+        self._seeded: dict[tuple[int, torch.device], Tensor] = {}
 
-    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", gain: float = 1.0) -> Tensor:
+    def _seeded_noise(self, seed: int, device: torch.device) -> Tensor:
+        key = (int(seed), device)
+        noise = self._seeded.get(key)
+        if noise is None:
+            noise = seeded_noise(seed, self.noise_index, self.noise_const.shape).to(device)
+            while len(self._seeded) >= _NOISE_CACHE:
+                self._seeded.pop(next(iter(self._seeded)))
+            self._seeded[key] = noise
+        return noise
+
+    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", gain: float = 1.0,
+                noise_seed: int | None = None) -> Tensor:
+        """``noise_mode`` ``random`` draws fresh maps, from ``noise_seed`` when given (reproducible,
+        the same map for every batch row), else from torch's global generator per call."""
         styles = self.affine(w.float())
         noise = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution],
+        if self.use_noise and noise_mode == "random" and noise_seed is not None:
+            noise = self._seeded_noise(noise_seed, x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, *self.noise_const.shape],
                                 device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
@@ -263,20 +290,22 @@ class SynthesisBlock(nn.Module):
         if in_channels != 0 and architecture == "resnet":
             self.skip = SkipConv(in_channels, out_channels, resample_filter)
 
-    def features(self, x: Tensor | None, ws: Tensor, noise_mode: str = "const", fp16: bool = False) -> Tensor:
+    def features(self, x: Tensor | None, ws: Tensor, noise_mode: str = "const", fp16: bool = False,
+                 noise_seed: int | None = None) -> Tensor:
         """This block's activation (before ToRGB) from the previous block's."""
         dtype = torch.float16 if (fp16 and self.use_fp16) else torch.float32
         rows = ws.unbind(dim=1)
+        noise = {"noise_mode": noise_mode, "noise_seed": noise_seed}
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            return self.conv1(x, rows[0], noise_mode)
+            return self.conv1(x, rows[0], **noise)
         x = x.to(dtype)
         if self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, rows[0], noise_mode)
-            return y + self.conv1(x, rows[1], noise_mode, gain=math.sqrt(0.5))
-        x = self.conv0(x, rows[0], noise_mode)
-        return self.conv1(x, rows[1], noise_mode)
+            x = self.conv0(x, rows[0], **noise)
+            return y + self.conv1(x, rows[1], gain=math.sqrt(0.5), **noise)
+        x = self.conv0(x, rows[0], **noise)
+        return self.conv1(x, rows[1], **noise)
 
     def skip_image(self, img: Tensor | None) -> Tensor | None:
         """The previous blocks' image brought to this block's size (``None`` before the first)."""
@@ -293,9 +322,9 @@ class SynthesisBlock(nn.Module):
         return img
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: str = "const",
-                fp16: bool = False) -> tuple[Tensor, Tensor | None]:
+                fp16: bool = False, noise_seed: int | None = None) -> tuple[Tensor, Tensor | None]:
         """``ws`` is ``[N, num_conv + num_torgb, w_dim]``; returns (features, image so far)."""
-        x = self.features(x, ws, noise_mode, fp16)
+        x = self.features(x, ws, noise_mode, fp16, noise_seed)
         return x, self.image(x, img, ws)
 
 
@@ -332,6 +361,12 @@ class SynthesisNetwork(nn.Module):
             if block.is_last:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
+        index = 0
+        for _, block in self.blocks():
+            for layer in (getattr(block, "conv0", None), block.conv1):
+                if layer is not None:
+                    layer.noise_index = index
+                    index += 1
 
     def blocks(self) -> list[tuple[str, SynthesisBlock]]:
         return [(f"b{r}", getattr(self, f"b{r}")) for r in self.block_resolutions]
@@ -345,8 +380,9 @@ class SynthesisNetwork(nn.Module):
             start += block.num_conv
         return out
 
-    def forward(self, ws: Tensor, noise_mode: str = "const", fp16: bool = False) -> Tensor:
+    def forward(self, ws: Tensor, noise_mode: str = "const", fp16: bool = False,
+                noise_seed: int | None = None) -> Tensor:
         x = img = None
         for (_, block), rows in zip(self.blocks(), self.block_ws(ws)):
-            x, img = block(x, img, rows, noise_mode, fp16)
+            x, img = block(x, img, rows, noise_mode, fp16, noise_seed)
         return img

@@ -61,9 +61,9 @@ class Inversion:
         self.config = config or InversionConfig()
         #: the session's class, noise and cutoff: every latent tried is rendered with them
         self.settings = generator.check_settings(settings)
-        res = generator.resolution
-        if target.dim() != 4 or target.shape[0] != 1 or tuple(target.shape[1:]) != (3, res, res):
-            raise ValueError(f"target must be [1, 3, {res}, {res}], got {list(target.shape)}")
+        height, width = generator.image_size
+        if target.dim() != 4 or target.shape[0] != 1 or tuple(target.shape[1:]) != (3, height, width):
+            raise ValueError(f"target must be [1, 3, {height}, {width}], got {list(target.shape)}")
         self.target = target.detach().to(generator.device, torch.float32)
         self.space = self.config.space or generator.default_space
         if self.space not in generator.latent_spaces:

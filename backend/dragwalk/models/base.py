@@ -184,11 +184,34 @@ class DragVariables:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A named activation a caller may ask ``synthesize`` for."""
+    """A named activation a caller may ask ``synthesize`` for: ``[N, channels, height, width]``.
+
+    ``size`` is the longer side (the side, for square maps, which is most models); ``height`` and
+    ``width`` default to it.
+    """
 
     name: str
     channels: int
     size: int
+    height: int = 0
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "height", self.height or self.size)
+        object.__setattr__(self, "width", self.width or self.size)
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` from a square side or a pair: how sizes reach the pure helpers
+    (points, masks, features, fields) that serve square and non-square models alike."""
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        return int(size), int(size)
+    height, width = size
+    return int(height), int(width)
 
 
 class Generator(nn.Module, abc.ABC):
@@ -196,8 +219,11 @@ class Generator(nn.Module, abc.ABC):
 
     #: registry name or file the model came from
     name: str = "generator"
-    #: output image side in pixels (images are square)
+    #: output image side in pixels; the longer side of a non-square model (see ``image_size``)
     resolution: int = 0
+    #: output height and width (0: ``resolution``, a square model)
+    height: int = 0
+    width: int = 0
     #: latent spaces this model can be edited in, the first is the sampling space
     latent_spaces: tuple[str, ...] = ("z",)
     #: the space sessions edit in unless told otherwise
@@ -217,6 +243,11 @@ class Generator(nn.Module, abc.ABC):
     #: drag settings tuned for this model: method name (or ``"*"`` for all) -> DragConfig
     #: fields (``lr``, ``lambda_mask``) and method parameters; empty = the papers' defaults
     drag_defaults: dict[str, dict[str, float]] = {}
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the images: every point, mask and frame is measured against it."""
+        return (self.height or self.resolution, self.width or self.resolution)
 
     # ----------------------------------------------------------------- latents
     @abc.abstractmethod
@@ -294,7 +325,7 @@ class Generator(nn.Module, abc.ABC):
         """``(channels, height, width)`` of an offset this model accepts under ``name``, else ``None``."""
         for info in self.layers:
             if info.name == name and name != "image":
-                return (info.channels, info.size, info.size)
+                return (info.channels, info.height, info.width)
         return None
 
     def render(self, latent: Latent) -> Tensor:
@@ -345,6 +376,8 @@ class Generator(nn.Module, abc.ABC):
             "name": self.name,
             "architecture": type(self).__name__,
             "resolution": self.resolution,
+            "height": self.image_size[0],
+            "width": self.image_size[1],
             "latent_spaces": list(self.latent_spaces),
             "default_space": self.default_space,
             "latent_dim": self.latent_dim,
@@ -353,7 +386,8 @@ class Generator(nn.Module, abc.ABC):
             "noise_modes": list(self.noise_modes),
             "drag_modes": list(self.drag_modes),
             "default_feature_layer": self.default_feature_layer,
-            "layers": [{"name": i.name, "channels": i.channels, "size": i.size} for i in self.layers],
+            "layers": [{"name": i.name, "channels": i.channels, "size": i.size, "height": i.height,
+                        "width": i.width} for i in self.layers],
         }
 
 

@@ -88,7 +88,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         else:
             try:
                 data = decode_base64(msg.mask, self.limits.message_bytes)
-                live.doc.set_mask(mask_from_png(data, live.doc.resolution))
+                live.doc.set_mask(mask_from_png(data, live.doc.image_size))
             except ValueError as exc:
                 raise ApiError("bad_request", f"mask: {exc}") from None
         self.hub.persist_soon(live)

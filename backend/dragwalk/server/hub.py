@@ -215,7 +215,8 @@ class Hub:
             except ApiError:
                 continue
             out.append({"name": name, "description": described.get(name, name),
-                        "resolution": gen.resolution, "latent_spaces": list(gen.latent_spaces),
+                        "resolution": gen.resolution, "height": gen.image_size[0], "width": gen.image_size[1],
+                        "latent_spaces": list(gen.latent_spaces),
                         "default_space": gen.default_space, "num_ws": gen.num_ws,
                         "c_dim": gen.c_dim, "noise_modes": list(gen.noise_modes)})
         return out
@@ -240,7 +241,7 @@ class Hub:
             raise ApiError("bad_request", str(exc)) from None
         record = {"seed": seed, "truncation": truncation, "space": latent.space,
                   "settings": latent.settings.to_dict()}
-        doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.resolution, latent,
+        doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.image_size, latent,
                                      "start", f"seed {seed}", record,
                                      max_history=self.settings.limits.history)
         return await self.adopt(doc, gen)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..latent_io import latent_from_dict
-from ..models.base import Generator, Latent, Settings
+from ..models.base import Generator, Latent, Settings, as_hw
 from .session import LOG_FORMAT
 
 
@@ -54,17 +54,18 @@ def pack_mask(mask: Any) -> dict[str, Any]:
     return {"shape": list(m.shape), "bits": base64.b64encode(np.packbits(m.reshape(-1))).decode()}
 
 
-def unpack_mask(packed: Any, resolution: int) -> np.ndarray:
-    """The float mask of ``pack_mask`` (checked against the model's resolution)."""
-    if not isinstance(packed, dict) or list(packed.get("shape") or []) != [resolution, resolution]:
-        raise ValueError(f"region mask must be {resolution}x{resolution}")
+def unpack_mask(packed: Any, resolution: Any) -> np.ndarray:
+    """The float mask of ``pack_mask`` (checked against the model's side or ``(height, width)``)."""
+    height, width = as_hw(resolution)
+    if not isinstance(packed, dict) or list(packed.get("shape") or []) != [height, width]:
+        raise ValueError(f"region mask must be {height}x{width} (height x width)")
     try:
         bits = np.unpackbits(np.frombuffer(base64.b64decode(str(packed["bits"]), validate=True), np.uint8))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"region mask is not readable: {exc}") from None
-    if bits.size < resolution * resolution:
+    if bits.size < height * width:
         raise ValueError("region mask is too short")
-    return bits[: resolution * resolution].reshape(resolution, resolution).astype(np.float32)
+    return bits[: height * width].reshape(height, width).astype(np.float32)
 
 
 def start_latent(generator: Generator, log: dict[str, Any]) -> Latent:
@@ -84,7 +85,7 @@ def _drag(generator: Generator, latent: Latent, op: dict[str, Any]) -> Latent:
     mask = op.get("mask")
     if isinstance(mask, str):          # base64 PNG (white = may change); older logs hold a list
         from .session import decode_base64, mask_from_png
-        mask = mask_from_png(decode_base64(mask, 16 << 20), generator.resolution)
+        mask = mask_from_png(decode_base64(mask, 16 << 20), generator.image_size)
     mask_tensor = None if mask is None else torch.tensor(np.asarray(mask, dtype=np.float32))
     run = DragRun(generator, latent, op["handles"], op["targets"], mask_tensor, config)
     calls = int(op.get("calls", op.get("steps", config.max_steps)))
@@ -116,7 +117,7 @@ def _walk(generator: Generator, latent: Latent, op: dict[str, Any], cache_root: 
             raise LookupError("region directions depend on the mask and latent of their time")
         from ..directions import compute_directions
 
-        mask = unpack_mask(op["region"].get("mask"), generator.resolution)
+        mask = unpack_mask(op["region"].get("mask"), generator.image_size)
         dset = compute_directions(generator, "reds", latent=latent, mask=mask, **params)
     else:
         from .config import directions_root

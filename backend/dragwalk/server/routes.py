@@ -315,7 +315,7 @@ async def photo_session(request: Request) -> JSONResponse:
     except ValueError as exc:
         raise ApiError("bad_request", str(exc)) from None
     placeholder = await hub.scheduler.call(lambda: gen.sample(0), name="sample")
-    doc = SessionDocument.create(hub.new_id(), str(model or hub.settings.model), gen.resolution, placeholder,
+    doc = SessionDocument.create(hub.new_id(), str(model or hub.settings.model), gen.image_size, placeholder,
                                  "photo", "photo" + (" (PTI)" if pti else ""), {"photo": True, "pti": pti},
                                  max_history=hub.settings.limits.history)
     live = await hub.adopt(doc, gen)

@@ -123,7 +123,7 @@ def document_from_upload(session_id: str, model: str, generator: Generator, data
         log = check_edit_log(parsed, generator, limits)
         log["model"] = model
         try:
-            doc = SessionDocument.from_edit_log(session_id, log, generator.resolution, generator,
+            doc = SessionDocument.from_edit_log(session_id, log, generator.image_size, generator,
                                                 limits.history)
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError("bad_request", f"edit log cannot be used: {exc}") from None
@@ -133,7 +133,7 @@ def document_from_upload(session_id: str, model: str, generator: Generator, data
                 else load_latent(data, generator, suffix=suffix)
         except (LatentFileError, ValueError) as exc:
             raise ApiError("bad_request", str(exc)) from None
-        doc = SessionDocument.create(session_id, model, generator.resolution, latent, "upload",
+        doc = SessionDocument.create(session_id, model, generator.image_size, latent, "upload",
                                      "uploaded latent", max_history=limits.history)
     doc.to_payload()
     return doc

@@ -39,6 +39,11 @@ FEATURE_BLOCK = 6
 RGB_SUFFIX = ":rgb"
 
 
+def _block_hw(block) -> tuple[int, int]:
+    res = block.resolution
+    return (res, res) if isinstance(res, int) else (int(res[0]), int(res[1]))
+
+
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator (mapping + synthesis) in pure PyTorch.
 
@@ -46,7 +51,9 @@ class StyleGAN2Generator(Generator):
         z_dim: size of z (512 in published models).
         c_dim: size of the class label (0 = unconditional).
         w_dim: size of a style vector w.
-        img_resolution: output side, a power of two from 4 to 1024 (or more).
+        img_resolution: output side, a power of two from 4 to 1024 (or more); the longer side of
+            a non-square model (``synthesis_kwargs["init_res"]``, e.g. ``(4, 2)`` for 2:1 portrait
+            images: 1024 x 512 at ``img_resolution=1024``).
         img_channels: image channels (3).
         mapping_kwargs: ``MappingNetwork`` options (num_layers, lr_multiplier,
             embed_features, layer_features, activation, w_avg_beta).
@@ -86,13 +93,14 @@ class StyleGAN2Generator(Generator):
         self.name = name
         self.z_dim, self.c_dim = z_dim, c_dim
         self.resolution = img_resolution
+        self.height, self.width = self.synthesis.img_size
         self.latent_dim = w_dim
         self.num_ws = self.synthesis.num_ws
         self.noise_modes = NOISE_MODES if self.synthesis.b4.conv1.use_noise else ("const",)
         self.half = False
         blocks = self.synthesis.blocks()
-        self._layers = [LayerInfo(n, b.out_channels, b.resolution) for n, b in blocks]
-        self._layers.append(LayerInfo("image", img_channels, img_resolution))
+        self._layers = [LayerInfo(n, b.out_channels, int(n[1:]), *_block_hw(b)) for n, b in blocks]
+        self._layers.append(LayerInfo("image", img_channels, img_resolution, self.height, self.width))
         pick = blocks[FEATURE_BLOCK - 1][0] if len(blocks) >= FEATURE_BLOCK + 1 else f"b{img_resolution // 2}"
         self.default_feature_layer = pick if img_resolution >= 8 else blocks[0][0]
         self._style_affines = self._affines_by_row()

@@ -1,9 +1,11 @@
-"""The server on a tiny conditional StyleGAN2 (random weights, own format): per-session settings.
+"""The server on a tiny conditional, non-square StyleGAN2 (32 x 16 px portrait, random weights, own
+format): per-session settings, and width and height apart end to end.
 
 Two sessions share one cached model with different classes and noise modes and drag at the same
 time; each ends exactly where the same drag, replayed alone from its edit log on a fresh copy of
 the model, ends, and each keeps its own settings. Bad settings are refused with a clear error and
-change nothing.
+change nothing. On the portrait model points, masks, frames, exports, walks and the edit log
+all use its 16 x 32 size.
 """
 
 from __future__ import annotations
@@ -25,12 +27,16 @@ from dragwalk.server.replay import replay_log
 C_DIM = 3
 
 
+H, W = 32, 16
+
+
 def tiny_conditional(seed: int = 5) -> StyleGAN2Generator:
-    """A 32 px conditional StyleGAN2 whose noise inputs and w_avg matter (random, not zero)."""
+    """A 32 x 16 px (height x width) conditional StyleGAN2 whose noise inputs and w_avg matter."""
     torch.manual_seed(seed)
     model = StyleGAN2Generator(z_dim=16, c_dim=C_DIM, w_dim=16, img_resolution=32,
                                mapping_kwargs=dict(num_layers=2),
-                               synthesis_kwargs=dict(channel_base=256, channel_max=16), name="cond32")
+                               synthesis_kwargs=dict(channel_base=256, channel_max=16, init_res=(4, 2)),
+                               name="cond32x16")
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("noise_strength"):
@@ -65,6 +71,7 @@ def test_models_list_classes_and_noise_modes(server):
         models = client.get("/api/models").json()
     ours = [m for m in models if m["c_dim"] == C_DIM]
     assert ours and ours[0]["noise_modes"] == ["const", "random", "none"]
+    assert (ours[0]["height"], ours[0]["width"], ours[0]["resolution"]) == (H, W, 32)
 
 
 def test_bad_settings_are_refused_and_nothing_is_stored(server):
@@ -159,3 +166,58 @@ def test_set_noise_and_reseed_with_a_class_over_the_socket(server):
         log = client.get(f"/api/sessions/{sid}/log.json").json()
     assert [op["kind"] for op in log["operations"]] == ["noise"]
     assert log["operations"][0]["noise_seed"] == 11
+
+
+def _png_b64(array: np.ndarray) -> str:
+    import base64
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_portrait_points_masks_frames_walks_and_exports(server, model_path):
+    summary = server.create_session(seed=6)
+    sid = summary["id"]
+    assert (summary["height"], summary["width"]) == (H, W)
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[8:28, 2:14] = 255
+
+    async def scenario():
+        async with PageClient(server.ws_url(sid)) as page:
+            await page.until(is_type("state"))
+            await page.send(type="set_points", handles=[[16.0, 10.0]], targets=[[12.0, 10.0]], rid="wide")
+            wide = await page.until(is_type("error"))
+            await page.send(type="set_mask", mask=_png_b64(mask.T.copy()), rid="turned")
+            turned = await page.until(is_type("error"))
+            await page.send(type="set_mask", mask=_png_b64(mask), rid="m")
+            await page.until(lambda e: is_type("state")(e) and e["session"]["has_mask"])
+            await page.send(type="set_points", handles=[[8.0, 20.0]], targets=[[10.0, 24.0]], rid="p")
+            await page.until(lambda e: is_type("state")(e) and e["session"]["points"]["handles"])
+            await page.send(type="start_drag", params={"max_steps": 2}, rid="d")
+            done = await page.until(lambda e: e.get("type") in ("done", "error"), timeout=120)
+            await page.send(type="compute_directions", method="sefa", params={"num": 3}, rid="s")
+            dirs = await page.until(lambda e: e.get("type") in ("directions", "error"), timeout=120)
+            await page.send(type="walk", set=dirs.get("set", ""), walks=[{"index": 0, "amount": 2.0}],
+                            commit=True, rid="w")
+            walked = await page.until(lambda e: is_type("state")(e) and len(e["session"]["history"]) == 3)
+            return page, wide, turned, done, dirs, walked
+
+    page, wide, turned, done, dirs, walked = asyncio.run(scenario())
+    assert wide["rid"] == "wide" and "x must be within 0..15" in wide["message"]
+    assert turned["rid"] == "turned" and "mask must be 16x32" in turned["message"]
+    assert done["type"] == "done" and done["op"] == "drag", done
+    assert dirs["type"] == "directions", dirs
+    assert [h["kind"] for h in walked["session"]["history"]] == ["start", "drag", "walk"]
+    frames = [Image.open(io.BytesIO(f[3])) for f in page.frames]
+    assert frames and all(f.size == (W, H) for f in frames)
+    with server.client() as client:
+        png = Image.open(io.BytesIO(client.get(f"/api/sessions/{sid}/image.png?scale=2").content))
+        assert png.size == (2 * W, 2 * H)
+        gif = client.get(f"/api/sessions/{sid}/animation.gif")
+        assert gif.status_code == 200 and Image.open(io.BytesIO(gif.content)).size == (128, 256)   # aspect kept
+        latent = client.get(f"/api/sessions/{sid}/latent.npz")
+        assert latent.status_code == 200
+        log = client.get(f"/api/sessions/{sid}/log.json").json()
+    final, reports = replay_log(load_model(str(model_path)), log)
+    assert [r.kind for r in reports] == ["drag", "walk"]
+    assert all(r.deviation is not None and r.deviation <= 1e-5 for r in reports), reports

@@ -102,7 +102,7 @@ export function createApp({ stageRoot }) {
 
   function applySession(session, rid) {
     if (!session) return;
-    if (session.resolution) stage.setResolution(session.resolution);
+    if (session.resolution) stage.setResolution(session.resolution, session.width ?? session.resolution, session.height ?? session.resolution);
     const first = fresh;
     fresh = false;
     store.set({ session });

@@ -66,7 +66,7 @@ export function createSessionControl(ctx) {
       recents: addRecent(summary),
     });
     refreshMethods(summary.model);
-    stage.setResolution(summary.resolution);
+    stage.setResolution(summary.resolution, summary.width ?? summary.resolution, summary.height ?? summary.resolution);
     stage.clearMask();
     const url = new URL(location.href);
     url.searchParams.set("session", summary.id);

@@ -124,7 +124,7 @@ export function initSessionPanel(app) {
   }
 
   return (s) => {
-    setOptions(model, s.models.map((m) => ({ value: m.name, label: `${m.name} (${m.resolution}px)` })), s.session?.model);
+    setOptions(model, s.models.map((m) => ({ value: m.name, label: `${m.name} (${m.width && m.width !== m.height ? `${m.width}x${m.height}` : m.resolution}px)` })), s.session?.model);
     const m = s.models.find((x) => x.name === model.value);
     model.title = m?.description ?? "";
     if (s.session && s.session !== shownSession) {

@@ -20,22 +20,22 @@ M = [
  ("locate returns its input", "backend/dragwalk/drag/verify.py", "    return (found + 0.5) / scale - 0.5", "    return torch.tensor([float(point[0]), float(point[1])])", "tests/test_drag_field.py"),
  ("template loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k 'move_content and template' tests/test_drag_methods.py -k 'loss_moves and template'"),
  ("draggan loss x0", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_stylegan.py"),
- ("draggan no stop-gradient", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        return fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_stylegan.py"),
- ("draggan tracking returns input", "backend/dragwalk/drag/draggan.py", "        return (handles + offsets).clamp(0, self.ctx.resolution - 1)\n\n    def match_costs", "        return handles.clone()\n\n    def match_costs", "tests/test_drag_methods.py -k tracker_follows"),
+ ("draggan no stop-gradient", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.image_hw)      # stop-gradient", "        return fx.sample(features, q, self.ctx.image_hw)", "tests/test_drag_stylegan.py"),
+ ("draggan tracking returns input", "backend/dragwalk/drag/draggan.py", "        return self.ctx.clamp(handles + offsets)\n\n    def match_costs", "        return handles.clone()\n\n    def match_costs", "tests/test_drag_methods.py -k tracker_follows"),
  ("template tracking returns input", "backend/dragwalk/drag/template.py", "        return self.best_match(costs, handles)", "        return handles.clone()", "tests/test_drag_methods.py -k tracker_follows"),
  ("draggan loss x0 (blob)", "backend/dragwalk/drag/draggan.py", "        return (ahead - goal).abs().mean(dim=(1, 2)).sum()", "        return 0 * (ahead - goal).abs().mean(dim=(1, 2)).sum()", "tests/test_drag_methods.py -k loss_moves"),
- ("draggan no stop-gradient (blob)", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient", "        return fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_methods.py -k 'no_gradient and draggan'"),
+ ("draggan no stop-gradient (blob)", "backend/dragwalk/drag/draggan.py", "        return fx.sample(features.detach(), q, self.ctx.image_hw)      # stop-gradient", "        return fx.sample(features, q, self.ctx.image_hw)", "tests/test_drag_methods.py -k 'no_gradient and draggan'"),
  ("freedrag line search (blob)", "backend/dragwalk/drag/freedrag.py", "            p[k] = self._next_position(features, k, p[k], targets[k], float(now[k]))", "            pass", "tests/test_drag_methods.py -k 'loss_moves and freedrag'"),
  ("freedrag without line search", "backend/dragwalk/drag/freedrag.py", "            p[k] = self._next_position(features, k, p[k], targets[k], float(now[k]))", "            pass", "tests/test_drag_methods.py -k tracker_follows"),
  ("mask term zero", "backend/dragwalk/drag/features.py", "    return ((features - reference).abs() * keep).mean()", "    return 0 * ((features - reference).abs() * keep).mean()", "tests/test_drag.py -k outside_the_mask"),
  ("rbf without solve", "backend/dragwalk/drag/field.py", "    coef = torch.linalg.solve(gram + ridge, motion)                  # [K, 2]", "    coef = motion", "tests/test_drag_field.py"),
- ("warp sign flipped", "backend/dragwalk/drag/field.py", "    grid = cell_centres(size, resolution, features.device) - field.to(features.device)", "    grid = cell_centres(size, resolution, features.device) + field.to(features.device)", "tests/test_drag_field.py tests/test_drag_methods.py -k 'warp or field'"),
+ ("warp sign flipped", "backend/dragwalk/drag/field.py", "    grid = cell_centres(tuple(features.shape[-2:]), resolution, features.device) - field.to(features.device)", "    grid = cell_centres(tuple(features.shape[-2:]), resolution, features.device) + field.to(features.device)", "tests/test_drag_field.py tests/test_drag_methods.py -k 'warp or field'"),
  ("stylegan2 skip image not warped", "backend/dragwalk/models/stylegan2/generator.py", "            out[layer + RGB_SUFFIX] = skip", "            pass", "tests/test_drag_stylegan.py tests/test_stylegan2.py"),
  ("freedrag loss x0", "backend/dragwalk/drag/freedrag.py", "        return ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "        return 0 * ((samples - self.template[active]).abs().mean(dim=(1, 2)) / self.scale[active]).sum()", "tests/test_drag_methods.py -k loss_moves"),
  ("no sub-steps", "backend/dragwalk/drag/field.py", "        substeps = min(MAX_SUBSTEPS, max(1, math.ceil(longest / (STEP_PER_SIGMA * sigma))))", "        substeps = 1", "tests/test_drag_field.py"),
  ("no narrowing", "backend/dragwalk/drag/field.py", "    sigma = min(max(float(base), SIGMA_PER_LENGTH * longest), narrowest_sigma(handles, targets))", "    sigma = max(float(base), SIGMA_PER_LENGTH * longest)", "tests/test_drag_field.py"),
  # ---- issue 17: the maths of the direction methods, caches, the house, model loading
- ("template: anchor's stop-gradient removed (anchor < 1)", "backend/dragwalk/drag/template.py", "        current = fx.sample(features.detach(), q, self.ctx.resolution)", "        current = fx.sample(features, q, self.ctx.resolution)", "tests/test_drag_methods.py"),
+ ("template: anchor's stop-gradient removed (anchor < 1)", "backend/dragwalk/drag/template.py", "        current = fx.sample(features.detach(), q, self.ctx.image_hw)", "        current = fx.sample(features, q, self.ctx.image_hw)", "tests/test_drag_methods.py"),
  ("sefa: smallest eigenvalue first", "backend/dragwalk/directions/sefa.py", "    order = torch.argsort(values, descending=True)", "    order = torch.argsort(values)", "tests/test_directions_oracles.py"),
  ("sefa: identity basis", "backend/dragwalk/directions/sefa.py", "    values, vectors = torch.linalg.eigh(a @ a.T)", "    values, vectors = torch.linalg.eigh(a @ a.T)[0], torch.eye(a.shape[0], dtype=a.dtype)", "tests/test_directions_oracles.py"),
  ("sefa: no sign convention", "backend/dragwalk/directions/sefa.py", "signed_rows(vectors[:, order].T)", "(-vectors[:, order].T)", "tests/test_directions_oracles.py"),
@@ -61,6 +61,18 @@ M = [
  ("stylegan3: asymmetric padding", "backend/dragwalk/models/stylegan3/layers.py", "        lo = (total + self.up_factor) // 2\n", "        lo = total // 2\n", "tests/test_stylegan3.py -k reference"),
  ("storage bytes: wrong offset", "backend/dragwalk/models/storage_bytes.py", "count=count, offset=start + 8)", "count=count, offset=start)", "tests/test_storage_bytes.py"),
  ("nothing_to_move ignored", "backend/dragwalk/drag/run.py", "        if bool(self._idle.all()):\n            self._finish(\"nothing_to_move\", tracker_arrived=True)", "        if False:\n            pass", "tests/test_drag_methods.py -k nothing_to_move"),
+ # issue 15: per-session generator settings and non-square models
+ ("settings: synthesis reads the last sampled settings (shared model)", [
+   ("backend/dragwalk/models/stylegan2/generator.py", "        settings = self.check_settings(settings)\n        z = seeded_normal", "        settings = self.check_settings(settings)\n        self._shared = settings\n        z = seeded_normal"),
+   ("backend/dragwalk/models/stylegan2/generator.py", "        settings = self.check_settings(latent.settings)\n        noise = {", "        settings = getattr(self, \"_shared\", None) or self.check_settings(latent.settings)\n        noise = {")],
+  "", "", "tests/test_server_stylegan.py -k two_sessions"),
+ ("settings: batch ignores them", [
+   ("backend/dragwalk/drag/batch.py", "tuple(latent.code.shape[1:]), latent.settings)", "tuple(latent.code.shape[1:]))"),
+   ("backend/dragwalk/drag/batch.py", "        if latent.settings != first.settings:\n            raise", "        if False:\n            raise")],
+  "", "", "tests/test_server_stylegan.py -k two_sessions"),
+ ("seeded noise ignores its seed", "backend/dragwalk/models/stylegan2/layers.py", "    gen = torch.Generator(device=\"cpu\").manual_seed(int(seed) * 64 + int(index))", "    gen = torch.Generator(device=\"cpu\").manual_seed(int(index))", "tests/test_stylegan2.py -k noise"),
+ ("non-square: points bounded by the height alone", "backend/dragwalk/drag/points.py", "            if not (0 <= x <= width - 1 and 0 <= y <= height - 1):", "            if not (0 <= x <= height - 1 and 0 <= y <= height - 1):", "tests/test_nonsquare.py"),
+ ("non-square: grid normalised by the width on both axes", "backend/dragwalk/drag/features.py", "    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=points.dtype, device=points.device)", "    scale = torch.tensor([2.0 / width, 2.0 / width], dtype=points.dtype, device=points.device)", "tests/test_nonsquare.py"),
 ]
 only = sys.argv[1:] 
 for name, path, old, new, tests in M:

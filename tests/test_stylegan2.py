@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import stylegan_pickles as sp  # noqa: E402
 
-from dragwalk.models import Latent  # noqa: E402
+from dragwalk.models import Latent, Settings  # noqa: E402
 from dragwalk.models.nvidia_pickle import build_generator, generator_record, read_network_pickle  # noqa: E402
 from dragwalk.models.stylegan2 import StyleGAN2Generator  # noqa: E402
 from dragwalk.models.stylegan2 import ops  # noqa: E402
@@ -72,13 +72,14 @@ def test_truncation_pulls_towards_w_avg_and_cutoff_limits_rows(sg):
     full = sg.sample(2, space="w").code
     half = sg.sample(2, truncation=0.5, space="w").code
     assert torch.allclose(half, w_avg + 0.5 * (full - w_avg), atol=1e-5)
-    sg.truncation_cutoff = 4
-    try:
-        ws = sg.sample(2, truncation=0.0).code
-    finally:
-        sg.truncation_cutoff = None
+    cut = sg.sample(2, truncation=0.0, settings=Settings(truncation_cutoff=4))
+    ws = cut.code
+    assert cut.settings.truncation_cutoff == 4 and sg.sample(2).settings.truncation_cutoff is None
     assert torch.allclose(ws[0, :4], w_avg.expand(4, -1), atol=1e-6)
     assert torch.allclose(ws[0, 4:], full.expand(6, -1), atol=1e-6)
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match=f"truncation cutoff {bad} outside 1..10"):
+            sg.sample(2, settings=Settings(truncation_cutoff=bad))
 
 
 def test_images_and_features(sg):
@@ -112,35 +113,60 @@ def test_noise_modes_and_offsets(sg):
     latent = sg.sample(6)
     const = sg.render(latent)
     assert torch.equal(const, sg.render(latent))
-    sg.set_noise_mode("random")
+    for block in ("b8", "b32"):          # the fixture's noise strengths are random, never zero
+        assert getattr(sg.synthesis, block).conv1.noise_strength.abs() > 1e-3
+    a = sg.render(latent.with_settings(Settings(class_index=0, noise_mode="random", noise_seed=1)))
+    b = sg.render(latent.with_settings(Settings(class_index=0, noise_mode="random", noise_seed=2)))
+    assert (a - b).abs().max() > 1e-3 and (a - const).abs().max() > 1e-3
+    again = sg.render(latent.with_settings(Settings(class_index=0, noise_mode="random", noise_seed=1)))
+    assert torch.equal(a, again)                       # random with a seed is reproducible
+    none = sg.render(latent.with_settings(Settings(class_index=0, noise_mode="none")))
+    assert (none - const).abs().max() > 1e-3 and (none - a).abs().max() > 1e-3
+    # the independent reference: the network with its const noise maps replaced by the seeded draws
+    from dragwalk.models.stylegan2.layers import seeded_noise
+    layers = [l for _, blk in sg.synthesis.blocks() for l in (getattr(blk, "conv0", None), blk.conv1) if l]
+    saved = [l.noise_const.clone() for l in layers]
     try:
-        a, b = sg.render(latent), sg.render(latent)
+        for k, layer in enumerate(layers):
+            gen = torch.Generator().manual_seed(1 * 64 + k)
+            layer.noise_const.copy_(torch.randn(*layer.noise_const.shape, generator=gen))
+        reference = sg.render(latent)
     finally:
-        sg.set_noise_mode("const")
-    assert (a - b).abs().max() > 1e-3
+        for layer, kept in zip(layers, saved):
+            layer.noise_const.copy_(kept)
+    assert torch.equal(reference, a) and seeded_noise(1, 0, (2, 2)).shape == (2, 2)
+    assert torch.equal(sg.render(latent), const)        # nothing of that stuck to the shared model
     info = sg.layer("b16")
     zero = torch.zeros(1, info.channels, info.size, info.size)
     assert torch.equal(sg.render(Latent("w+", latent.code, {"b16": zero})), const)
     bumped = sg.render(Latent("w+", latent.code, {"b16": zero + 0.5}))
     assert (bumped - const).abs().mean() > 1e-3
-    with pytest.raises(ValueError, match="noise mode"):
-        sg.set_noise_mode("loud")
+    with pytest.raises(ValueError, match="noise_mode must be one of"):
+        Settings.from_dict({"noise_mode": "loud"})
+    with pytest.raises(ValueError, match="noise_seed must be in"):
+        Settings.from_dict({"noise_mode": "random", "noise_seed": -1})
+    with pytest.raises(ValueError, match="unknown generator setting"):
+        Settings.from_dict({"noise": "random"})
 
 
 def test_class_label_changes_the_image(sg):
     base = sg.sample(2)
     other = sg.sample(2, class_index=3)
+    assert base.settings.class_index == 0 and other.settings.class_index == 3
     assert (base.code - other.code).abs().max() > 1e-3
-    sg.set_class(3)
-    try:
-        assert torch.equal(sg.sample(2).code, other.code)
-    finally:
-        sg.set_class(0)
+    assert torch.equal(sg.sample(2, settings=Settings(class_index=3)).code, other.code)
+    assert torch.equal(sg.sample(2).code, base.code)         # no class stuck to the shared model
+    # the label reaches the mapping: z of class 3 converts to class 3's w, whatever was sampled before
+    z3 = sg.sample(2, space="z", settings=Settings(class_index=3))
+    with torch.no_grad():
+        assert torch.allclose(sg.convert(z3, "w+").code, other.code, atol=1e-6)
     with pytest.raises(ValueError, match="class index 4 outside 0..3"):
-        sg.set_class(4)
+        sg.sample(2, class_index=4)
+    with pytest.raises(ValueError, match="class index 4 outside 0..3"):
+        sg.render(base.with_settings(Settings(class_index=4)))
     plain = StyleGAN2Generator(8, 0, 8, 8, synthesis_kwargs=dict(channel_base=32, channel_max=4))
     with pytest.raises(ValueError, match="unconditional"):
-        plain.set_class(1)
+        plain.sample(1, class_index=1)
 
 
 def test_drag_variables_first6_train_only_the_first_rows(sg):

@@ -2,7 +2,8 @@
 
 Three file forms, chosen by suffix:
 
-* ``.npz`` — everything: code, spatial offsets and metadata (space, model). The lossless form.
+* ``.npz`` — everything: code, spatial offsets and metadata (space, model, generator settings).
+  The lossless form.
 * ``.json`` — the same as nested lists, for people and other languages.
 * ``.npy`` — the code array alone (what other GAN tools exchange); its space is ``w+`` when the
   array is 3-D, else ``w`` where the model has one, else the model's default.
@@ -28,7 +29,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from .models.base import Generator, Latent
+from .models.base import Generator, Latent, Settings
 
 #: refuse latent files bigger than this (a w+ of an 18-layer 512-d model is 37 KB)
 MAX_LATENT_BYTES = 64 * 1024 * 1024
@@ -62,6 +63,7 @@ def latent_to_dict(latent: Latent, model: str | None = None, packed: bool = Fals
         "space": latent.space,
         "code": arr(latent.code),
         "offsets": {k: arr(v) for k, v in latent.offsets.items()},
+        "settings": latent.settings.to_dict(),
     }
 
 
@@ -108,8 +110,8 @@ def latent_from_dict(data: Any, generator: Generator | None = None) -> Latent:
     except (TypeError, ValueError) as exc:
         raise LatentFileError(f"latent arrays are not numeric: {exc}") from None
     space = data.get("space")
-    return _validated(Latent(str(space) if space else _guess_space(code, generator), code, offsets),
-                      generator)
+    return _validated(Latent(str(space) if space else _guess_space(code, generator), code, offsets,
+                             _settings(data.get("settings"))), generator)
 
 
 def save_latent(latent: Latent, path: str | Path, model: str | None = None) -> Path:
@@ -134,7 +136,8 @@ def latent_to_npz_bytes(latent: Latent, model: str | None = None) -> bytes:
     arrays = {"code": latent.code[0].detach().cpu().float().numpy()}
     for name, value in latent.offsets.items():
         arrays[f"offset:{name}"] = value[0].detach().cpu().float().numpy()
-    meta = json.dumps({"format": "dragwalk-latent/1", "model": model, "space": latent.space})
+    meta = json.dumps({"format": "dragwalk-latent/1", "model": model, "space": latent.space,
+                       "settings": latent.settings.to_dict()})
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.array(meta), **arrays)
     return buffer.getvalue()
@@ -174,7 +177,7 @@ def load_latent(source: str | Path | bytes, generator: Generator | None = None,
     offsets = {k.split(":", 1)[1]: torch.from_numpy(np.asarray(v, dtype=np.float32))[None]
                for k, v in arrays.items() if k.startswith("offset:")}
     space = meta.get("space") or _guess_space(code, generator)
-    return _validated(Latent(str(space), code, offsets), generator)
+    return _validated(Latent(str(space), code, offsets, _settings(meta.get("settings"))), generator)
 
 
 class _Shapes:
@@ -278,6 +281,14 @@ def _meta(array: np.ndarray | None) -> dict[str, Any]:
     return meta
 
 
+def _settings(data: Any) -> Settings:
+    """The generator settings a latent file records (none: the defaults; files before settings)."""
+    try:
+        return Settings.from_dict(data)
+    except ValueError as exc:
+        raise LatentFileError(f"latent settings: {exc}") from None
+
+
 def _guess_space(code: torch.Tensor, generator: Generator | None) -> str:
     if code.dim() == 3:
         return "w+"
@@ -293,6 +304,10 @@ def _validated(latent: Latent, generator: Generator | None) -> Latent:
         raise LatentFileError("latent contains NaN or infinite values")
     if generator is None:
         return latent
+    try:
+        latent = latent.with_settings(generator.check_settings(latent.settings))
+    except ValueError as exc:
+        raise LatentFileError(f"latent settings do not fit model {generator.name}: {exc}") from None
     if latent.space not in generator.latent_spaces:
         raise LatentFileError(f"latent space {latent.space!r} is not offered by model "
                               f"{generator.name} (it has {', '.join(generator.latent_spaces)})")

@@ -102,7 +102,7 @@ export function createApp({ stageRoot }) {
 
   function applySession(session, rid) {
     if (!session) return;
-    if (session.resolution) stage.setResolution(session.resolution);
+    if (session.resolution) stage.setResolution(session.resolution, session.width ?? session.resolution, session.height ?? session.resolution);
     const first = fresh;
     fresh = false;
     store.set({ session });
@@ -166,6 +166,7 @@ export function createApp({ stageRoot }) {
     openFile: (file) => sessions.openFile(file),
     switchSession: (id) => sessions.switchTo(id),
     previewSeed: (request) => sessions.previewSeed(request),
+    setNoise: (noise) => sessions.setNoise(noise),
     /**
      * Opening a photo, latent or log starts another session: say so first when this one has
      * edits (it stays reachable under Recent sessions and with Back).

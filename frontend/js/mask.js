@@ -20,15 +20,18 @@ export function strokePoints(a, b, step) {
 }
 
 export class MaskLayer {
-  /** @param {number} resolution model image side */
-  constructor(resolution) {
-    this.resolution = resolution;
+  /** @param {number} width @param {number} [height] model image size (height defaults to width) */
+  constructor(width, height = width) {
+    this.width = width;
+    this.height = height;
     this.canvas = document.createElement("canvas");
-    this.canvas.width = this.canvas.height = resolution;
+    this.canvas.width = width;
+    this.canvas.height = height;
     this.ctx = this.canvas.getContext("2d", { willReadFrequently: true });
     this.ctx.imageSmoothingEnabled = false;
     this.tint = document.createElement("canvas");
-    this.tint.width = this.tint.height = resolution;
+    this.tint.width = width;
+    this.tint.height = height;
     this.last = null;
   }
 
@@ -59,12 +62,12 @@ export class MaskLayer {
   }
 
   clear() {
-    this.ctx.clearRect(0, 0, this.resolution, this.resolution);
+    this.ctx.clearRect(0, 0, this.width, this.height);
   }
 
   /** Number of mask pixels set (0 = no mask). */
   count() {
-    const bin = alphaToBinary(this.ctx.getImageData(0, 0, this.resolution, this.resolution).data);
+    const bin = alphaToBinary(this.ctx.getImageData(0, 0, this.width, this.height).data);
     return bin.reduce((a, b) => a + b, 0);
   }
 
@@ -74,14 +77,15 @@ export class MaskLayer {
    * sent is its complement.
    */
   toBase64Png(invert = false) {
-    const n = this.resolution;
-    const painted = alphaToBinary(this.ctx.getImageData(0, 0, n, n).data);
+    const [w, h] = [this.width, this.height];
+    const painted = alphaToBinary(this.ctx.getImageData(0, 0, w, h).data);
     if (!painted.some((v) => v)) return null;
     const bin = invert ? painted.map((v) => 1 - v) : painted;
     const out = document.createElement("canvas");
-    out.width = out.height = n;
+    out.width = w;
+    out.height = h;
     const octx = out.getContext("2d");
-    const img = octx.createImageData(n, n);
+    const img = octx.createImageData(w, h);
     for (let i = 0; i < bin.length; i++) {
       const v = bin[i] ? 255 : 0;
       img.data.set([v, v, v, 255], i * 4);
@@ -95,21 +99,22 @@ export class MaskLayer {
    * the paint is its complement (what must stay). Decoded from bytes, not from a data: URL.
    */
   async load(b64, invert = false) {
-    const n = this.resolution;
-    let bin = new Uint8Array(n * n);
+    const [w, h] = [this.width, this.height];
+    let bin = new Uint8Array(w * h);
     if (b64) {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
       const bitmap = await createImageBitmap(new Blob([bytes], { type: "image/png" }));
       const scratch = document.createElement("canvas");
-      scratch.width = scratch.height = n;
+      scratch.width = w;
+      scratch.height = h;
       const sctx = scratch.getContext("2d", { willReadFrequently: true });
-      sctx.drawImage(bitmap, 0, 0, n, n);
+      sctx.drawImage(bitmap, 0, 0, w, h);
       bitmap.close?.();
-      const rgba = sctx.getImageData(0, 0, n, n).data;
+      const rgba = sctx.getImageData(0, 0, w, h).data;
       for (let i = 0; i < bin.length; i++) bin[i] = rgba[i * 4] > 127 ? 1 : 0;
       if (invert) bin = bin.map((v) => 1 - v);
     }
-    const img = this.ctx.createImageData(n, n);
+    const img = this.ctx.createImageData(w, h);
     for (let i = 0; i < bin.length; i++) if (bin[i]) img.data.set([255, 255, 255, 255], i * 4);
     this.ctx.putImageData(img, 0, 0);
   }
@@ -121,7 +126,7 @@ export class MaskLayer {
     t.drawImage(this.canvas, 0, 0);
     t.globalCompositeOperation = "source-in";
     t.fillStyle = color;
-    t.fillRect(0, 0, this.resolution, this.resolution);
+    t.fillRect(0, 0, this.width, this.height);
     t.globalCompositeOperation = "source-over";
     ctx.save();
     ctx.imageSmoothingEnabled = false;

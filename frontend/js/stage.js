@@ -26,7 +26,8 @@ export class Stage {
     this.actions = actions;
     this.image = root.querySelector("[data-role=image]");
     this.overlay = root.querySelector("[data-role=overlay]");
-    this.resolution = 0;
+    this.resolution = 0;   // the longer side (0: no image yet)
+    this.size = [0, 0];    // [width, height] of the model image
     this.pending = 0;
     this.mask = null;
     this.drag = null; // {mode: "move"|"paint", target, moved}
@@ -43,38 +44,48 @@ export class Stage {
     this.overlay.addEventListener("contextmenu", (e) => this.onContextMenu(e));
     this.overlay.addEventListener("keydown", (e) => this.onKeyDown(e));
     this.overlay.addEventListener("focus", () => {
-      if (!this.keyCursor && this.resolution) this.keyCursor = [(this.resolution - 1) / 2, (this.resolution - 1) / 2];
+      if (!this.keyCursor && this.resolution) this.keyCursor = [(this.size[0] - 1) / 2, (this.size[1] - 1) / 2];
       this.renderSoon();
     });
     this.overlay.addEventListener("blur", () => this.renderSoon());
     new ResizeObserver(() => this.renderSoon()).observe(this.overlay);
   }
 
-  setResolution(resolution) {
-    if (resolution === this.resolution) return;
-    this.resolution = resolution;
-    this.image.width = this.image.height = resolution;
-    this.mask = new MaskLayer(resolution);
+  /** The model image's size: a side, or its width and height (a non-square model: the stage
+   * takes its aspect, so every model pixel stays square on screen). */
+  setResolution(resolution, width = resolution, height = resolution) {
+    if (width === this.size[0] && height === this.size[1]) return;
+    this.resolution = Math.max(width, height);
+    this.size = [width, height];
+    this.image.width = width;
+    this.image.height = height;
+    this.mask = new MaskLayer(width, height);
+    this.root.style.aspectRatio = `${width} / ${height}`;
+    // a portrait image keeps the square stage's height: its width shrinks by the aspect
+    this.root.style.width = height > width
+      ? `calc(min(512px, calc(100vw - 40px), max(256px, calc(100vh - 200px))) * ${width / height})` : "";
     this.renderSoon();
   }
 
   /** Draw a decoded frame; the image canvas is at model resolution, CSS scales it. */
   drawFrame(bitmap) {
-    if (bitmap.width !== this.resolution) this.setResolution(bitmap.width);
+    if (bitmap.width !== this.size[0] || bitmap.height !== this.size[1]) {
+      this.setResolution(Math.max(bitmap.width, bitmap.height), bitmap.width, bitmap.height);
+    }
     const ctx = this.image.getContext("2d");
-    ctx.drawImage(bitmap, 0, 0, this.resolution, this.resolution);
+    ctx.drawImage(bitmap, 0, 0, this.size[0], this.size[1]);
   }
 
   /** Model coordinates of a pointer event. */
   eventToModel(e) {
     const rect = this.overlay.getBoundingClientRect();
-    return toModel(e.clientX - rect.left, e.clientY - rect.top, rect.width, rect.height, this.resolution);
+    return toModel(e.clientX - rect.left, e.clientY - rect.top, rect.width, rect.height, this.size);
   }
 
   /** Pick radius in model pixels for the current display scale. */
   pickRadius() {
     const rect = this.overlay.getBoundingClientRect();
-    return (PICK_RADIUS_CSS / Math.max(1, rect.width)) * this.resolution;
+    return (PICK_RADIUS_CSS / Math.max(1, rect.width)) * this.size[0];
   }
 
   onPointerDown(e) {
@@ -173,8 +184,7 @@ export class Stage {
     }
     const nudge = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
     const step = e.shiftKey ? 4 : 1;
-    const max = this.resolution - 1;
-    const moved = (p) => [clamp(p[0] + nudge[0] * step, 0, max), clamp(p[1] + nudge[1] * step, 0, max)];
+    const moved = (p) => [clamp(p[0] + nudge[0] * step, 0, this.size[0] - 1), clamp(p[1] + nudge[1] * step, 0, this.size[1] - 1)];
     if (nudge && sel && s.pairs[sel.index]?.[sel.role]) {
       // arrows nudge the selected point
       e.preventDefault();
@@ -250,8 +260,8 @@ export class Stage {
     if (s.maskVisible && this.mask) {
       this.mask.drawTinted(ctx, w, h, s.maskMode === "fixed" ? "rgba(120, 140, 255, 0.45)" : undefined);
     }
-    const res = this.resolution;
-    const scr = (p) => toScreen(p[0], p[1], w, h, res);
+    const size = this.size;
+    const scr = (p) => toScreen(p[0], p[1], w, h, size);
     const r = Math.max(4, 5 * dpr);
     const labels = !s.drag.running && Array.isArray(s.drag.distances);
     let k = 0;        // index among complete pairs (the server's numbering)
@@ -289,7 +299,7 @@ export class Stage {
     if (this.cursor && (s.tool === "brush" || s.tool === "eraser")) {
       const c = scr(this.cursor);
       ctx.beginPath();
-      ctx.arc(c[0], c[1], (s.brushRadius / res) * w, 0, Math.PI * 2);
+      ctx.arc(c[0], c[1], (s.brushRadius / size[0]) * w, 0, Math.PI * 2);
       ctx.lineWidth = dpr;
       ctx.strokeStyle = s.tool === "eraser" ? "#ffb703" : "#40c878";
       ctx.stroke();

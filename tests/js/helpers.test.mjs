@@ -53,6 +53,15 @@ test("screen <-> model mapping puts pixel centres on integers and clamps", () =>
   assert.ok(Math.abs(sx - 123.4) < 0.1 && Math.abs(sy - 300.2) < 0.1);
 });
 
+test("non-square models map each axis by its own size", () => {
+  // a 16 x 32 (width x height) portrait shown at 256 x 512 CSS px: 16 CSS px per model pixel
+  assert.deepEqual(toModel(8, 8, 256, 512, [16, 32]), [0, 0]);
+  assert.deepEqual(toModel(248, 504, 256, 512, [16, 32]), [15, 31]);
+  assert.deepEqual(toModel(1000, 1000, 256, 512, [16, 32]), [15, 31]);       // clamped per axis
+  assert.deepEqual(toScreen(15, 31, 256, 512, [16, 32]), [248, 504]);
+  assert.deepEqual(toModel(120, 200, 256, 512, [16, 32]), [7, 12]);
+});
+
 test("points: add handle then target, move, delete, message only complete pairs", () => {
   let { pairs, selected } = addPoint([], [10, 20]);
   assert.deepEqual(selected, { index: 0, role: "handle" });

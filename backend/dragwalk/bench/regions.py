@@ -81,7 +81,7 @@ def _render_walks(generator: Generator, latent: Latent, dset: DirectionSet, indi
     moved = [apply_walks(generator, latent, [Walk(dset, i, a)]) for i, a in zip(indices, amounts)]
     offsets = {k: torch.cat([m.offsets[k] for m in moved]) for k in moved[0].offsets}
     with torch.no_grad():
-        return generator.render(Latent(moved[0].space, torch.cat([m.code for m in moved]), offsets))
+        return generator.render(moved[0].derive(torch.cat([m.code for m in moved]), offsets))
 
 
 def matched_amounts(generator: Generator, latent: Latent, dset: DirectionSet, indices: list[int],

@@ -32,14 +32,14 @@ def image_jacobian(generator: Generator, latent: Latent, space: str,
     exactly what a walk applies.
     """
     base = as_latent_code(generator, latent.detach(), space)
-    base = Latent(base.space, base.code[:1], {k: v[:1] for k, v in base.offsets.items()})
+    base = base.derive(base.code[:1], {k: v[:1] for k, v in base.offsets.items()})
     dim = int(base.code.shape[-1])
     zero = torch.zeros(1, dim, device=base.code.device)
 
     def render(v: Tensor) -> Tensor:
         code = add_direction(base.code.expand(v.shape[0], *base.code.shape[1:]), v if base.code.dim() == 2
                              else v[:, None, :], layers)
-        return generator.render(Latent(base.space, code, _expand_offsets(base, v.shape[0])))
+        return generator.render(base.derive(code, _expand_offsets(base, v.shape[0])))
 
     eye = torch.eye(dim, device=zero.device)
     with torch.no_grad():

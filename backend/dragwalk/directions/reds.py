@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..models.base import Generator, Latent
+from ..models.base import Generator, Latent, as_hw
 from .base import DirectionSet, edit_space, layer_range, projected_std
 from .jacobian import image_jacobian, weighted_gram
 from . import reds_spatial
@@ -39,8 +39,9 @@ from .rayleigh import generalized_directions, rayleigh_directions  # noqa: F401 
 PARAMS = ("num", "beta_f", "beta_c", "layers", "solver")
 
 
-def region_weights(mask: Any, resolution: int) -> Tensor:
-    """An ``H x W`` mask (any size, 1 = region) as per-pixel weights in ``[0, 1]`` at ``resolution``."""
+def region_weights(mask: Any, resolution: Any) -> Tensor:
+    """An ``H x W`` mask (any size, 1 = region) as per-pixel weights in ``[0, 1]`` at ``resolution``
+    (a side, or ``(height, width)``)."""
     m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
     if m.dim() == 3 and m.shape[0] == 1:
         m = m[0]
@@ -48,8 +49,8 @@ def region_weights(mask: Any, resolution: int) -> Tensor:
         raise ValueError(f"region mask must be a 2-D H x W array, got shape {tuple(m.shape)}")
     if not torch.isfinite(m).all():
         raise ValueError("region mask contains NaN or infinite values")
-    if tuple(m.shape) != (resolution, resolution):
-        m = F.interpolate(m[None, None], size=(resolution, resolution), mode="area")[0, 0]
+    if tuple(m.shape) != as_hw(resolution):
+        m = F.interpolate(m[None, None], size=as_hw(resolution), mode="area")[0, 0]
     m = m.clamp(0, 1)
     area = float(m.mean())
     if area <= 0.0 or area >= 1.0:
@@ -77,8 +78,12 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
     rows = layer_range(generator, layers)
     if latent is None:
         latent = generator.sample(int(seed))
-    weights = region_weights(mask, generator.resolution)
+    weights = region_weights(mask, generator.image_size)
     if offsets not in (None, "none", ""):
+        height, width = generator.image_size
+        if height != width:
+            raise ValueError(f"{generator.name}: region offsets need a square model for now "
+                             f"({width}x{height}); use offsets 'none' (REDs over the latent code)")
         return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed,
                                     realism)
     _, jac = image_jacobian(generator, latent, space, rows)

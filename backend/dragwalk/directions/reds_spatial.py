@@ -50,11 +50,11 @@ def _renderers(generator: Generator, base: Latent, layer: str):
     def with_offset(offset: Tensor) -> Tensor:
         offsets = dict(base.offsets)
         offsets[layer] = offsets[layer] + offset[None] if layer in offsets else offset[None]
-        return generator.render(Latent(base.space, base.code, offsets))[0]
+        return generator.render(base.derive(base.code, offsets))[0]
 
     def with_code(dz: Tensor) -> Tensor:
         code = base.code + (dz if base.code.dim() == 2 else dz[None, :])
-        return generator.render(Latent(base.space, code, dict(base.offsets)))[0]
+        return generator.render(base.derive(code))[0]
 
     return with_offset, with_code
 
@@ -198,7 +198,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     channels = max(1, min(int(channels), BUDGET // cells.numel()))
     space = edit_space(generator)
     base = as_latent_code(generator, latent.detach(), space)
-    base = Latent(base.space, base.code[:1], {k: v[:1] for k, v in base.offsets.items()})
+    base = base.derive(base.code[:1], {k: v[:1] for k, v in base.offsets.items()})
     basis = channel_basis(generator, layer, channels, seed=seed)
     jac = spatial_jacobian(generator, base, layer, cells, basis.vectors, bool(joint))
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)

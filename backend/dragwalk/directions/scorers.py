@@ -106,7 +106,7 @@ def score_latents(generator, latents, batch: int = 64) -> dict[str, np.ndarray]:
     n = latents.batch
     for start in range(0, n, batch):
         checkpoint()
-        chunk = Latent(latents.space, latents.code[start:start + batch],
-                       {k: v[start:start + batch] for k, v in latents.offsets.items()})
+        chunk = latents.derive(latents.code[start:start + batch],
+                               {k: v[start:start + batch] for k, v in latents.offsets.items()})
         parts.append(score_images(generator.render(chunk).cpu()))
     return {name: np.concatenate([p[name] for p in parts]) for name in SCORERS}

@@ -105,7 +105,7 @@ def add_offset_steps(latent: Latent, walk: Walk) -> Latent:
     for layer, values in parts.items():
         step = (factor * values[walk.index]).to(latent.code)[None]
         offsets[layer] = offsets[layer] + step if layer in offsets else step.expand(latent.batch, *step.shape[1:]).clone()
-    return Latent(latent.space, latent.code, offsets)
+    return latent.derive(latent.code, offsets)
 
 
 def project_onto_span(previous: Tensor, basis: Tensor) -> Tensor | None:
@@ -163,7 +163,7 @@ def _grouped(generator: Generator, latent: Latent, walk: Walk) -> Latent:
     offset = (after - before) * mask.reshape(1, -1, *([1] * (after.dim() - 2)))
     offsets = dict(latent.offsets)
     offsets[layer] = offsets[layer] + offset if layer in offsets else offset
-    return Latent(latent.space, code, offsets)
+    return latent.derive(code, offsets)
 
 
 def apply_walks(generator: Generator, base_latent: Latent, walks: Iterable[Walk]) -> Latent:

@@ -30,9 +30,12 @@ from .run import DragRun, DragStep
 
 
 def batch_key(run: DragRun) -> Hashable:
-    """Runs with equal keys can step together: same network, feature layer, precision and latent shape."""
+    """Runs with equal keys can step together: same network, feature layer, precision, latent
+    shape and generator settings (a batch renders with one noise mode and class; sessions whose
+    settings differ step one after the other instead, each with its own)."""
     latent = run.variables.latent()
-    return (id(run.generator), run.feature_layer, run.precision, latent.space, tuple(latent.code.shape[1:]))
+    return (id(run.generator), run.feature_layer, run.precision, latent.space, tuple(latent.code.shape[1:]),
+            latent.settings)
 
 
 def stack_latents(latents: Sequence[Latent]) -> Latent:
@@ -42,13 +45,15 @@ def stack_latents(latents: Sequence[Latent]) -> Latent:
     for latent in latents:
         if latent.space != first.space:
             raise ValueError(f"cannot batch a {latent.space!r} latent with a {first.space!r} one")
+        if latent.settings != first.settings:
+            raise ValueError("cannot batch latents whose generator settings differ (class, noise, cutoff)")
         for name in latent.offsets:
             names.setdefault(name, latent)
     offsets = {}
     for name, owner in names.items():
         template = owner.offsets[name]
         offsets[name] = torch.cat([lat.offsets.get(name, torch.zeros_like(template)) for lat in latents])
-    return Latent(first.space, torch.cat([lat.code for lat in latents]), offsets)
+    return first.derive(torch.cat([lat.code for lat in latents]), offsets)
 
 
 def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False) -> list[DragStep]:

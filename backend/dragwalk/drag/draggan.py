@@ -78,7 +78,7 @@ class DragGAN(DragMethod):
 
     def start(self, features: Tensor, handles: Tensor) -> None:
         # first-frame features at the handle (and around it, with a patch): [K, P, C]
-        self.templates = fx.sample(features, handles[:, None, :] + self.patch, self.ctx.resolution)
+        self.templates = fx.sample(features, handles[:, None, :] + self.patch, self.ctx.image_hw)
 
     def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
         assert self.templates is not None, "start() must run before track()"
@@ -90,13 +90,13 @@ class DragGAN(DragMethod):
             offsets = fx.subpixel_argmin(costs, self.n_window, 1.0)
         else:
             offsets = self.window[costs.argmin(dim=1)]
-        return (handles + offsets).clamp(0, self.ctx.resolution - 1)
+        return self.ctx.clamp(handles + offsets)
 
     def match_costs(self, features: Tensor, handles: Tensor) -> Tensor:
         """Distance (L1 or L2 over channels, see ``distance``) of every window position's features
         to the first-frame template, averaged over the patch: ``[K, W]``."""
         candidates = handles[:, None, None, :] + self.window[None, :, None, :] + self.patch[None, None]
-        feats = fx.sample(features, candidates, self.ctx.resolution)  # [K, W, P, C]
+        feats = fx.sample(features, candidates, self.ctx.image_hw)  # [K, W, P, C]
         diff = feats - self.templates[:, None]
         dist = diff.abs().sum(dim=3) if self.values["distance"] == 1 else diff.norm(dim=3)
         return dist.mean(dim=2)
@@ -112,10 +112,10 @@ class DragGAN(DragMethod):
         d = delta / dist * torch.clamp(dist, max=self.values["step"])
         q = h[:, None, :] + self.disc[None]                              # [K, M, 2]
         goal = self.goal(features, q, active)
-        ahead = fx.sample(features, q + d[:, None, :], self.ctx.resolution)
+        ahead = fx.sample(features, q + d[:, None, :], self.ctx.image_hw)
         return (ahead - goal).abs().mean(dim=(1, 2)).sum()
 
     def goal(self, features: Tensor, q: Tensor, active: Tensor) -> Tensor:
         """What the features one step ahead are pulled onto: DragGAN's *detached* current
         features at ``q``, so only moving the content forward lowers the loss."""
-        return fx.sample(features.detach(), q, self.ctx.resolution)      # stop-gradient
+        return fx.sample(features.detach(), q, self.ctx.image_hw)      # stop-gradient

@@ -10,22 +10,30 @@ for any position (sub-pixel tracking needs fractional reads anyway).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..models.base import as_hw
 
-def to_grid(points: Tensor, resolution: int) -> Tensor:
-    """Image pixel coordinates ``[..., 2]`` -> ``grid_sample`` coordinates in ``[-1, 1]``.
+
+def to_grid(points: Tensor, resolution: int | Sequence[int]) -> Tensor:
+    """Image pixel coordinates ``[..., 2]`` (x, y) -> ``grid_sample`` coordinates in ``[-1, 1]``,
+    on an image of side ``resolution`` or ``(height, width)``.
 
     Pixel centres sit at integer coordinates, so pixel ``i`` spans ``[i - 0.5, i + 0.5]``;
     with ``align_corners=False`` this is the same physical point on every map size.
     """
-    return (points + 0.5) * (2.0 / resolution) - 1.0
+    height, width = as_hw(resolution)
+    if height == width:
+        return (points + 0.5) * (2.0 / width) - 1.0
+    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=points.dtype, device=points.device)
+    return (points + 0.5) * scale - 1.0
 
 
-def sample(features: Tensor, points: Tensor, resolution: int) -> Tensor:
+def sample(features: Tensor, points: Tensor, resolution: int | Sequence[int]) -> Tensor:
     """Bilinear feature vectors at ``points`` (``[..., 2]`` image px) -> ``[..., C]``.
 
     ``features`` is ``[1, C, h, w]``; positions outside the image read the border.
@@ -95,12 +103,15 @@ def mask_term(features: Tensor, reference: Tensor, keep: Tensor) -> Tensor:
     return ((features - reference).abs() * keep).mean()
 
 
-def resize_mask(mask: Tensor, size: int) -> Tensor:
-    """A ``[1, 1, H, W]`` image-resolution mask resized to a ``size`` x ``size`` feature map (area average)."""
-    if mask.shape[-1] == size:
+def resize_mask(mask: Tensor, size: int | Sequence[int]) -> Tensor:
+    """A ``[1, 1, H, W]`` image-resolution mask resized to a feature map of side ``size`` or
+    ``(h, w)`` (area average)."""
+    hw = as_hw(size)
+    if tuple(mask.shape[-2:]) == hw:
         return mask
-    return F.interpolate(mask, size=(size, size), mode="area" if mask.shape[-1] > size else "bilinear",
-                         align_corners=None if mask.shape[-1] > size else False)
+    shrink = mask.shape[-1] > hw[1]
+    return F.interpolate(mask, size=hw, mode="area" if shrink else "bilinear",
+                         align_corners=None if shrink else False)
 
 
 def binomial_blur(features: Tensor, passes: int = 1) -> Tensor:

@@ -31,10 +31,14 @@ the radius until the field is one-to-one and moves nothing further than asked.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..models.base import as_hw
+from .features import to_grid
 
 FIELD_KINDS = ("rbf", "mls")
 #: sigma / longest drag: keeps the field's slope under 0.5, far from folding
@@ -67,7 +71,8 @@ def narrowest_sigma(handles: Tensor, targets: Tensor, floor: float = 0.0) -> flo
     return max(SIGMA_PER_SPACING * _spacing(handles, targets - handles), float(floor))
 
 
-def healthy_field(handles: Tensor, targets: Tensor, size: int, resolution: int, sigma: float,
+def healthy_field(handles: Tensor, targets: Tensor, size: int | Sequence[int], resolution: int | Sequence[int],
+                  sigma: float,
                   kind: str = "rbf", region: Tensor | None = None, floor: float = 0.0) -> tuple[Tensor, float]:
     """The widest field up to ``sigma`` that neither folds (``det(I - grad u) > 0.2``) nor moves
     anything further than 1.1 times the longest drag, narrowing by steps of 0.8 down to
@@ -81,7 +86,7 @@ def healthy_field(handles: Tensor, targets: Tensor, size: int, resolution: int, 
     while True:
         u = displacement_field(handles, targets, size, resolution, sigma, kind, region)
         ok = float(u.norm(dim=-1).max()) <= 1.1 * longest + 1e-3
-        if ok and size > 2:
+        if ok and min(as_hw(size)) > 2:
             ok = float(jacobian_determinant(u, resolution).min()) > 0.2
         if ok or sigma <= lowest:
             return u, sigma
@@ -101,14 +106,17 @@ def _spacing(handles: Tensor, motion: Tensor) -> float:
     return float(dist[strained].min())
 
 
-def cell_centres(size: int, resolution: int, device: torch.device | str = "cpu") -> Tensor:
-    """Image-px coordinates ``[size, size, 2]`` (x, y) of the cell centres of a ``size`` map.
+def cell_centres(size: int | Sequence[int], resolution: int | Sequence[int],
+                 device: torch.device | str = "cpu") -> Tensor:
+    """Image-px coordinates ``[h, w, 2]`` (x, y) of the cell centres of a map of side ``size`` or
+    ``(h, w)``, on an image of side ``resolution`` or ``(H, W)`` (the same scale on both axes).
 
     Same convention as :func:`dragwalk.drag.features.to_grid`: pixel centres are integers.
     """
-    scale = resolution / size
-    c = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) * scale - 0.5
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    (h, w), (height, width) = as_hw(size), as_hw(resolution)
+    cy = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) * (height / h) - 0.5
+    cx = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) * (width / w) - 0.5
+    yy, xx = torch.meshgrid(cy, cx, indexing="ij")
     return torch.stack([xx, yy], dim=-1)
 
 
@@ -171,9 +179,10 @@ def _step_field(points: Tensor, handles: Tensor, targets: Tensor, sigma: float, 
     return (points - deformed) * envelope(points, targets, sigma)[..., None]
 
 
-def displacement_field(handles: Tensor, targets: Tensor, size: int, resolution: int, sigma: float,
-                       kind: str = "rbf", region: Tensor | None = None, substeps: int | None = None) -> Tensor:
-    """Backward displacement in image px on a ``size x size`` grid: ``[size, size, 2]``.
+def displacement_field(handles: Tensor, targets: Tensor, size: int | Sequence[int], resolution: int | Sequence[int],
+                       sigma: float, kind: str = "rbf", region: Tensor | None = None,
+                       substeps: int | None = None) -> Tensor:
+    """Backward displacement in image px on a ``size x size`` (or ``(h, w)``) grid: ``[h, w, 2]``.
 
     The motion is split into ``substeps`` equal steps (default: each at most half a radius
     long) whose backward maps are composed exactly at the grid points: the output reads the
@@ -198,17 +207,18 @@ def displacement_field(handles: Tensor, targets: Tensor, size: int, resolution: 
     return u
 
 
-def jacobian_determinant(field: Tensor, resolution: int) -> Tensor:
+def jacobian_determinant(field: Tensor, resolution: int | Sequence[int]) -> Tensor:
     """``det(I - grad u)`` of the backward map ``v - u(v)`` on the grid's inner cells: ``<= 0``
     where the warp folds over itself."""
-    step = resolution / field.shape[0]
+    step = as_hw(resolution)[0] / field.shape[0]               # cells are square in image px
     dx = (field[1:-1, 2:] - field[1:-1, :-2]) / (2 * step)     # d u / d x  [.., 2]
     dy = (field[2:, 1:-1] - field[:-2, 1:-1]) / (2 * step)     # d u / d y
     return (1 - dx[..., 0]) * (1 - dy[..., 1]) - dy[..., 0] * dx[..., 1]
 
 
-def warp(features: Tensor, field: Tensor, resolution: int, mode: str = "bicubic") -> Tensor:
-    """``out(v) = features(v - field(v))``; ``features`` is ``[N, C, s, s]``.
+def warp(features: Tensor, field: Tensor, resolution: int | Sequence[int], mode: str = "bicubic") -> Tensor:
+    """``out(v) = features(v - field(v))``; ``features`` is ``[N, C, h, w]``, on an image of side
+    ``resolution`` or ``(H, W)``.
 
     ``field`` is in image px at the map's own cells (see :func:`displacement_field`).
     Outside the image the border is read, so edges never turn black. Bicubic by default:
@@ -216,18 +226,16 @@ def warp(features: Tensor, field: Tensor, resolution: int, mode: str = "bicubic"
     reads between cells blur thin parts such as an eyelid; measured on the default model
     bicubic moved content a little further and lost fewer faces (semantic drags, 6 faces).
     """
-    size = features.shape[-1]
-    grid = cell_centres(size, resolution, features.device) - field.to(features.device)
-    norm = (grid + 0.5) * (2.0 / resolution) - 1.0
+    grid = cell_centres(tuple(features.shape[-2:]), resolution, features.device) - field.to(features.device)
+    norm = to_grid(grid, resolution)
     norm = norm.to(features.dtype)[None].expand(features.shape[0], -1, -1, -1)
     return F.grid_sample(features, norm, mode=mode, padding_mode="border", align_corners=False)
 
 
-def largest_slope(field: Tensor, resolution: int) -> float:
+def largest_slope(field: Tensor, resolution: int | Sequence[int]) -> float:
     """Largest absolute entry of the field's Jacobian (px per px); >= 1 means the warp folds."""
-    size = field.shape[0]
-    step = resolution / size
-    gx = (field[:, 1:] - field[:, :-1]).abs().amax() / step if size > 1 else field.new_zeros(())
-    gy = (field[1:] - field[:-1]).abs().amax() / step if size > 1 else field.new_zeros(())
+    step = as_hw(resolution)[0] / field.shape[0]
+    gx = (field[:, 1:] - field[:, :-1]).abs().amax() / step if field.shape[1] > 1 else field.new_zeros(())
+    gy = (field[1:] - field[:-1]).abs().amax() / step if field.shape[0] > 1 else field.new_zeros(())
     return float(torch.maximum(gx, gy))
 

@@ -82,7 +82,7 @@ class FreeDrag(DragMethod):
     # ----------------------------------------------------------------- helpers
     def _read(self, features: Tensor, points: Tensor) -> Tensor:
         """Template-shaped samples at ``points`` ``[..., 2]`` -> ``[..., 9, C]``."""
-        return fx.sample(features, points[..., None, :] + self.grid, self.ctx.resolution)
+        return fx.sample(features, points[..., None, :] + self.grid, self.ctx.image_hw)
 
     def _distance(self, samples: Tensor) -> Tensor:
         """Relative mean L1 distance of samples ``[K, ..., 9, C]`` to the templates."""
@@ -139,7 +139,7 @@ class FreeDrag(DragMethod):
             reach = min(d_max, dist)
             steps = -d_max + torch.arange(0, n + 1, device=p.device, dtype=p.dtype) / n * (d_max + reach)
             pick = "best"
-        cands = (p[None] + steps[:, None] * direction[None]).clamp(0, self.ctx.resolution - 1)
+        cands = self.ctx.clamp(p[None] + steps[:, None] * direction[None])
         samples = self._read(features, cands)                               # [n, 9, C]
         cost = (samples - self.template[k][None]).abs().mean(dim=(1, 2)) / self.scale[k]
         index = (cost - l).abs().argmin() if pick == "fuzzy" else cost.argmin()

@@ -44,9 +44,23 @@ class Param:
 class MethodContext:
     """What a method may know about the run: sizes, never the architecture."""
 
-    resolution: int          # image side in px
-    feature_size: int        # feature map side
+    resolution: int          # image side in px (the longer side: radii scale with it)
+    feature_size: int        # feature map side (the longer side)
     device: torch.device
+    #: (height, width) of the image and of the feature map: points live in the first
+    image_hw: tuple[int, int] = (0, 0)
+    feature_hw: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.image_hw == (0, 0):
+            self.image_hw = (self.resolution, self.resolution)
+        if self.feature_hw == (0, 0):
+            self.feature_hw = (self.feature_size, self.feature_size)
+
+    def clamp(self, points: Tensor) -> Tensor:
+        """``points`` ``[..., 2]`` (x, y) kept on the image (pixel centres)."""
+        height, width = self.image_hw
+        return torch.stack([points[..., 0].clamp(0, width - 1), points[..., 1].clamp(0, height - 1)], dim=-1)
 
 
 def model_defaults(generator: Any, method: str) -> dict[str, float]:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..models.base import as_hw
+
 Point = tuple[float, float]
 
 
@@ -85,31 +87,33 @@ def _as_points(points: Any, what: str) -> list[Point]:
     return out
 
 
-def validate_points(handles: Any, targets: Any, resolution: int, allow_empty: bool = False
+def validate_points(handles: Any, targets: Any, resolution: int | Sequence[int], allow_empty: bool = False
                     ) -> tuple[list[Point], list[Point]]:
-    """Check handle/target lists against an image of side ``resolution``.
+    """Check handle/target lists against an image of side ``resolution`` (or ``(height, width)``).
 
     Refuses empty lists (unless ``allow_empty``: an editor may clear its points), mismatched
-    counts, non-finite values and points outside ``[0, resolution - 1]`` (the centres of the
-    first and last pixel).
+    counts, non-finite values and points outside ``[0, width - 1] x [0, height - 1]`` (the
+    centres of the first and last pixel).
     """
     hs, ts = _as_points(handles, "handles"), _as_points(targets, "targets")
     if not hs and not (allow_empty and not ts):
         raise PointError("no handle points given: a drag needs at least one handle -> target pair")
     if len(hs) != len(ts):
         raise PointError(f"{len(hs)} handle(s) but {len(ts)} target(s): each handle needs exactly one target")
-    limit = resolution - 1
+    height, width = as_hw(resolution)
     for kind, pts in (("handle", hs), ("target", ts)):
         for i, (x, y) in enumerate(pts):
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise PointError(f"{kind} {i + 1} is not a finite number: ({x}, {y})")
-            if not (0 <= x <= limit and 0 <= y <= limit):
-                raise PointError(f"{kind} {i + 1} ({x:g}, {y:g}) is outside the {resolution}x{resolution} "
-                                 f"image (x and y must be within 0..{limit})")
+            if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+                within = (f"x and y must be within 0..{width - 1}" if width == height
+                          else f"x must be within 0..{width - 1}, y within 0..{height - 1}")
+                raise PointError(f"{kind} {i + 1} ({x:g}, {y:g}) is outside the {width}x{height} "
+                                 f"image ({within})")
     return hs, ts
 
 
-def validate_mask(mask: Any, resolution: int, device: torch.device | str = "cpu") -> Tensor | None:
+def validate_mask(mask: Any, resolution: int | Sequence[int], device: torch.device | str = "cpu") -> Tensor | None:
     """A mask as a float tensor ``[1, 1, H, W]`` (1 = may change), or ``None`` for no mask.
 
     Accepts numpy arrays, torch tensors (bool or numeric, ``H x W`` or with leading
@@ -128,9 +132,9 @@ def validate_mask(mask: Any, resolution: int, device: torch.device | str = "cpu"
     m = mask.detach().to(torch.float32)
     while m.dim() > 2 and m.shape[0] == 1:
         m = m[0]
-    if tuple(m.shape) != (resolution, resolution):
-        raise PointError(f"mask has shape {tuple(mask.shape)}, expected ({resolution}, {resolution}) "
-                         "(model resolution, 1 = may change)")
+    if tuple(m.shape) != as_hw(resolution):
+        raise PointError(f"mask has shape {tuple(mask.shape)}, expected {as_hw(resolution)} "
+                         "(the model's height and width, 1 = may change)")
     if not torch.isfinite(m).all():
         raise PointError("mask contains NaN or infinite values")
     if m.min() < 0 or m.max() > 1:

@@ -76,11 +76,11 @@ class DragRun:
         self.generator = generator
         self.config = config if config is not None else DragConfig()
         res = generator.resolution
-        hs, ts = validate_points(handles, targets, res)
+        hs, ts = validate_points(handles, targets, generator.image_size)
         self.device = generator.device
         self.precision = check_precision(self.config.precision, self.device)
         self.scaler = grad_scaler(self.device, self.precision)
-        self.mask = validate_mask(mask, res, self.device)
+        self.mask = validate_mask(mask, generator.image_size, self.device)
         method_cls = METHODS[self.config.method]
         self.feature_layer = self.config.feature_layer or generator.default_feature_layer
         info = generator.layer(self.feature_layer)
@@ -89,7 +89,8 @@ class DragRun:
             raise ValueError(f"unknown drag mode {self.mode!r} for {generator.name} "
                              f"(known: {', '.join(generator.drag_modes)})")
         tuned = model_defaults(generator, method_cls.name)
-        self.method: DragMethod = method_cls(MethodContext(res, info.size, self.device), self.config.params, tuned)
+        self.method: DragMethod = method_cls(MethodContext(res, info.size, self.device, generator.image_size,
+                                                                     info.hw), self.config.params, tuned)
         self.lr = self.config.lr if self.config.lr is not None else float(tuned.get("lr", method_cls.lr))
         self.lambda_mask = (self.config.lambda_mask if self.config.lambda_mask is not None
                             else float(tuned.get("lambda_mask", method_cls.lambda_mask)))
@@ -111,7 +112,7 @@ class DragRun:
         self._keep = None
         # as in DragGAN, a mask that is all "may change" (or all "keep") adds no term
         if self.mask is not None and float(self.mask.max() - self.mask.min()) > 0:
-            self._keep = 1.0 - fx.resize_mask(self.mask, first.shape[-1])
+            self._keep = 1.0 - fx.resize_mask(self.mask, tuple(first.shape[-2:]))
         self._reference = first.detach()                  # F0 for the mask term
         self._move_to(start)
         self._begin(first, owned(out.image))
@@ -185,9 +186,9 @@ class DragRun:
                 self._warp = (latent, features, field)
             offsets = dict(latent.offsets)
             for name, value in carried.items():     # all at the layer's size (Generator.carried)
-                moved = fd.warp(value, field, self.generator.resolution)
+                moved = fd.warp(value, field, self.generator.image_size)
                 offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved - value)
-        return Latent(latent.space, latent.code, offsets)
+        return latent.derive(latent.code, offsets)
 
     def _begin(self, features: Tensor, image: Tensor) -> None:
         """Take the current points from the shown latent, whose feature-layer activation is
@@ -240,7 +241,7 @@ class DragRun:
         The mask keeps pulling towards the features of the drag's first frame; the step
         budget (``max_steps``) starts again.
         """
-        hs, ts = validate_points(handles, targets, self.generator.resolution)
+        hs, ts = validate_points(handles, targets, self.generator.image_size)
         self._handles = torch.tensor(hs, dtype=torch.float32, device=self.device)
         self._targets = torch.tensor(ts, dtype=torch.float32, device=self.device)
         if self.config.stop_distance is None:   # the default depends on the number of points

@@ -78,7 +78,7 @@ class TemplateDrag(DragGAN):
 
     def start(self, features: Tensor, handles: Tensor) -> None:
         super().start(features, handles)
-        self.anchor_templates = fx.sample(features, handles[:, None, :] + self.disc, self.ctx.resolution)
+        self.anchor_templates = fx.sample(features, handles[:, None, :] + self.disc, self.ctx.image_hw)
         self.confidence = torch.ones(handles.shape[0], device=handles.device)
 
     def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
@@ -91,7 +91,7 @@ class TemplateDrag(DragGAN):
     def goal(self, features: Tensor, q: Tensor, active: Tensor) -> Tensor:
         """A blend of the first-frame template and the detached current features at ``q``:
         the template alone where tracking was unsure (confidence under ``min_confidence``)."""
-        current = fx.sample(features.detach(), q, self.ctx.resolution)
+        current = fx.sample(features.detach(), q, self.ctx.image_hw)
         w = torch.full((q.shape[0],), self.values["anchor"], device=q.device)
         w = torch.where(self.confidence[active] < self.values["min_confidence"], torch.ones_like(w), w)
         return w[:, None, None] * self.anchor_templates[active] + (1 - w[:, None, None]) * current

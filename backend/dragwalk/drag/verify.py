@@ -108,7 +108,7 @@ def _match(before: Tensor, after: Tensor, side: int, point: Sequence[float], sea
 def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Tensor,
                     stop_distance: float) -> Arrival:
     """Check every pair: ``before``/``after`` are ``[1, 3, H, W]`` images, points ``[K, 2]`` px."""
-    res = before.shape[-1]
+    side, res = before.shape[-1], max(before.shape[-2:])     # the scale comes from the width
     a, b = upscaled(grey(before)), upscaled(grey(after))     # once for all pairs
     found, error, arrived = [], [], []
     for h, t in zip(handles.detach().cpu(), targets.detach().cpu()):
@@ -119,7 +119,7 @@ def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Ten
             error.append(gap)
             arrived.append(True)
             continue
-        where = _match(a, b, res, h.tolist(), search_radius(gap, tol, res), None)
+        where = _match(a, b, side, h.tolist(), search_radius(gap, tol, res), None)
         err = float((where - t).norm())
         found.append((float(where[0]), float(where[1])))
         error.append(err)

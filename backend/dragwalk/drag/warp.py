@@ -60,10 +60,10 @@ class WarpDrag(TemplateDrag):
         return 1 + int(self.values["refine"])
 
     def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
-        size = self.ctx.feature_size
-        floor = self.ctx.resolution / size          # one feature cell: nothing finer can show
+        size = self.ctx.feature_hw
+        floor = self.ctx.resolution / self.ctx.feature_size   # one feature cell: nothing finer can show
         sigma = fd.field_sigma(handles, targets, self.base_sigma, floor)
         region = None if keep is None else 1.0 - keep
         kind = fd.FIELD_KINDS[int(self.values["field"])]
-        field, _ = fd.healthy_field(handles, targets, size, self.ctx.resolution, sigma, kind, region, floor)
+        field, _ = fd.healthy_field(handles, targets, size, self.ctx.image_hw, sigma, kind, region, floor)
         return field

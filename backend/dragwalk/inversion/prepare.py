@@ -25,7 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..imaging import from_uint8, to_uint8
-from ..models.base import Generator
+from ..models.base import Generator, as_hw
 from .photo import MAX_UPLOAD_BYTES, PhotoError, decode_photo, to_rgb
 
 log = logging.getLogger(__name__)
@@ -149,12 +149,19 @@ def align_to_template(image: Image.Image, landmarks: np.ndarray, template: np.nd
     return warped.resize((resolution, resolution), Image.LANCZOS)
 
 
-def centre_crop(image: Image.Image, resolution: int) -> Image.Image:
-    """The largest centred square, resized to ``resolution`` (the fallback framing)."""
+def centre_crop(image: Image.Image, resolution: int | tuple[int, int]) -> Image.Image:
+    """The largest centred box of the model's aspect (a square, or ``(height, width)``), resized
+    to it (the fallback framing)."""
+    out_h, out_w = as_hw(resolution)
     width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return image.resize((resolution, resolution), Image.LANCZOS, box=(left, top, left + side, top + side),
+    if out_h == out_w:
+        box_w = box_h = min(width, height)
+        left, top = (width - box_w) // 2, (height - box_h) // 2
+    else:
+        scale = min(width / out_w, height / out_h)
+        box_w, box_h = out_w * scale, out_h * scale
+        left, top = (width - box_w) / 2, (height - box_h) / 2
+    return image.resize((out_w, out_h), Image.LANCZOS, box=(left, top, left + box_w, top + box_h),
                         reducing_gap=3.0)
 
 
@@ -179,13 +186,13 @@ def prepare_photo_info(image: Image.Image | bytes | str | Path, generator: Gener
     """Like :func:`prepare_photo`, also saying whether a face was found and aligned."""
     photo = load_image(image)
     resolution = generator.resolution
-    if align_face:
+    if align_face and generator.image_size[0] == generator.image_size[1]:   # the face template is square
         template = face_template(generator)
         landmarks = detect_landmarks(photo) if template is not None else None
         if template is not None and landmarks is not None:
             framed = align_to_template(photo, landmarks, template, resolution)
             return PreparedPhoto(from_uint8(np.array(framed), generator.device), True, landmarks)
-    framed = centre_crop(photo, resolution)
+    framed = centre_crop(photo, generator.image_size)
     return PreparedPhoto(from_uint8(np.array(framed), generator.device), False)
 
 

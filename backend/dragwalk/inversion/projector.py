@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..models.base import Generator, Latent
+from ..models.base import Generator, Latent, Settings
 from .config import InversionConfig, InversionProgress, InversionResult
 from .losses import FeatureNet, psnr, reconstruction_loss, ssim
 from .pti import freeze, locality_latents, locality_loss, tunable_copy
@@ -55,12 +55,15 @@ class Inversion:
     also be called early (after a cancel) and returns the best latent so far.
     """
 
-    def __init__(self, generator: Generator, target: Tensor, config: InversionConfig | None = None):
+    def __init__(self, generator: Generator, target: Tensor, config: InversionConfig | None = None,
+                 settings: Settings | None = None):
         self.generator = generator
         self.config = config or InversionConfig()
-        res = generator.resolution
-        if target.dim() != 4 or target.shape[0] != 1 or tuple(target.shape[1:]) != (3, res, res):
-            raise ValueError(f"target must be [1, 3, {res}, {res}], got {list(target.shape)}")
+        #: the session's class, noise and cutoff: every latent tried is rendered with them
+        self.settings = generator.check_settings(settings)
+        height, width = generator.image_size
+        if target.dim() != 4 or target.shape[0] != 1 or tuple(target.shape[1:]) != (3, height, width):
+            raise ValueError(f"target must be [1, 3, {height}, {width}], got {list(target.shape)}")
         self.target = target.detach().to(generator.device, torch.float32)
         self.space = self.config.space or generator.default_space
         if self.space not in generator.latent_spaces:
@@ -92,14 +95,15 @@ class Inversion:
     def _initial_latents(self) -> Latent:
         """The ``restarts`` best of ``init_samples`` random latents, by reconstruction loss."""
         cfg = self.config
-        pool = self.generator.sample_codes(cfg.init_samples, seed=cfg.seed, space=self.space)
+        pool = self.generator.sample_codes(cfg.init_samples, seed=cfg.seed, space=self.space,
+                                            settings=self.settings)
         losses = []
         for start in range(0, cfg.init_samples, _INIT_CHUNK):
-            chunk = Latent(pool.space, pool.code[start:start + _INIT_CHUNK])
+            chunk = pool.derive(pool.code[start:start + _INIT_CHUNK])
             images = self.generator.render(chunk)
             losses.append(reconstruction_loss(images, self.target.expand_as(images), self.weights, self.features))
         order = torch.cat(losses).argsort()[:cfg.restarts]
-        return Latent(pool.space, pool.code[order].clone())
+        return pool.derive(pool.code[order].clone())
 
     def _start_phase(self) -> None:
         """Create the trainable tensors and optimiser of the current phase."""
@@ -107,7 +111,8 @@ class Inversion:
         if self._phase == "code":
             self._code = self._best_latent.code.detach().clone().requires_grad_(True)
             self._params = [self._code]
-            self._build = lambda: Latent(self.space, self._code)
+            settings = self._best_latent.settings
+            self._build = lambda: Latent(self.space, self._code, settings=settings)
             self._base_lrs = [cfg.lr]
         elif self._phase == "offsets":
             variables = self.generator.drag_variables(self._best_latent, self.mode)
@@ -190,9 +195,9 @@ class Inversion:
             elif value < self._best_loss and self._phase != "pti":
                 # snapshot before the optimiser moves the tensors in place: this latent made this loss
                 self._best_loss = value
-                self._best_latent = Latent(current.space, current.code[best:best + 1].detach().clone(),
-                                           {k: v[best:best + 1].detach().clone()
-                                            for k, v in current.offsets.items()})
+                self._best_latent = current.derive(current.code[best:best + 1].detach().clone(),
+                                                   {k: v[best:best + 1].detach().clone()
+                                                    for k, v in current.offsets.items()})
         for param, grad in zip(self._params, grads):
             param.grad = grad
         self._optimizer.step()
@@ -233,8 +238,8 @@ class Inversion:
 
     def _top(self, latent: Latent) -> Latent:
         """The single best latent (phase 1 keeps the best element it saw)."""
-        return Latent(latent.space, latent.code[:1].detach().clone(),
-                      {k: v[:1].detach().clone() for k, v in latent.offsets.items()})
+        return latent.derive(latent.code[:1].detach().clone(),
+                             {k: v[:1].detach().clone() for k, v in latent.offsets.items()})
 
     @torch.no_grad()
     def _measure(self, generator: Generator, latent: Latent) -> tuple[float, float]:

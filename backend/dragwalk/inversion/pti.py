@@ -46,10 +46,10 @@ def locality_latents(generator: Generator, pivot: Latent, count: int, seed: int,
     The tuned copy is asked to keep rendering these as the original model did, so
     edits that move away from the pivot do not fall onto a damaged generator.
     """
-    samples = generator.sample_codes(count, seed=seed, space=pivot.space)
+    samples = generator.sample_codes(count, seed=seed, space=pivot.space, settings=pivot.settings)
     code = pivot.code.detach() + step_size * (samples.code.to(pivot.code.device) - pivot.code.detach())
     offsets = {k: v.detach().expand(count, *v.shape[1:]) for k, v in pivot.offsets.items()}
-    return Latent(pivot.space, code, offsets)
+    return pivot.derive(code, offsets)
 
 
 def locality_loss(tuned: Generator, original_images: Tensor, latents: Latent) -> Tensor:

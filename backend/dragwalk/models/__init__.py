@@ -1,7 +1,7 @@
 """Generator adapters behind one interface, and the loaders that build them."""
 
-from .base import DragVariables, Generator, LayerInfo, Latent, ModelError, Synthesis
+from .base import DragVariables, Generator, LayerInfo, Latent, ModelError, Settings, Synthesis
 from .registry import DEFAULT_MODEL, list_models, load_model, save_model
 
 __all__ = ["DEFAULT_MODEL", "DragVariables", "Generator", "LayerInfo", "Latent", "ModelError",
-           "Synthesis", "list_models", "load_model", "save_model"]
+           "Settings", "Synthesis", "list_models", "load_model", "save_model"]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..runtime import memory_format
-from .base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
+from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 
 
 class UpBlock(nn.Module):
@@ -108,11 +108,13 @@ class DCGANGenerator(Generator):
 
     # ----------------------------------------------------------------- latents
     def sample(self, seed: int, truncation: float = 1.0, space: str | None = None,
-               batch: int = 1) -> Latent:
+               batch: int = 1, settings: Settings | None = None) -> Latent:
+        """No classes, no noise inputs, no w+: only the default settings pass ``check_settings``."""
         if space not in (None, "z"):
             raise ValueError(f"{self.name} has only a 'z' latent space, not {space!r}")
+        settings = self.check_settings(settings)
         z = seeded_normal(seed, (batch, self.latent_dim)) * float(truncation)
-        return Latent("z", z.to(self.device))
+        return Latent("z", z.to(self.device), settings=settings)
 
     # ----------------------------------------------------------------- forward
     @property
@@ -123,6 +125,7 @@ class DCGANGenerator(Generator):
                    stop_at_feature: bool = False) -> Synthesis:
         if latent.space != "z":
             raise ValueError(f"{self.name} expects a 'z' latent, got {latent.space!r}")
+        self.check_settings(latent.settings)
         if feature_layer is not None:
             self.layer(feature_layer)  # validates the name
         for name in latent.offsets:
@@ -163,7 +166,7 @@ class DCGANGenerator(Generator):
                 offsets[name] = torch.zeros(latent.batch, info.channels, info.size, info.size,
                                             device=z.device, requires_grad=True)
         params = [z, *offsets.values()]
-        return DragVariables(params, lambda: Latent("z", z, dict(offsets)))
+        return DragVariables(params, lambda: Latent("z", z, dict(offsets), latent.settings))
 
     def first_linear_map(self, layers: Sequence[int] | None = None) -> Tensor:
         weight = self.blocks[0].conv.weight  # [nz, C, 4, 4]

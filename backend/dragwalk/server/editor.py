@@ -23,18 +23,30 @@ from .ops_drag import DragCommands
 from .ops_photo import InversionCommands
 from .ops_walk import DirectionCommands
 from ..drag.points import PointError
+from ..models.base import Settings
 from .session import HistoryError, decode_base64, mask_from_png
 
 
-def reseed_label(seed: int, truncation: float, space: str, gen: Any) -> str:
-    """"seed 5", with the truncation and latent space when they are not the plain ones, so two
-    reseeds that differ only there are told apart in the history."""
+def reseed_label(seed: int, truncation: float, space: str, gen: Any, settings: Settings | None = None) -> str:
+    """"seed 5", with the truncation, latent space, class and cutoff when they are not the plain
+    ones, so two reseeds that differ only there are told apart in the history."""
     parts = [f"seed {seed}"]
     if truncation != 1.0:
         parts.append(f"ψ {truncation:.2f}")
     if space != getattr(gen, "default_space", space):
         parts.append(space)
+    if settings is not None and settings.class_index is not None:
+        parts.append(f"class {settings.class_index}")
+    if settings is not None and settings.truncation_cutoff is not None:
+        parts.append(f"cutoff {settings.truncation_cutoff}")
     return " · ".join(parts)
+
+
+def noise_label(settings: Settings) -> str:
+    """The history line of a noise change."""
+    if settings.noise_mode == "random":
+        return f"noise: random, seed {settings.noise_seed}"
+    return f"noise: {settings.noise_mode}"
 
 
 class Editor(DragCommands, DirectionCommands, InversionCommands):
@@ -76,7 +88,7 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         else:
             try:
                 data = decode_base64(msg.mask, self.limits.message_bytes)
-                live.doc.set_mask(mask_from_png(data, live.doc.resolution))
+                live.doc.set_mask(mask_from_png(data, live.doc.image_size))
             except ValueError as exc:
                 raise ApiError("bad_request", f"mask: {exc}") from None
         self.hub.persist_soon(live)
@@ -106,22 +118,46 @@ class Editor(DragCommands, DirectionCommands, InversionCommands):
         gen = live.generator
         if msg.space is not None and msg.space not in gen.latent_spaces:
             raise ApiError("bad_request", f"model has no latent space {msg.space!r}")
+        base = live.doc.settings
+        try:
+            settings = gen.check_settings(base if msg.settings is None else msg.settings.settings(base))
+        except ValueError as exc:
+            raise ApiError("bad_request", f"settings: {exc}") from None
+
+        def sample() -> Any:
+            return gen.sample(msg.seed, truncation=msg.truncation, space=msg.space, settings=settings)
+
         if msg.preview:
             # a truncation slider being moved: the image it would give, to this page only
             def render() -> bytes:
                 with torch.no_grad():
-                    latent = gen.sample(msg.seed, truncation=msg.truncation, space=msg.space)
-                    return encode(gen.render(latent), "JPEG", self.hub.settings.jpeg_quality)
+                    return encode(gen.render(sample()), "JPEG", self.hub.settings.jpeg_quality)
             jpeg = await self.hub.scheduler.call(render, owner=live.id, name="reseed-preview")
             if client is not None:
                 client.offer_frame(KIND_WALK, 0, jpeg)
             return
         async with live.lock:
             await self.settle(live)
-            latent = await self.hub.scheduler.call(
-                lambda: gen.sample(msg.seed, truncation=msg.truncation, space=msg.space), owner=live.id)
-            live.doc.push("reseed", reseed_label(msg.seed, msg.truncation, latent.space, gen), latent,
-                          {"seed": msg.seed, "truncation": msg.truncation, "space": latent.space})
+            latent = await self.hub.scheduler.call(sample, owner=live.id)
+            live.doc.push("reseed", reseed_label(msg.seed, msg.truncation, latent.space, gen, settings), latent,
+                          {"seed": msg.seed, "truncation": msg.truncation, "space": latent.space,
+                           "settings": settings.to_dict()})
+            await self.committed(live)
+
+    async def on_set_noise(self, live: LiveSession, msg: Any, client: Any) -> None:
+        """The current image with another noise mode: a history entry with the same code (undo
+        puts the old noise back). Checked against the model before anything changes."""
+        self.refuse_while_inverting(live)
+        async with live.lock:
+            await self.settle(live)
+            current = live.doc.current
+            try:
+                settings = live.generator.check_settings(current.settings.replace(
+                    noise_mode=msg.noise_mode, noise_seed=msg.noise_seed))
+            except ValueError as exc:
+                raise ApiError("bad_request", f"noise: {exc}") from None
+            live.doc.push("noise", noise_label(settings), current.with_settings(settings),
+                          {"noise_mode": settings.noise_mode, "noise_seed": settings.noise_seed})
             await self.committed(live)
 
     async def on_cancel(self, live: LiveSession, msg: Any, client: Any) -> None:

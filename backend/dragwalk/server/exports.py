@@ -14,9 +14,14 @@ class ExportUnavailable(RuntimeError):
 
 
 def _images(frames: list[bytes], size: int | None) -> list[Image.Image]:
+    """The frames decoded, the longer side scaled to ``size`` (the aspect kept: a 2:1 portrait
+    model's frames stay 2:1; sides rounded to even numbers, which video encoders need)."""
     images = [Image.open(io.BytesIO(f)).convert("RGB") for f in frames]
-    if size:
-        images = [im.resize((size, size), Image.NEAREST) for im in images]
+    if size and images:
+        width, height = images[0].size
+        scale = size / max(width, height)
+        target = (max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2)))
+        images = [im.resize(target, Image.NEAREST) for im in images]
     return images
 
 

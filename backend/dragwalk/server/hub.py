@@ -218,8 +218,10 @@ class Hub:
             except ApiError:
                 continue
             out.append({"name": name, "description": described.get(name, name),
-                        "resolution": gen.resolution, "latent_spaces": list(gen.latent_spaces),
-                        "default_space": gen.default_space, "num_ws": gen.num_ws})
+                        "resolution": gen.resolution, "height": gen.image_size[0], "width": gen.image_size[1],
+                        "latent_spaces": list(gen.latent_spaces),
+                        "default_space": gen.default_space, "num_ws": gen.num_ws,
+                        "c_dim": gen.c_dim, "noise_modes": list(gen.noise_modes)})
         return out
 
     # ------------------------------------------------------------ sessions
@@ -227,18 +229,22 @@ class Hub:
         return secrets.token_urlsafe(12)
 
     async def create(self, model: str | None, seed: int, truncation: float = 1.0,
-                     space: str | None = None) -> LiveSession:
+                     space: str | None = None, settings: Any = None) -> LiveSession:
+        """A seeded session; ``settings`` (``messages.GeneratorSettings`` or ``models.Settings``)
+        are checked against the model before anything is sampled or stored."""
         gen = await self.generator(model)
         if space is not None and space not in gen.latent_spaces:
             raise ApiError("bad_request", f"model {gen.name} has no latent space {space!r} "
                            f"(it has {', '.join(gen.latent_spaces)})")
         try:
-            latent = await self.scheduler.call(lambda: gen.sample(seed, truncation=truncation, space=space),
-                                               name="sample")
+            chosen = gen.check_settings(settings.settings() if hasattr(settings, "settings") else settings)
+            latent = await self.scheduler.call(
+                lambda: gen.sample(seed, truncation=truncation, space=space, settings=chosen), name="sample")
         except ValueError as exc:
             raise ApiError("bad_request", str(exc)) from None
-        record = {"seed": seed, "truncation": truncation, "space": latent.space}
-        doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.resolution, latent,
+        record = {"seed": seed, "truncation": truncation, "space": latent.space,
+                  "settings": latent.settings.to_dict()}
+        doc = SessionDocument.create(self.new_id(), model or self.settings.model, gen.image_size, latent,
                                      "start", f"seed {seed}", record,
                                      max_history=self.settings.limits.history)
         return await self.adopt(doc, gen)

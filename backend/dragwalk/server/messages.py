@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from ..models.base import MAX_NOISE_SEED, Settings
 from .limits import LimitError, parse_json
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -42,6 +43,25 @@ def _finite(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
     return value
+
+
+class GeneratorSettings(BaseModel):
+    """Per-session generator settings (``models.base.Settings``), bounded before the model checks
+    them (a class below ``c_dim``, a cutoff up to ``num_ws``, a noise mode it offers).
+
+    Where a message *changes* settings, only the fields it names change (``fields_set``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    class_index: int | None = Field(default=None, ge=0, le=100000)
+    noise_mode: Literal["const", "random", "none"] = "const"
+    noise_seed: int = Field(default=0, ge=0, le=MAX_NOISE_SEED)
+    truncation_cutoff: int | None = Field(default=None, ge=1, le=64)
+
+    def settings(self, base: Settings | None = None) -> Settings:
+        """These settings, or ``base`` with the fields this message named changed."""
+        if base is None:
+            return Settings.from_dict(self.model_dump())
+        return base.replace(**{k: getattr(self, k) for k in self.model_fields_set})
 
 
 class Hello(_Message):
@@ -129,6 +149,16 @@ class Reseed(_Message):
     space: Annotated[str, Field(max_length=8)] | None = None
     #: only show the new image to this page (a frame of kind 2); nothing is stored
     preview: bool = False
+    #: class, cutoff (and noise) of the new sample: the fields named change, the rest are the session's
+    settings: GeneratorSettings | None = None
+
+
+class SetNoise(_Message):
+    """Render the current image with another noise mode (``random``: maps drawn from ``noise_seed``)."""
+
+    type: Literal["set_noise"]
+    noise_mode: Literal["const", "random", "none"]
+    noise_seed: int = Field(default=0, ge=0, le=MAX_NOISE_SEED)
 
 
 class Undo(_Message):
@@ -153,11 +183,11 @@ class Ping(_Message):
 
 
 Message = Annotated[Union[Hello, Ack, SetPoints, SetMask, StartDrag, PreviewDrag, StopDrag, Cancel, SetLr,
-                          ComputeDirections, WalkMessage, Reseed, Undo, Redo, Goto, Frame, Ping],
+                          ComputeDirections, WalkMessage, Reseed, SetNoise, Undo, Redo, Goto, Frame, Ping],
                     Field(discriminator="type")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
 TYPES = ("hello", "ack", "set_points", "set_mask", "start_drag", "preview_drag", "stop_drag", "cancel", "set_lr",
-         "compute_directions", "walk", "reseed", "undo", "redo", "goto", "frame", "ping")
+         "compute_directions", "walk", "reseed", "set_noise", "undo", "redo", "goto", "frame", "ping")
 
 
 def parse_message(text: str | bytes, limit: int = MAX_MESSAGE_BYTES) -> Any:

@@ -37,8 +37,9 @@ class InversionCommands(EditorBase):
         def on_done(reason: str, error: BaseException | None) -> None:
             asyncio.ensure_future(self._finish_inversion(live, box, state, reason, error))
 
-        steps = invert_steps(lambda: inversion.Inversion(gen, target, config), box, live.frame_wanted,
-                             self.hub.settings.jpeg_quality)
+        settings = live.doc.history[0].latent.settings      # the placeholder start's (the session's)
+        steps = invert_steps(lambda: inversion.Inversion(gen, target, config, settings), box,
+                             live.frame_wanted, self.hub.settings.jpeg_quality)
         self.hub.run_job(live, steps, "invert", on_step, on_done)
 
     async def _finish_inversion(self, live: LiveSession, box: InvertBox, state: dict, reason: str,

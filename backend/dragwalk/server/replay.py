@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..latent_io import latent_from_dict
-from ..models.base import Generator, Latent
+from ..models.base import Generator, Latent, Settings, as_hw
 from .session import LOG_FORMAT
 
 
@@ -37,6 +37,9 @@ class OpReport:
 
 
 def _deviation(a: Latent, b: Latent) -> float:
+    """Max absolute difference; infinite when the generator settings differ (another image)."""
+    if a.settings != b.settings:
+        return float("inf")
     diff = float((a.code.detach().cpu() - b.code.detach().cpu()).abs().max())
     for name, value in a.offsets.items():
         other = b.offsets.get(name)
@@ -51,17 +54,18 @@ def pack_mask(mask: Any) -> dict[str, Any]:
     return {"shape": list(m.shape), "bits": base64.b64encode(np.packbits(m.reshape(-1))).decode()}
 
 
-def unpack_mask(packed: Any, resolution: int) -> np.ndarray:
-    """The float mask of ``pack_mask`` (checked against the model's resolution)."""
-    if not isinstance(packed, dict) or list(packed.get("shape") or []) != [resolution, resolution]:
-        raise ValueError(f"region mask must be {resolution}x{resolution}")
+def unpack_mask(packed: Any, resolution: Any) -> np.ndarray:
+    """The float mask of ``pack_mask`` (checked against the model's side or ``(height, width)``)."""
+    height, width = as_hw(resolution)
+    if not isinstance(packed, dict) or list(packed.get("shape") or []) != [height, width]:
+        raise ValueError(f"region mask must be {height}x{width} (height x width)")
     try:
         bits = np.unpackbits(np.frombuffer(base64.b64decode(str(packed["bits"]), validate=True), np.uint8))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"region mask is not readable: {exc}") from None
-    if bits.size < resolution * resolution:
+    if bits.size < height * width:
         raise ValueError("region mask is too short")
-    return bits[: resolution * resolution].reshape(resolution, resolution).astype(np.float32)
+    return bits[: height * width].reshape(height, width).astype(np.float32)
 
 
 def start_latent(generator: Generator, log: dict[str, Any]) -> Latent:
@@ -71,7 +75,7 @@ def start_latent(generator: Generator, log: dict[str, Any]) -> Latent:
     if "latent" in start:
         return latent_from_dict(start["latent"], generator)
     return generator.sample(int(start.get("seed", 0)), truncation=float(start.get("truncation", 1.0)),
-                            space=start.get("space"))
+                            space=start.get("space"), settings=Settings.from_dict(start.get("settings")))
 
 
 def _drag(generator: Generator, latent: Latent, op: dict[str, Any]) -> Latent:
@@ -81,7 +85,7 @@ def _drag(generator: Generator, latent: Latent, op: dict[str, Any]) -> Latent:
     mask = op.get("mask")
     if isinstance(mask, str):          # base64 PNG (white = may change); older logs hold a list
         from .session import decode_base64, mask_from_png
-        mask = mask_from_png(decode_base64(mask, 16 << 20), generator.resolution)
+        mask = mask_from_png(decode_base64(mask, 16 << 20), generator.image_size)
     mask_tensor = None if mask is None else torch.tensor(np.asarray(mask, dtype=np.float32))
     run = DragRun(generator, latent, op["handles"], op["targets"], mask_tensor, config)
     calls = int(op.get("calls", op.get("steps", config.max_steps)))
@@ -113,7 +117,7 @@ def _walk(generator: Generator, latent: Latent, op: dict[str, Any], cache_root: 
             raise LookupError("region directions depend on the mask and latent of their time")
         from ..directions import compute_directions
 
-        mask = unpack_mask(op["region"].get("mask"), generator.resolution)
+        mask = unpack_mask(op["region"].get("mask"), generator.image_size)
         dset = compute_directions(generator, "reds", latent=latent, mask=mask, **params)
     else:
         from .config import directions_root
@@ -145,7 +149,11 @@ def replay_log(generator: Generator, log: Any, recompute: bool = True, cache_roo
                     result = _walk(generator, latent, op, cache_root)
                 elif kind == "reseed":
                     result = generator.sample(int(op["seed"]), truncation=float(op.get("truncation", 1.0)),
-                                              space=op.get("space"))
+                                              space=op.get("space"),
+                                              settings=Settings.from_dict(op.get("settings")))
+                elif kind == "noise":
+                    result = latent.with_settings(generator.check_settings(latent.settings.replace(
+                        noise_mode=op["noise_mode"], noise_seed=int(op.get("noise_seed", 0)))))
             except (LookupError, ImportError):
                 result = None
             if result is not None:

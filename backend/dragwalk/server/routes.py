@@ -82,7 +82,7 @@ async def create_session(request: Request, start: CreateSession) -> Any:
     """A new session on a seed (JSON, ``Content-Type: application/json``)."""
     hub = hub_of(request)
     hub.admit_new_session(client_key(request))
-    live = await hub.create(start.model, start.seed, start.truncation, start.space)
+    live = await hub.create(start.model, start.seed, start.truncation, start.space, start.settings)
     return live.summary()
 
 
@@ -322,7 +322,7 @@ async def photo_session(request: Request,
     except ValueError as exc:
         raise ApiError("bad_request", str(exc)) from None
     placeholder = await hub.scheduler.call(lambda: gen.sample(0), name="sample")
-    doc = SessionDocument.create(hub.new_id(), str(model or hub.settings.model), gen.resolution, placeholder,
+    doc = SessionDocument.create(hub.new_id(), str(model or hub.settings.model), gen.image_size, placeholder,
                                  "photo", "photo" + (" (PTI)" if pti else ""), {"photo": True, "pti": pti},
                                  max_history=hub.settings.limits.history)
     live = await hub.adopt(doc, gen)

@@ -22,7 +22,7 @@ from PIL import Image
 from ..drag.points import PointError
 from ..drag.points import validate_points as check_points
 from ..latent_io import latent_from_dict, latent_to_dict, latent_to_npz_bytes, load_latent
-from ..models.base import Latent
+from ..models.base import Latent, Settings, as_hw
 
 PROTOCOL_VERSION = 1
 LOG_FORMAT = "dragwalk-log/1"
@@ -37,7 +37,7 @@ class HistoryError(ValueError):
 class Entry:
     """One step of the history: what was done (``record``, JSON-friendly) and the latent it gave."""
 
-    kind: str            # "start", "reseed", "upload", "photo", "drag", "walk"
+    kind: str            # "start", "reseed", "noise", "upload", "photo", "drag", "walk"
     label: str
     latent: Latent       # on the CPU, detached
     record: dict[str, Any] = field(default_factory=dict)
@@ -66,7 +66,7 @@ def _entry_latent(latent: Latent) -> Latent:
     return latent
 
 
-def validate_points(handles: Any, targets: Any, resolution: int, max_points: int
+def validate_points(handles: Any, targets: Any, resolution: Any, max_points: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """The drag engine's point checks (empty allowed: the page may clear its points), plus a cap."""
     h, t = check_points(handles, targets, resolution, allow_empty=True)
@@ -88,8 +88,8 @@ def _mask_b64(mask: np.ndarray) -> str:
     return base64.b64encode(mask_to_png(mask)).decode("ascii")
 
 
-def mask_from_png(data: bytes, resolution: int) -> np.ndarray:
-    """A boolean ``resolution x resolution`` mask from PNG bytes (white = may change).
+def mask_from_png(data: bytes, resolution: Any) -> np.ndarray:
+    """A boolean ``H x W`` mask from PNG bytes (white = may change); ``resolution``: a side or ``(H, W)``.
 
     PNG only (the protocol's format; other formats Pillow reads are refused before parsing), and
     the size is checked from the header before decoding, so a hostile image cannot make the
@@ -102,8 +102,9 @@ def mask_from_png(data: bytes, resolution: int) -> np.ndarray:
         size = image.size
     except Exception:  # noqa: BLE001 - PIL raises several types for corrupt input
         raise ValueError("mask is not a readable PNG image") from None
-    if size != (resolution, resolution):
-        raise ValueError(f"mask must be {resolution}x{resolution}, got {size[0]}x{size[1]}")
+    height, width = as_hw(resolution)
+    if size != (width, height):
+        raise ValueError(f"mask must be {width}x{height}, got {size[0]}x{size[1]}")
     try:
         array = np.asarray(image.convert("L"))
     except Exception:  # noqa: BLE001
@@ -117,7 +118,8 @@ class SessionDocument:
 
     id: str
     model: str
-    resolution: int
+    #: image side, or ``(height, width)`` of a non-square model (a square pair becomes the side)
+    resolution: Any
     history: list[Entry]
     cursor: int = 0
     handles: list[tuple[float, float]] = field(default_factory=list)
@@ -131,9 +133,18 @@ class SessionDocument:
     max_history: int = 100
     _mask_cache: tuple[np.ndarray, str] | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        height, width = as_hw(self.resolution)
+        self.resolution = height if height == width else (height, width)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the session's images: points and masks are checked against it."""
+        return as_hw(self.resolution)
+
     # ------------------------------------------------------------ creation
     @classmethod
-    def create(cls, session_id: str, model: str, resolution: int, latent: Latent, kind: str = "start",
+    def create(cls, session_id: str, model: str, resolution: Any, latent: Latent, kind: str = "start",
                label: str = "start", record: dict[str, Any] | None = None,
                max_history: int = 100) -> "SessionDocument":
         entry = Entry(kind, label, _entry_latent(latent), dict(record or {}))
@@ -166,12 +177,19 @@ class SessionDocument:
                         "space": entry.record.get("space", entry.latent.space)}
         return {"seed": None, "truncation": None, "space": self.current.space}
 
+    @property
+    def settings(self) -> Settings:
+        """The generator settings of the image shown (class, noise, cutoff): the latent's own."""
+        return self.current.settings
+
     def summary(self, busy: str | None = None) -> dict[str, Any]:
         """The session summary of docs/PROTOCOL.md."""
         origin = self.origin()
         return {
-            "id": self.id, "model": self.model, "resolution": self.resolution,
+            "id": self.id, "model": self.model, "resolution": max(self.image_size),
+            "height": self.image_size[0], "width": self.image_size[1],
             "seed": origin["seed"], "truncation": origin["truncation"], "space": self.current.space,
+            "settings": self.settings.to_dict(),
             "history": [_entry_summary(i, e) for i, e in enumerate(self.history)],
             "cursor": self.cursor, "can_undo": self.can_undo, "can_redo": self.can_redo,
             "points": {"handles": [list(p) for p in self.handles], "targets": [list(p) for p in self.targets]},
@@ -244,8 +262,8 @@ class SessionDocument:
         self.handles, self.targets = validate_points(handles, targets, self.resolution, max_points)
 
     def set_mask(self, mask: np.ndarray | None) -> None:
-        if mask is not None and mask.shape != (self.resolution, self.resolution):
-            raise ValueError(f"mask must be {self.resolution}x{self.resolution}")
+        if mask is not None and mask.shape != self.image_size:
+            raise ValueError(f"mask must be {self.image_size[1]}x{self.image_size[0]} (width x height)")
         self.mask = None if mask is None else mask.astype(bool)
 
     def set_live(self, latent: Latent | None, record: dict[str, Any] | None = None) -> None:
@@ -274,7 +292,8 @@ class SessionDocument:
 
         meta = {
             "format": "dragwalk-session/1", "id": self.id, "model": self.model,
-            "resolution": self.resolution, "cursor": self.cursor, "max_history": self.max_history,
+            "resolution": self.resolution if isinstance(self.resolution, int) else list(self.resolution),
+            "cursor": self.cursor, "max_history": self.max_history,
             "entries": [{"kind": e.kind, "label": e.label, "record": e.record, "handles": e.handles,
                          "targets": e.targets, "mask": mask_ref(e.mask)} for e in self.history],
             "masks": masks,
@@ -300,7 +319,8 @@ class SessionDocument:
             blobs.append(payload[offset:offset + n])
             offset += n
         entries = []
-        masks = [mask_from_png(base64.b64decode(m), int(meta["resolution"])) for m in meta.get("masks") or []]
+        resolution = _resolution(meta["resolution"])
+        masks = [mask_from_png(base64.b64decode(m), resolution) for m in meta.get("masks") or []]
         for info, blob in zip(meta["entries"], blobs):
             mask_index = info.get("mask")
             entry = Entry(info["kind"], info["label"], load_latent(blob, suffix=".npz"), info["record"],
@@ -309,7 +329,7 @@ class SessionDocument:
             entry._blob = blob
             entries.append(entry)
         rest = blobs[len(entries):]
-        doc = cls(meta["id"], meta["model"], int(meta["resolution"]), entries, int(meta["cursor"]),
+        doc = cls(meta["id"], meta["model"], resolution, entries, int(meta["cursor"]),
                   [tuple(p) for p in meta["handles"]], [tuple(p) for p in meta["targets"]],
                   directions=dict(meta.get("directions") or {}),
                   max_history=int(meta.get("max_history", 100)))
@@ -329,19 +349,21 @@ class SessionDocument:
         if "seed" in first.record:
             start: dict[str, Any] = {k: first.record[k] for k in ("seed", "truncation", "space")
                                      if k in first.record}
+            if first.latent.settings != Settings():       # the defaults go unwritten (as in older logs)
+                start["settings"] = first.latent.settings.to_dict()
         else:
             start = {"latent": latent_to_dict(first.latent, self.model, packed=True)}
         operations = []
         for entry in self.history[1: self.cursor + 1]:
             op = {k: v for k, v in entry.record.items() if k != "kind"}
-            op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed") else "reseed"
+            op.update(kind=entry.kind if entry.kind in ("drag", "walk", "reseed", "noise") else "reseed"
                       if "seed" in entry.record else "latent",
                       label=entry.label, latent=latent_to_dict(entry.latent, self.model, packed=True))
             operations.append(op)
         return {"format": LOG_FORMAT, "model": self.model, "start": start, "operations": operations}
 
     @classmethod
-    def from_edit_log(cls, session_id: str, log: Any, resolution: int, generator: Any = None,
+    def from_edit_log(cls, session_id: str, log: Any, resolution: Any, generator: Any = None,
                       max_history: int = 100) -> "SessionDocument":
         """A session whose history is the log's recorded latents (nothing is recomputed)."""
         if not isinstance(log, dict) or log.get("format") != LOG_FORMAT:
@@ -360,7 +382,8 @@ class SessionDocument:
             seed = int(start.get("seed", 0))
             truncation = float(start.get("truncation", 1.0))
             space = start.get("space")
-            first = generator.sample(seed, truncation=truncation, space=space)
+            settings = Settings.from_dict(start.get("settings"))
+            first = generator.sample(seed, truncation=truncation, space=space, settings=settings)
             doc = cls.create(session_id, str(log.get("model")), resolution, first, "start", f"seed {seed}",
                              {"seed": seed, "truncation": truncation, "space": first.space},
                              max_history=max_history)
@@ -372,6 +395,11 @@ class SessionDocument:
             kind = str(op.get("kind", "latent"))
             doc.push(kind, str(op.get("label", kind)), latent, record)
         return doc
+
+
+def _resolution(value: Any) -> Any:
+    """A stored resolution: a side, or ``[height, width]``."""
+    return int(value) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))
 
 
 def _entry_summary(index: int, entry: Entry) -> dict[str, Any]:

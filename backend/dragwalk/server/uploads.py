@@ -31,10 +31,11 @@ from ..models.base import Generator
 from .config import Limits
 from .errors import ApiError
 from .limits import MAX_JSON_DEPTH, LimitError, bounded_text, json_size, parse_json
+from .messages import GeneratorSettings
 from .session import LOG_FORMAT, SessionDocument
 
 #: what an operation of an edit log may be (``SessionDocument.edit_log`` writes these)
-LOG_KINDS = ("drag", "walk", "reseed", "latent", "upload", "photo")
+LOG_KINDS = ("drag", "walk", "reseed", "noise", "latent", "upload", "photo")
 
 
 class SeedStart(BaseModel):
@@ -44,6 +45,8 @@ class SeedStart(BaseModel):
     seed: int = Field(ge=0, le=2**32 - 1)
     truncation: float = Field(default=1.0, ge=0.0, le=2.0, allow_inf_nan=False)
     space: str | None = Field(default=None, max_length=8)
+    #: the session's class, noise mode and seed, truncation cutoff (absent: the model's defaults)
+    settings: GeneratorSettings | None = None
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -120,7 +123,7 @@ def document_from_upload(session_id: str, model: str, generator: Generator, data
         log = check_edit_log(parsed, generator, limits)
         log["model"] = model
         try:
-            doc = SessionDocument.from_edit_log(session_id, log, generator.resolution, generator,
+            doc = SessionDocument.from_edit_log(session_id, log, generator.image_size, generator,
                                                 limits.history)
         except (ValueError, KeyError, TypeError) as exc:
             raise ApiError("bad_request", f"edit log cannot be used: {exc}") from None
@@ -130,7 +133,7 @@ def document_from_upload(session_id: str, model: str, generator: Generator, data
                 else load_latent(data, generator, suffix=suffix)
         except (LatentFileError, ValueError) as exc:
             raise ApiError("bad_request", str(exc)) from None
-        doc = SessionDocument.create(session_id, model, generator.resolution, latent, "upload",
+        doc = SessionDocument.create(session_id, model, generator.image_size, latent, "upload",
                                      "uploaded latent", max_history=limits.history)
     doc.to_payload()
     return doc
@@ -150,6 +153,10 @@ def check_edit_log(log: dict[str, Any], generator: Generator, limits: Limits) ->
         if seeded.space is not None and seeded.space not in generator.latent_spaces:
             raise ApiError("bad_request", f"edit log start: model {generator.name} has no latent "
                            f"space {seeded.space!r}")
+        try:
+            generator.check_settings(seeded.settings.settings() if seeded.settings else None)
+        except ValueError as exc:
+            raise ApiError("bad_request", f"edit log start: {exc}") from None
     if len(operations) > limits.history:
         raise ApiError("bad_request", f"edit log has {len(operations)} operations; a session keeps "
                        f"at most {limits.history}")

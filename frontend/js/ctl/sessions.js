@@ -66,7 +66,7 @@ export function createSessionControl(ctx) {
       recents: addRecent(summary),
     });
     refreshMethods(summary.model);
-    stage.setResolution(summary.resolution);
+    stage.setResolution(summary.resolution, summary.width ?? summary.resolution, summary.height ?? summary.resolution);
     stage.clearMask();
     const url = new URL(location.href);
     url.searchParams.set("session", summary.id);
@@ -153,15 +153,16 @@ export function createSessionControl(ctx) {
     },
 
     /** New image: a reseed in this session when the model stays, else a new session. */
-    async newImage({ model, seed, truncation, space }) {
+    async newImage({ model, seed, truncation, space, settings }) {
       const s = store.get();
+      const chosen = settings && Object.keys(settings).length ? { settings } : {};
       if (s.session && (!model || model === s.session.model) && connection.isOpen()) {
         ctx.drag.forgetPreview();
-        ctx.send({ type: "reseed", seed, truncation, ...(space ? { space } : {}) });
+        ctx.send({ type: "reseed", seed, truncation, ...(space ? { space } : {}), ...chosen });
         return;
       }
       try {
-        const body = { seed, truncation, ...(model ? { model } : {}), ...(space ? { space } : {}) };
+        const body = { seed, truncation, ...(model ? { model } : {}), ...(space ? { space } : {}), ...chosen };
         await open(await api.createSession(body));
       } catch (err) {
         ctx.showError(`could not create a session: ${err.message}`);
@@ -169,11 +170,20 @@ export function createSessionControl(ctx) {
     },
 
     /** The image a seed and truncation give, shown at once and not stored (a slider being moved). */
-    previewSeed: throttle(({ seed, truncation, space }) => {
+    previewSeed: throttle(({ seed, truncation, space, settings }) => {
       if (connection.isOpen() && store.get().session) {
-        connection.send({ type: "reseed", seed, truncation, preview: true, ...(space ? { space } : {}) });
+        const chosen = settings && Object.keys(settings).length ? { settings } : {};
+        connection.send({ type: "reseed", seed, truncation, preview: true, ...(space ? { space } : {}), ...chosen });
       }
     }, 80),
+
+    /** Render the session's image with another noise mode (a history entry: undo puts it back). */
+    setNoise({ noise_mode, noise_seed }) {
+      if (connection.isOpen() && store.get().session) {
+        ctx.drag.forgetPreview();
+        ctx.send({ type: "set_noise", noise_mode, noise_seed });
+      }
+    },
 
     async uploadPhoto(file, pti, steps) {
       ctx.notify(`Uploading ${file.name}…`);

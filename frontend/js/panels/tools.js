@@ -60,7 +60,7 @@ export function initTools(app) {
     pointsClear.disabled = !live || s.pairs.length === 0 || s.drag.running;
     const f = s.lastFrame;
     setText(frameInfo, f
-      ? `${s.session?.model ?? ""} · ${s.session?.resolution ?? "?"} px · frame ${f.seq} (${f.kind}${f.kind === "drag" ? ` step ${f.step}` : ""})`
+      ? `${s.session?.model ?? ""} · ${s.session?.width && s.session.width !== s.session.height ? `${s.session.width}x${s.session.height}` : s.session?.resolution ?? "?"} px · frame ${f.seq} (${f.kind}${f.kind === "drag" ? ` step ${f.step}` : ""})`
       : "no frame yet");
   };
 }

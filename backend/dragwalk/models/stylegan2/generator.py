@@ -12,9 +12,12 @@ DragGAN; models too small to have six blocks use the block at half resolution,
 which is what the sixth block is for a 256 px model (fine enough to track points
 to a pixel or two, coarse enough to carry semantics).
 
-Conditional models (``c_dim > 0``) take a class label; it is a setting of the
-generator (``set_class``), like the noise mode, so the interface stays the same
-for every architecture. ``sample(..., class_index=k)`` overrides it for one call.
+Conditional models (``c_dim > 0``) take a class label. The label, the noise mode (and
+seed) and the truncation cutoff are per-session :class:`~dragwalk.models.base.Settings`
+carried by each latent, never state of this (shared, cached) module: ``sample`` maps z with
+the settings' class and cutoff, ``convert`` maps a z latent with its class, and the
+synthesis draws noise as its latent's settings say. ``sample(..., class_index=k)`` is a
+shorthand for ``settings=Settings(class_index=k)``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...runtime import memory_format
-from ..base import DragVariables, Generator, LayerInfo, Latent, Synthesis, seeded_normal
+from ..base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 #: DragGAN optimises the first six rows of w+
@@ -37,6 +40,11 @@ FEATURE_BLOCK = 6
 RGB_SUFFIX = ":rgb"
 
 
+def _block_hw(block) -> tuple[int, int]:
+    res = block.resolution
+    return (res, res) if isinstance(res, int) else (int(res[0]), int(res[1]))
+
+
 class StyleGAN2Generator(Generator):
     """StyleGAN2 generator (mapping + synthesis) in pure PyTorch.
 
@@ -44,7 +52,9 @@ class StyleGAN2Generator(Generator):
         z_dim: size of z (512 in published models).
         c_dim: size of the class label (0 = unconditional).
         w_dim: size of a style vector w.
-        img_resolution: output side, a power of two from 4 to 1024 (or more).
+        img_resolution: output side, a power of two from 4 to 1024 (or more); the longer side of
+            a non-square model (``synthesis_kwargs["init_res"]``, e.g. ``(4, 2)`` for 2:1 portrait
+            images: 1024 x 512 at ``img_resolution=1024``).
         img_channels: image channels (3).
         mapping_kwargs: ``MappingNetwork`` options (num_layers, lr_multiplier,
             embed_features, layer_features, activation, w_avg_beta).
@@ -53,11 +63,10 @@ class StyleGAN2Generator(Generator):
             kernel_size, activation).
         name: registry name or file the model came from.
 
-    Run-time settings (not part of the saved config): ``noise_mode`` (``const``,
-    the deterministic default; ``random``; ``none``), ``truncation_cutoff`` (rows of
-    w+ that truncation applies to, ``None`` = all), ``class_index`` (label of a
-    conditional model) and ``half`` (compute the fp16-flagged blocks in half
-    precision on CUDA; fp32 everywhere else).
+    Run-time setting (not part of the saved config): ``half`` (compute the fp16-flagged
+    blocks in half precision on CUDA; fp32 everywhere else). The class, noise and
+    truncation cutoff are per latent (``Latent.settings``), so sessions sharing this
+    module cannot change each other's images.
     """
 
     architecture = "stylegan2"
@@ -87,15 +96,14 @@ class StyleGAN2Generator(Generator):
         self.name = name
         self.z_dim, self.c_dim = z_dim, c_dim
         self.resolution = img_resolution
+        self.height, self.width = self.synthesis.img_size
         self.latent_dim = w_dim
         self.num_ws = self.synthesis.num_ws
-        self.noise_mode = "const"
-        self.truncation_cutoff: int | None = None
-        self.class_index = 0
+        self.noise_modes = NOISE_MODES if self.synthesis.b4.conv1.use_noise else ("const",)
         self.half = False
         blocks = self.synthesis.blocks()
-        self._layers = [LayerInfo(n, b.out_channels, b.resolution) for n, b in blocks]
-        self._layers.append(LayerInfo("image", img_channels, img_resolution))
+        self._layers = [LayerInfo(n, b.out_channels, int(n[1:]), *_block_hw(b)) for n, b in blocks]
+        self._layers.append(LayerInfo("image", img_channels, img_resolution, self.height, self.width))
         pick = blocks[FEATURE_BLOCK - 1][0] if len(blocks) >= FEATURE_BLOCK + 1 else f"b{img_resolution // 2}"
         self.default_feature_layer = pick if img_resolution >= 8 else blocks[0][0]
         self._style_affines = self._affines_by_row()
@@ -105,43 +113,34 @@ class StyleGAN2Generator(Generator):
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._config.items()}
 
     # ----------------------------------------------------------------- settings
-    def set_class(self, index: int) -> None:
-        """The class label a conditional model maps z with (0 <= index < c_dim)."""
-        if self.c_dim == 0:
-            raise ValueError(f"{self.name} is unconditional: it has no classes")
-        if not 0 <= int(index) < self.c_dim:
-            raise ValueError(f"{self.name}: class index {index} outside 0..{self.c_dim - 1}")
-        self.class_index = int(index)
-
-    def set_noise_mode(self, mode: str) -> None:
-        if mode not in NOISE_MODES:
-            raise ValueError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
-        self.noise_mode = mode
-
-    def _label(self, batch: int, class_index: int | None = None) -> Tensor | None:
+    def _label(self, batch: int, settings: Settings) -> Tensor | None:
+        """The one-hot label of checked ``settings`` (``None`` for an unconditional model)."""
         if self.c_dim == 0:
             return None
-        index = self.class_index if class_index is None else int(class_index)
-        if not 0 <= index < self.c_dim:
-            raise ValueError(f"{self.name}: class index {index} outside 0..{self.c_dim - 1}")
-        return F.one_hot(torch.full([batch], index, dtype=torch.long), self.c_dim).float().to(self.device)
+        index = self.check_settings(settings).class_index
+        return F.one_hot(torch.full([batch], int(index or 0), dtype=torch.long), self.c_dim).float().to(self.device)
 
     # ----------------------------------------------------------------- latents
     def sample(self, seed: int, truncation: float = 1.0, space: str | None = None, batch: int = 1,
-               class_index: int | None = None) -> Latent:
-        """z from ``seeded_normal``; in w / w+ it is mapped and pulled towards ``w_avg`` by
-        ``truncation`` (psi). A ``z`` latent is returned untruncated: psi acts in w."""
+               settings: Settings | None = None, class_index: int | None = None) -> Latent:
+        """z from ``seeded_normal``; in w / w+ it is mapped (with the settings' class) and pulled
+        towards ``w_avg`` by ``truncation`` (psi), in w+ on the first ``truncation_cutoff`` rows
+        only. A ``z`` latent is returned untruncated: psi acts in w."""
         space = space or self.default_space
         if space not in self.latent_spaces:
             raise ValueError(f"{self.name}: unknown latent space {space!r} (known: z, w, w+)")
+        settings = settings or Settings()
+        if class_index is not None:
+            settings = settings.replace(class_index=int(class_index))
+        settings = self.check_settings(settings)
         z = seeded_normal(seed, (batch, self.z_dim)).to(self.device)
         if space == "z":
-            return Latent("z", z)
+            return Latent("z", z, settings=settings)
         with torch.no_grad():
-            c = self._label(batch, class_index)
+            c = self._label(batch, settings)
             if space == "w":
-                return Latent("w", self.mapping(z, c, truncation, broadcast=False))
-            return Latent("w+", self.mapping(z, c, truncation, self.truncation_cutoff))
+                return Latent("w", self.mapping(z, c, truncation, broadcast=False), settings=settings)
+            return Latent("w+", self.mapping(z, c, truncation, settings.truncation_cutoff), settings=settings)
 
     def convert(self, latent: Latent, space: str) -> Latent:
         """z -> w -> w+ (differentiable). w+ -> w only when every row is the same w."""
@@ -149,7 +148,7 @@ class StyleGAN2Generator(Generator):
             return latent
         code = latent.code
         if latent.space == "z" and space in ("w", "w+"):
-            w = self.mapping(code, self._label(code.shape[0]), broadcast=False)
+            w = self.mapping(code, self._label(code.shape[0], latent.settings), broadcast=False)
             code = w if space == "w" else w.unsqueeze(1).repeat(1, self.num_ws, 1)
         elif latent.space == "w" and space == "w+":
             code = code.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -157,7 +156,7 @@ class StyleGAN2Generator(Generator):
             code = code[:, 0]
         else:
             raise ValueError(f"{self.name}: cannot convert a {latent.space!r} latent to {space!r}")
-        return Latent(space, code, dict(latent.offsets))
+        return latent.derive(code, space=space)
 
     # ----------------------------------------------------------------- forward
     @property
@@ -188,17 +187,20 @@ class StyleGAN2Generator(Generator):
         if feature_layer is not None:
             self.layer(feature_layer)
         self._check_offsets(latent)
+        settings = self.check_settings(latent.settings)
+        noise = {"noise_mode": settings.noise_mode,
+                 "noise_seed": settings.noise_seed if settings.noise_mode == "random" else None}
         ws = self.ws(latent).to(self.device)
         fp16 = self.half and ws.device.type == "cuda"
         stages = list(zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)))
         x = img = features = skip = None
         for i, ((name, block), rows) in enumerate(stages):
-            x, skip = self._enter(name, block, rows, x, img, latent, fp16)
+            x, skip = self._enter(name, block, rows, x, img, latent, fp16, noise)
             if name == feature_layer:
                 features = x.float()
                 if stop_at_feature:
                     held = (x, skip)
-                    return None, features, skip, lambda: self._resume(stages, i, *held, latent, fp16)
+                    return None, features, skip, lambda: self._resume(stages, i, *held, latent, fp16, noise)
             img = block.image(x, skip, rows, upsampled=True)
         image = img.clamp(-1, 1)
         if feature_layer == "image":
@@ -206,19 +208,19 @@ class StyleGAN2Generator(Generator):
         return image, features, None, None
 
     def _resume(self, stages: list, index: int, x: Tensor, skip: Tensor | None, latent: Latent,
-                fp16: bool) -> Tensor:
+                fp16: bool, noise: dict) -> Tensor:
         """The image from stage ``index``'s ToRGB on, given its activation ``x`` and skip image."""
         (_, block), rows = stages[index]
         img = block.image(x, skip, rows, upsampled=True)
         for (name, block), rows in stages[index + 1:]:
-            x, skip = self._enter(name, block, rows, x, img, latent, fp16)
+            x, skip = self._enter(name, block, rows, x, img, latent, fp16, noise)
             img = block.image(x, skip, rows, upsampled=True)
         return img.clamp(-1, 1)
 
     def _enter(self, name: str, block, rows: Tensor, x: Tensor | None, img: Tensor | None, latent: Latent,
-               fp16: bool) -> tuple[Tensor, Tensor | None]:
+               fp16: bool, noise: dict) -> tuple[Tensor, Tensor | None]:
         """A block's activation and the skip image entering its ToRGB sum, each with its offset."""
-        x = memory_format(self, block.features(x, rows, self.noise_mode, fp16))
+        x = memory_format(self, block.features(x, rows, fp16=fp16, **noise))
         if name in latent.offsets:
             x = x + latent.offsets[name].to(x.dtype)
         skip = block.skip_image(img)
@@ -279,9 +281,10 @@ class StyleGAN2Generator(Generator):
             start = ws[:, :rows]
             delta = torch.zeros_like(ws[:, 0]).requires_grad_(True)
             return DragVariables([delta], lambda: Latent(
-                "w+", torch.cat([start + delta[:, None], tail], dim=1), dict(offsets)))
+                "w+", torch.cat([start + delta[:, None], tail], dim=1), dict(offsets), latent.settings))
         head = ws[:, :rows].clone().requires_grad_(True)
-        return DragVariables([head], lambda: Latent("w+", torch.cat([head, tail], dim=1), dict(offsets)))
+        return DragVariables([head], lambda: Latent("w+", torch.cat([head, tail], dim=1), dict(offsets),
+                                                    latent.settings))
 
     def _affines_by_row(self) -> list[list[FullyConnectedLayer]]:
         """For each w+ row, the style affines of the convolutions that read it (or, for the
@@ -309,6 +312,6 @@ class StyleGAN2Generator(Generator):
 
     def describe(self) -> dict:
         info = super().describe()
-        info.update({"z_dim": self.z_dim, "c_dim": self.c_dim, "noise_mode": self.noise_mode,
+        info.update({"z_dim": self.z_dim,
                      "fp16_blocks": [n for n, b in self.synthesis.blocks() if b.use_fp16]})
         return info

@@ -21,6 +21,23 @@ from .ops import (activation_gain, bias_act, conv2d_up2, modulated_conv2d, norma
 
 DEFAULT_FILTER = (1, 3, 3, 1)
 NOISE_MODES = ("const", "random", "none")
+#: seeded noise maps kept per layer (a drag renders the same few settings again and again)
+_NOISE_CACHE = 4
+
+
+def _hw(resolution: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a square side or of a pair."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    height, width = resolution
+    return int(height), int(width)
+
+
+def seeded_noise(seed: int, index: int, shape: Sequence[int]) -> Tensor:
+    """The noise map of synthesis layer ``index`` for ``seed``, drawn on the CPU (the same on every
+    device). Each layer's stream is its own: ``seed * 64 + index`` (a network has < 64 layers)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) * 64 + int(index))
+    return torch.randn(*shape, generator=gen, dtype=torch.float32)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -130,7 +147,8 @@ class SynthesisLayer(nn.Module):
     Args:
         in_channels / out_channels: widths.
         w_dim: style vector size (input of the affine that makes the styles).
-        resolution: output side (the size of the constant noise map).
+        resolution: output side, or ``(height, width)`` of a non-square network (the size of
+            the constant noise map).
         kernel_size: conv kernel side.
         up: 2 for the first conv of a block (upsamples), else 1.
         use_noise: per-pixel noise input scaled by a learnt ``noise_strength``.
@@ -146,21 +164,40 @@ class SynthesisLayer(nn.Module):
                  channels_last: bool = False):
         super().__init__()
         self.resolution, self.up, self.use_noise = resolution, up, use_noise
+        height, width = _hw(resolution)
         self.activation, self.conv_clamp = activation, conv_clamp
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.act_gain = activation_gain(activation)
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", torch.randn([height, width]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        #: position among the network's synthesis layers (set by ``SynthesisNetwork``): seeds its noise
+        self.noise_index = 0
+        self._seeded: dict[tuple[int, torch.device], Tensor] = {}
 
-    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", gain: float = 1.0) -> Tensor:
+    def _seeded_noise(self, seed: int, device: torch.device) -> Tensor:
+        key = (int(seed), device)
+        noise = self._seeded.get(key)
+        if noise is None:
+            noise = seeded_noise(seed, self.noise_index, self.noise_const.shape).to(device)
+            while len(self._seeded) >= _NOISE_CACHE:
+                self._seeded.pop(next(iter(self._seeded)))
+            self._seeded[key] = noise
+        return noise
+
+    def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", gain: float = 1.0,
+                noise_seed: int | None = None) -> Tensor:
+        """``noise_mode`` ``random`` draws fresh maps, from ``noise_seed`` when given (reproducible,
+        the same map for every batch row), else from torch's global generator per call."""
         styles = self.affine(w.float())
         noise = None
-        if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution],
+        if self.use_noise and noise_mode == "random" and noise_seed is not None:
+            noise = self._seeded_noise(noise_seed, x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
+            noise = torch.randn([x.shape[0], 1, *self.noise_const.shape],
                                 device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
@@ -222,7 +259,7 @@ class SynthesisBlock(nn.Module):
         in_channels: width coming in (0 for the first, 4x4 block which starts from ``const``).
         out_channels: width of this block.
         w_dim: style vector size.
-        resolution: this block's side.
+        resolution: this block's side, or ``(height, width)`` in a non-square network.
         img_channels: image channels.
         is_last: the last block always has a ToRGB.
         architecture: ``skip`` (ToRGB per block, images summed with upsampling: the
@@ -249,7 +286,7 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 0
         self.num_torgb = 0
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = nn.Parameter(torch.randn([out_channels, *_hw(resolution)]))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2,
                                         resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs)
@@ -263,20 +300,22 @@ class SynthesisBlock(nn.Module):
         if in_channels != 0 and architecture == "resnet":
             self.skip = SkipConv(in_channels, out_channels, resample_filter)
 
-    def features(self, x: Tensor | None, ws: Tensor, noise_mode: str = "const", fp16: bool = False) -> Tensor:
+    def features(self, x: Tensor | None, ws: Tensor, noise_mode: str = "const", fp16: bool = False,
+                 noise_seed: int | None = None) -> Tensor:
         """This block's activation (before ToRGB) from the previous block's."""
         dtype = torch.float16 if (fp16 and self.use_fp16) else torch.float32
         rows = ws.unbind(dim=1)
+        noise = {"noise_mode": noise_mode, "noise_seed": noise_seed}
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            return self.conv1(x, rows[0], noise_mode)
+            return self.conv1(x, rows[0], **noise)
         x = x.to(dtype)
         if self.architecture == "resnet":
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, rows[0], noise_mode)
-            return y + self.conv1(x, rows[1], noise_mode, gain=math.sqrt(0.5))
-        x = self.conv0(x, rows[0], noise_mode)
-        return self.conv1(x, rows[1], noise_mode)
+            x = self.conv0(x, rows[0], **noise)
+            return y + self.conv1(x, rows[1], gain=math.sqrt(0.5), **noise)
+        x = self.conv0(x, rows[0], **noise)
+        return self.conv1(x, rows[1], **noise)
 
     def skip_image(self, img: Tensor | None) -> Tensor | None:
         """The previous blocks' image brought to this block's size (``None`` before the first)."""
@@ -293,9 +332,9 @@ class SynthesisBlock(nn.Module):
         return img
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: str = "const",
-                fp16: bool = False) -> tuple[Tensor, Tensor | None]:
+                fp16: bool = False, noise_seed: int | None = None) -> tuple[Tensor, Tensor | None]:
         """``ws`` is ``[N, num_conv + num_torgb, w_dim]``; returns (features, image so far)."""
-        x = self.features(x, ws, noise_mode, fp16)
+        x = self.features(x, ws, noise_mode, fp16, noise_seed)
         return x, self.image(x, img, ws)
 
 
@@ -304,8 +343,11 @@ class SynthesisNetwork(nn.Module):
 
     Args:
         w_dim: style vector size.
-        img_resolution: output side (a power of two >= 4).
+        img_resolution: output side (a power of two >= 4); the longer side of a non-square network.
         img_channels: image channels.
+        init_res: ``(height, width)`` of the first block's constant input: ``(4, 4)`` (square), or
+            e.g. ``(4, 2)`` for 2:1 portrait images (StyleGAN-Human's full-body models). Every
+            block doubles both sides; block ``b<r>`` is ``r * init_res / 4``.
         channel_base: width of a block at resolution r is ``min(channel_base // r, channel_max)``.
         channel_max: the widest a block may be.
         num_fp16_res: how many of the highest resolutions are flagged for fp16 (never
@@ -314,24 +356,38 @@ class SynthesisNetwork(nn.Module):
     """
 
     def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 32768,
-                 channel_max: int = 512, num_fp16_res: int = 0, **block_kwargs):
+                 channel_max: int = 512, num_fp16_res: int = 0, init_res: Sequence[int] = (4, 4),
+                 **block_kwargs):
         super().__init__()
         log2 = int(math.log2(img_resolution))
         if img_resolution < 4 or 2 ** log2 != img_resolution:
             raise ValueError(f"StyleGAN2 resolution must be a power of two >= 4, got {img_resolution}")
+        h0, w0 = (int(v) for v in init_res)
+        if max(h0, w0) != 4 or min(h0, w0) not in (1, 2, 4):
+            raise ValueError(f"init_res must be (4, 4), (4, 2), (2, 4), (4, 1) or (1, 4), got {tuple(init_res)}")
+        self.init_res = (h0, w0)
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
+        #: (height, width) of the image
+        self.img_size = (img_resolution * h0 // 4, img_resolution * w0 // 4)
         self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
         channels = {r: min(channel_base // r, channel_max) for r in self.block_resolutions}
         fp16_resolution = max(2 ** (log2 + 1 - num_fp16_res), 8)
         self.num_ws = 0
         for res in self.block_resolutions:
-            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res,
+            side = res if (h0, w0) == (4, 4) else (res * h0 // 4, res * w0 // 4)
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, side,
                                    img_channels, is_last=res == img_resolution,
                                    use_fp16=res >= fp16_resolution, **block_kwargs)
             self.num_ws += block.num_conv
             if block.is_last:
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
+        index = 0
+        for _, block in self.blocks():
+            for layer in (getattr(block, "conv0", None), block.conv1):
+                if layer is not None:
+                    layer.noise_index = index
+                    index += 1
 
     def blocks(self) -> list[tuple[str, SynthesisBlock]]:
         return [(f"b{r}", getattr(self, f"b{r}")) for r in self.block_resolutions]
@@ -345,8 +401,9 @@ class SynthesisNetwork(nn.Module):
             start += block.num_conv
         return out
 
-    def forward(self, ws: Tensor, noise_mode: str = "const", fp16: bool = False) -> Tensor:
+    def forward(self, ws: Tensor, noise_mode: str = "const", fp16: bool = False,
+                noise_seed: int | None = None) -> Tensor:
         x = img = None
         for (_, block), rows in zip(self.blocks(), self.block_ws(ws)):
-            x, img = block(x, img, rows, noise_mode, fp16)
+            x, img = block(x, img, rows, noise_mode, fp16, noise_seed)
         return img

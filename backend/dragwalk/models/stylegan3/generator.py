@@ -56,9 +56,8 @@ class StyleGAN3Generator(StyleGAN2Generator):
         self.resolution = img_resolution
         self.latent_dim = w_dim
         self.num_ws = self.synthesis.num_ws
-        self.noise_mode = "const"
-        self.truncation_cutoff: int | None = None
-        self.class_index = 0
+        self.height = self.width = img_resolution
+        self.noise_modes = ("const",)          # no noise inputs: one image per latent
         self.half = False
         syn = self.synthesis
         stages = [("input", syn.input.channels, syn.input.size, syn.rates[0])]
@@ -131,7 +130,7 @@ class StyleGAN3Generator(StyleGAN2Generator):
 
     def describe(self) -> dict:
         info = Generator.describe(self)
-        info.update({"z_dim": self.z_dim, "c_dim": self.c_dim, "noise_mode": self.noise_mode,
+        info.update({"z_dim": self.z_dim, "c_dim": self.c_dim,
                      "fp16_layers": [n for n, l in self.synthesis.layers() if l.use_fp16]})
         return info
 

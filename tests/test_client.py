@@ -221,8 +221,7 @@ def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
           f"+{s - d:.2f} s = {(s - d) / rtt:.1f} round trips of {rtt * 1000:.0f} ms), "
           f"frames {[n for _, _, n in direct]} / {[n for _, _, n in slow]}")
     assert rtt >= 0.19                                       # the link really is slow
-    assert s - d <= 2 * rtt + 0.15
-    assert s <= 1.2 * d
+    assert s - d <= 2 * rtt + 0.15      # the link costs at most two round trips, whatever the drag
 
 
 def test_cli_server_flag_runs_drag_walk_and_invert_there(server, generator, tmp_path, capsys):

@@ -136,7 +136,9 @@ def test_batched_drags_end_where_single_drags_end(generator):
         singles = [run.step(render=r) for run, r in zip(alone, renders)]
         batched = step_together(together, renders)
         for a, b, r in zip(singles, batched, renders):
-            assert a.handles == b.handles and a.done == b.done and a.reason == b.reason
+            # float rounding only: a batched matrix product may sum in another order
+            torch.testing.assert_close(torch.tensor(b.handles), torch.tensor(a.handles), rtol=0, atol=1e-4)
+            assert a.done == b.done and a.reason == b.reason
             if r:
                 torch.testing.assert_close(b.image, a.image, rtol=0, atol=1e-5)
     assert all(run.done for run in together)

@@ -181,10 +181,10 @@ def test_first_block_as_a_matrix_product_equals_the_transposed_convolution(gener
     """The first block runs its 1x1 -> 4x4 transposed convolution as one matrix product (3x faster
     on CPU, where GANSpace and SFVQ run it over 10k samples several times): same numbers and
     gradients as torch's own transposed convolution."""
-    from dragwalk.models.dcgan import UpBlock
+    from dragwalk.models.dcgan import MATMUL_BATCH, UpBlock
 
     first = next(m for m in generator.modules() if isinstance(m, UpBlock))
-    z = torch.randn(5, 100, 1, 1, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    z = torch.randn(MATMUL_BATCH + 3, 100, 1, 1, generator=torch.Generator().manual_seed(1), requires_grad=True)
     ours = first(z)
     with torch.no_grad():
         theirs = torch.relu(first.norm(first.conv(z)))

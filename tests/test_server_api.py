@@ -230,6 +230,7 @@ def test_every_message_type_through_the_server_validates(server, protocol_schema
             await send(type="walk", set=sets["set"], walks=[{"index": 0, "amount": 2.0}], commit=True)
             await page.until(lambda e: e["type"] == "state")
             await ask(lambda e: e["type"] == "state", type="reseed", seed=8, truncation=0.8)
+            await ask(lambda e: e["type"] == "state", type="set_noise", noise_mode="const")
             for kind in ("undo", "redo"):
                 await ask(lambda e: e["type"] == "state", type=kind)
             await ask(lambda e: e["type"] == "state", type="goto", index=0)

@@ -149,7 +149,9 @@ def test_batched_sessions_end_where_unbatched_ones_end(generator):
                              {s.name: s.control.run.handles for s in jobs}, counts)
     (lat_a, pts_a, counts_a), (lat_b, pts_b, counts_b) = results[False], results[True]
     assert counts_a == counts_b
-    assert pts_a == pts_b
+    assert pts_a.keys() == pts_b.keys()
+    for name in pts_a:       # to float rounding: a batched matrix product may sum in another order
+        torch.testing.assert_close(torch.tensor(pts_b[name]), torch.tensor(pts_a[name]), rtol=0, atol=1e-4)
     for name in lat_a:
         torch.testing.assert_close(lat_b[name].code, lat_a[name].code, rtol=0, atol=1e-5)
         for key, value in lat_a[name].offsets.items():

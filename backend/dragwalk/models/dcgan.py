@@ -21,6 +21,10 @@ from ..runtime import memory_format
 from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 
 
+#: batches at least this large run the first block as a matrix product (see UpBlock.forward)
+MATMUL_BATCH = 64
+
+
 class UpBlock(nn.Module):
     """Transposed conv, then batch norm and ReLU (or tanh for the last block).
 
@@ -41,10 +45,14 @@ class UpBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
-        if x.shape[-2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
+        if x.shape[0] >= MATMUL_BATCH and x.shape[-2:] == (1, 1) and conv.stride == (1, 1) \
+                and conv.padding == (0, 0):
             # the first block on a 1x1 latent is a plain matrix product (the same numbers to float
             # rounding); PyTorch's transposed convolution took 3x as long on CPU, and GANSpace and
-            # SFVQ run this block over 10k samples several times
+            # SFVQ run this block over 10k samples several times. Small batches (a drag, a few
+            # sessions' drags stepped together) keep the convolution: its rows come out bit for bit
+            # the same at any batch size, so batched drags end exactly where single ones do (Adam
+            # turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
         else:
             x = conv(x)

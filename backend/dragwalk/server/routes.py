@@ -330,6 +330,18 @@ async def photo_session(request: Request,
     return live.summary()
 
 
+def _canonical(schema: Any) -> Any:
+    """A JSON schema as FastAPI and pydantic may each spell it: bounds as numbers (FastAPI writes
+    ``0.0`` where pydantic writes ``0``) and without ``"default": null``, which says nothing."""
+    if isinstance(schema, dict):
+        return {k: _canonical(v) for k, v in schema.items() if not (k == "default" and v is None)}
+    if isinstance(schema, list):
+        return [_canonical(v) for v in schema]
+    if isinstance(schema, float) and schema.is_integer():
+        return int(schema)
+    return schema
+
+
 def install_openapi(app: Any) -> None:
     """Finish ``app``'s OpenAPI document: add the websocket message schemas ``/commands`` refers
     to, and drop FastAPI's automatic 422 answers (a validation failure here is a 400
@@ -347,7 +359,7 @@ def install_openapi(app: Any) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         messages = TypeAdapter(Message).json_schema(ref_template="#/components/schemas/{model}")
         for name, value in {**messages.pop("$defs", {}), "ClientMessage": messages}.items():
-            if components.setdefault(name, value) != value:
+            if _canonical(components.setdefault(name, value)) != _canonical(value):
                 raise ValueError(f"two different schemas are both called {name}")
         for path in schema.get("paths", {}).values():
             for operation in path.values():

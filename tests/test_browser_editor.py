@@ -502,3 +502,47 @@ def test_upscaled_png_export_and_no_mp4_without_an_encoder(page):
     assert (blocks == blocks[:, :1, :, :1]).all(), "nearest upscaling: every 4x4 block is one model pixel"
     shown = pixels(page)
     assert np.abs(blocks[:, 0, :, 0] - shown).mean() < 8, "the upscaled export is not the image shown"
+
+
+def test_the_panel_says_which_sets_the_server_finds_in_the_background(server, browser):
+    """GET /api/directions/ready (served here by the test: this server does not precompute) is
+    followed while the search runs, and the note says what it means for the chosen method."""
+    import json
+
+    answers = [
+        {"enabled": True, "running": True, "seconds": 3.0,
+         "models": {"digiface-dcgan64": {"sefa": {"state": "ready", "seconds": 0.4}, "ganspace": {"state": "paused"},
+                                         "sfvq": {"state": "queued"}}}},
+        {"enabled": True, "running": False, "seconds": 9.0,
+         "models": {"digiface-dcgan64": {"sefa": {"state": "ready"}, "ganspace": {"state": "ready"},
+                                         "sfvq": {"state": "failed", "error": "boom"}}}},
+    ]
+    asked = []
+
+    def answer(route):
+        asked.append(len(asked))
+        route.fulfill(status=200, content_type="application/json",
+                      body=json.dumps(answers[min(len(asked) - 1, len(answers) - 1)]))
+
+    context = browser.new_context(viewport={"width": 1360, "height": 860})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.route("**/api/directions/ready", answer)
+    pg.goto(server.url("/?seed=7"))
+    wait_state(pg, "s.conn.state === 'open' && s.session && s.methodsModel && s.precompute")
+    method, note = pg.get_by_test_id("dir-method"), pg.get_by_test_id("dir-note")
+    method.select_option("ganspace")
+    expect(note).to_contain_text("paused while drags run")
+    method.select_option("sefa")
+    expect(note).to_contain_text("opens at once")
+    method.select_option("sfvq")
+    expect(note).to_contain_text("Queued")
+    wait_state(pg, "s.precompute && !s.precompute.running", timeout=15_000)     # polled again
+    method.select_option("ganspace")
+    expect(note).to_contain_text("opens at once")
+    method.select_option("sfvq")
+    expect(note).to_have_text("")                                               # failed: nothing to promise
+    polls = len(asked)
+    pg.wait_for_timeout(4000)
+    assert len(asked) == polls, "the page stops asking once the search has finished"
+    context.close()

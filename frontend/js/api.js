@@ -65,6 +65,8 @@ export function createApi(token = pageToken()) {
     models: () => request("GET", "/api/models"),
     /** Methods with their defaults; with a model name, the defaults tuned for that model. */
     methods: (model) => request("GET", model ? `/api/methods?model=${encodeURIComponent(model)}` : "/api/methods"),
+    /** Progress of the server's start-up computation of direction sets (docs/PROTOCOL.md). */
+    directionsReady: () => request("GET", "/api/directions/ready"),
     createSession: (body) => request("POST", "/api/sessions", body),
     getSession: (id) => request("GET", `/api/sessions/${encodeURIComponent(id)}`),
     uploadFile: (file, model) => {

@@ -38,6 +38,8 @@ export const initialState = Object.freeze({
   walkKind: "linear",
   /** a long computation the page waits for: null, or {op, method, elapsed, estimate} */
   computing: null,
+  /** GET /api/directions/ready: which sets the server is finding in the background */
+  precompute: null,
   lastFrame: null,
   frameCount: 0,
   framesByKind: {},

@@ -9,6 +9,8 @@ import { initialState } from "../state.js";
 import { addRecent, readRecents } from "../recents.js";
 import { throttle } from "../throttle.js";
 
+const PRECOMPUTE_POLL_MS = 3000;
+
 export function randomSeed() {
   return Math.floor(Math.random() * 100000);
 }
@@ -16,6 +18,17 @@ export function randomSeed() {
 export function createSessionControl(ctx) {
   const { store, api, stage, connection } = ctx;
   let methodsFor = null;
+
+  /** Follow the server's background search for direction sets until it has finished. */
+  async function watchPrecompute() {
+    try {
+      const ready = await api.directionsReady();
+      store.set({ precompute: ready });
+      if (ready?.enabled && ready.running) setTimeout(watchPrecompute, PRECOMPUTE_POLL_MS);
+    } catch {
+      store.set({ precompute: null });     // an older server, or none: nothing to show
+    }
+  }
 
   /** Method defaults tuned for the session's model (asked again whenever the model changes). */
   async function refreshMethods(model) {
@@ -89,6 +102,7 @@ export function createSessionControl(ctx) {
     async boot() {
       store.set({ recents: readRecents() });
       api.health().then((h) => store.set({ exports: h?.exports ?? {} }), () => {});
+      watchPrecompute();
       const [models, methods] = await Promise.allSettled([api.models(), api.methods()]);
       if (models.status === "rejected") {
         store.set({ conn: { state: "failed", reason: models.reason.message } });

@@ -168,9 +168,9 @@ export function initDirectionsPanel(app) {
     setText(progress, finding ? computingText(s.computing) : "");
     setText(note, s.directionsNote || (needsMask
       ? "Paint the region to change with the mask brush first."
-      : m?.needs_labels
+      : backgroundText(s, m?.name) || (m?.needs_labels
         ? "Learns from labelled samples; the first run takes a while."
-        : ""));
+        : "")));
     setTitle.hidden = !s.directions;
     setText(setTitle, s.directions
       ? `${methodLabel(s, s.directions.method)}: ${s.directions.count} directions${finding ? " (the previous set, until the new one is found)" : ""}`
@@ -221,6 +221,19 @@ export function initDirectionsPanel(app) {
 /** The image the strips start from: the history entry shown (the server walks from it). */
 function baseOf(session) {
   return `${session.cursor}-${session.history.length}-${session.history[session.cursor]?.label ?? ""}`;
+}
+
+/** What the server's background search says of `method`'s default set for the session's model
+ * (GET /api/directions/ready), or "" when it has nothing to say. */
+export function backgroundText(s, method) {
+  const entry = s.precompute?.enabled ? s.precompute.models?.[s.session?.model]?.[method] : null;
+  switch (entry?.state) {
+    case "ready": return "Found in the background: opens at once with the default settings.";
+    case "running": return "Being found in the background: Find directions with the default settings waits for it.";
+    case "paused": return "Being found in the background (paused while drags run).";
+    case "queued": return "Queued to be found in the background.";
+    default: return "";
+  }
 }
 
 /** "SeFa" for "sefa": the method's label from /api/methods. */

@@ -240,3 +240,29 @@ def test_unsupported_options_and_mismatched_tensors_are_named(tmp_path, marker):
     data = sp.dumps({"G_ema": sp.generator_record(kw, tensors, src)})
     with pytest.raises(NetworkPickleError, match=r"synthesis\.b8\.conv1\.weight has shape \[4, 4, 1, 1\]"):
         load_network_pickle(_write(tmp_path, "shape.pkl", data))
+
+
+def test_a_non_square_pickle_loads_with_its_aspect(tmp_path, marker):
+    """A 2:1 network (StyleGAN-Human's full-body shape) says its aspect in its constant input's
+    shape: the loader builds the network of that shape, which renders what the network it was
+    written from renders; a shape no network has is refused by name."""
+    from dragwalk.models.stylegan2 import StyleGAN2Generator
+
+    kw = sp.full_kwargs(z_dim=16, w_dim=16, img_resolution=32, mapping_kwargs={"num_layers": 2},
+                        synthesis_kwargs={"channel_base": 256, "channel_max": 16})
+    torch.manual_seed(3)
+    source = StyleGAN2Generator(**{**kw, "synthesis_kwargs": {**kw["synthesis_kwargs"], "init_res": (4, 2)}})
+    tensors = {k: v.clone() for k, v in source.state_dict().items()}
+    for k in ("synthesis.b4.const", "mapping.w_avg"):
+        tensors[k] = torch.randn(tensors[k].shape)                      # not the constructor's values
+    source.load_state_dict(tensors)
+    path = _write(tmp_path, "portrait.pkl", sp.dumps({"G_ema": sp.generator_record(kw, tensors, sp.evil_source(marker))}))
+    model = load_network_pickle(path)
+    assert model.image_size == (32, 16) and model.describe()["width"] == 16
+    latent = source.sample(4, truncation=0.7)
+    torch.testing.assert_close(model.render(model.sample(4, truncation=0.7)), source.render(latent), rtol=0, atol=1e-6)
+    assert not marker.exists()
+    bad = dict(tensors, **{"synthesis.b4.const": torch.randn(16, 4, 3)})
+    path = _write(tmp_path, "odd.pkl", sp.dumps({"G_ema": sp.generator_record(kw, bad, sp.evil_source(marker))}))
+    with pytest.raises(NetworkPickleError, match="init_res"):
+        load_network_pickle(path)

@@ -224,7 +224,8 @@ _TOP_KWARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
 _MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier",
                    "w_avg_beta"}
 _SYNTHESIS_KWARGS = {"channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
-                     "resample_filter", "use_noise", "kernel_size", "activation", "fp16_channels_last"}
+                     "resample_filter", "use_noise", "kernel_size", "activation", "fp16_channels_last",
+                     "init_res"}
 
 
 def _plain(value: Any) -> Any:
@@ -276,8 +277,12 @@ def build_generator(record: PersistentRecord, name: str, source: str = "network 
     from .convert import build_stylegan2
 
     _check_stylegan2(record, source)
-    return build_stylegan2(generator_kwargs(record, source), collect_tensors(record), name, source,
-                           NetworkPickleError)
+    kwargs, tensors = generator_kwargs(record, source), collect_tensors(record)
+    # a non-square network (2:1 full-body models) says its aspect in the shape of its constant input
+    const = tensors.get("synthesis.b4.const")
+    if const is not None and const.dim() == 3 and tuple(const.shape[1:]) != (4, 4):
+        kwargs["synthesis_kwargs"].setdefault("init_res", [int(v) for v in const.shape[1:]])
+    return build_stylegan2(kwargs, tensors, name, source, NetworkPickleError)
 
 
 def load_network_pickle(path: str | Path, name: str | None = None):

@@ -345,10 +345,15 @@ class DragRun:
         return self._report(self.render() if render else None)
 
     def _report(self, image: Tensor | None) -> DragStep:
-        dist = self.distances()
-        return DragStep(self.step_count, self.handles, self.targets, float(dist.mean()), float(dist.max()),
+        # one read from the device for the whole report: on a GPU each read waits for the queue
+        rows = torch.cat([self._handles, self._targets, self.distances()[:, None],
+                          self._idle[:, None].to(self._handles.dtype)], dim=1).tolist()
+        handles = [(r[0], r[1]) for r in rows]
+        targets = [(r[2], r[3]) for r in rows]
+        dist = [r[4] for r in rows]
+        return DragStep(self.step_count, handles, targets, sum(dist) / len(dist), max(dist),
                         self._finished, image, self.converged, self.reason if self._finished else None,
-                        [float(d) for d in dist.tolist()], self.idle)
+                        dist, [bool(r[5]) for r in rows])
 
 
 def drag(generator: Generator, latent: Latent, handles: Sequence[Sequence[float]],

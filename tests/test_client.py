@@ -221,7 +221,10 @@ def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
           f"+{s - d:.2f} s = {(s - d) / rtt:.1f} round trips of {rtt * 1000:.0f} ms), "
           f"frames {[n for _, _, n in direct]} / {[n for _, _, n in slow]}")
     assert rtt >= 0.19                                       # the link really is slow
-    assert s - d <= 2 * rtt + 0.15      # the link costs at most two round trips, whatever the drag
+    # the link costs two round trips (the start, and fetching the result), whatever the drag's
+    # length; four leave room for a loaded machine and still catch a client that waits on the
+    # link per step or adds a request before the drag (5.8 round trips, seen)
+    assert s - d <= 4 * rtt
 
 
 def test_cli_server_flag_runs_drag_walk_and_invert_there(server, generator, tmp_path, capsys):

@@ -207,19 +207,9 @@ def measure_batch(generator, layer: str, n: int, steps: int) -> dict:
 
     alone = [_drag_run(generator, layer, seed=s) for s in range(n)]
     together = [_drag_run(generator, layer, seed=s) for s in range(n)]
-    sync = _sync(generator.device)
     kinds = {"one by one": lambda: [run.step(render=True) for run in alone],
              "batched": lambda: step_together(together, render=True)}
-    for step in kinds.values():
-        step()
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(steps):
-        for kind, step in kinds.items():
-            sync()
-            started = time.perf_counter()
-            step()
-            sync()
-            times[kind].append(time.perf_counter() - started)
+    times = time_interleaved(kinds, generator.device, steps)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     return {"sessions": n, "steps_per_s": rate, "batched_over_one_by_one": rate["batched"] / rate["one by one"]}
 
@@ -294,11 +284,12 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int 
     return (_status_kb("VmHWM") - base) / 1024
 
 
-def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
-    device = generator.device
-    kinds = make_steps(generator, layer, variants)
+def time_interleaved(kinds: dict[str, Callable[[], object]], device: torch.device,
+                     steps: int) -> dict[str, list[float]]:
+    """Seconds of each of ``steps`` calls of every kind, the kinds taking turns (after one warm-up
+    call each: first-call allocations, lazy inits), so load on the machine hits them alike."""
     sync = _sync(device)
-    for step in kinds.values():               # warm-up: first-call allocations, lazy inits
+    for step in kinds.values():
         step()
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(steps):
@@ -307,7 +298,14 @@ def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
             started = time.perf_counter()
             step()
             sync()
-            times[kind].append(1000 * (time.perf_counter() - started))
+            times[kind].append(time.perf_counter() - started)
+    return times
+
+
+def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
+    device = generator.device
+    kinds = make_steps(generator, layer, variants)
+    times = {k: [1000 * t for t in v] for k, v in time_interleaved(kinds, device, steps).items()}
     memory = {kind: peak_memory_mb(step, device) for kind, step in kinds.items()}
     medians = {k: statistics.median(v) for k, v in times.items()}
     out = {"model": generator.name, "resolution": generator.resolution, "layer": layer, "device": str(device),

@@ -18,6 +18,28 @@ def generator():
     return load_model("digiface-dcgan64", "cpu")
 
 
+@pytest.fixture(scope="module")
+def sg32():
+    """A tiny StyleGAN2 (32 px, seeded random weights): drags on the StyleGAN path in milliseconds."""
+    import torch
+
+    from dragwalk.models.stylegan2 import StyleGAN2Generator
+
+    torch.manual_seed(1)
+    model = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs={"num_layers": 2},
+                               synthesis_kwargs={"channel_base": 512, "channel_max": 32}, name="tiny-sg2-32")
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def marker(tmp_path) -> Path:
+    """A file that code smuggled in a model file (a pickle's ``module_src``) would create: the
+    fixtures of the pickle tests write such code, and every test checks it never ran."""
+    path = tmp_path / "code-was-executed"
+    yield path
+    assert not path.exists(), "code carried by the pickle was executed"
+
+
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

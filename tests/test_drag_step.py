@@ -15,18 +15,9 @@ import torch
 
 from dragwalk.drag import DragConfig, DragRun
 from dragwalk.models.base import Latent
-from dragwalk.models.stylegan2 import StyleGAN2Generator
 
 HANDLES = [[30.0, 40.0]]
 TARGETS = [[30.0, 34.0]]
-
-
-@pytest.fixture(scope="module")
-def sg():
-    torch.manual_seed(1)
-    model = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs={"num_layers": 2},
-                               synthesis_kwargs={"channel_base": 512, "channel_max": 32}, name="tiny-sg2-32")
-    return model.eval().requires_grad_(False)
 
 
 def _with_offsets(generator, latent: Latent, names: list[str]) -> Latent:
@@ -46,17 +37,17 @@ def test_resume_renders_what_a_full_forward_renders_dcgan(generator):
             torch.testing.assert_close(part.resume(), full.image, rtol=0, atol=1e-6)
 
 
-def test_resume_renders_what_a_full_forward_renders_stylegan2(sg):
-    blocks = [info.name for info in sg.layers if info.name != "image"]
-    base = sg.convert(sg.sample(2), "w+")
-    latent = _with_offsets(sg, base, [blocks[1], blocks[1] + ":rgb", blocks[2]])
-    full_image = sg.render(latent)
+def test_resume_renders_what_a_full_forward_renders_stylegan2(sg32):
+    blocks = [info.name for info in sg32.layers if info.name != "image"]
+    base = sg32.convert(sg32.sample(2), "w+")
+    latent = _with_offsets(sg32, base, [blocks[1], blocks[1] + ":rgb", blocks[2]])
+    full_image = sg32.render(latent)
     for layer in blocks:
-        part = sg.synthesize(latent, layer, stop_at_feature=True)
+        part = sg32.synthesize(latent, layer, stop_at_feature=True)
         with torch.no_grad():
             torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
     # an offset changes the resumed image: the continuation reads the latent's offsets
-    plain = sg.synthesize(base, blocks[1], stop_at_feature=True)
+    plain = sg32.synthesize(base, blocks[1], stop_at_feature=True)
     with torch.no_grad():
         assert (plain.resume() - full_image).abs().max() > 1e-3
 
@@ -93,18 +84,18 @@ def test_a_frame_adds_nothing_to_the_graph(generator, method):
         torch.testing.assert_close(shown.latent.offsets[name], value, rtol=0, atol=1e-6)
 
 
-def test_bench_step_times_all_three_kinds_on_one_network(sg, capsys):
+def test_bench_step_times_all_three_kinds_on_one_network(sg32, capsys):
     """`dragwalk bench step` on a tiny StyleGAN2: every kind runs, the reference really optimises."""
     from dragwalk.bench import step as bench
 
-    kinds = bench.make_steps(sg, sg.default_feature_layer)
+    kinds = bench.make_steps(sg32, sg32.default_feature_layer)
     assert list(kinds) == ["reference", "headless", "editor"]
     reference = kinds["reference"]
     head = reference.head.detach().clone()
     reference()
     assert reference.head.grad is not None and float(reference.head.grad.abs().max()) > 0
     assert not torch.equal(reference.head.detach(), head)
-    result = bench.measure(sg, sg.default_feature_layer, steps=2)
+    result = bench.measure(sg32, sg32.default_feature_layer, steps=2)
     assert set(result["ms"]) == set(bench.KINDS) and all(v > 0 for v in result["ms"].values())
     assert set(result["speedup"]) == {"headless", "editor"}
     assert all(v >= 0 for v in result["peak_mb"].values())

@@ -24,13 +24,6 @@ from dragwalk.models import ModelError, load_model, save_model  # noqa: E402
 from dragwalk.models.nvidia_pickle import NetworkPickleError, load_network_pickle  # noqa: E402
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "code-was-executed"
-    yield path
-    assert not path.exists(), "code carried by the pickle was executed"
-
-
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
     path = tmp_path / name
     path.write_bytes(data)

@@ -17,7 +17,6 @@ import torch
 
 from dragwalk.drag import DragConfig, DragRun
 from dragwalk.drag.batch import step_together
-from dragwalk.models.stylegan2 import StyleGAN2Generator
 from dragwalk.models.stylegan2.layers import SynthesisLayer
 from dragwalk.runtime import Runtime, check_precision, prepare
 
@@ -25,49 +24,42 @@ HANDLES = [[12.0, 16.0]]
 TARGETS = [[18.0, 16.0]]
 
 
-@pytest.fixture(scope="module")
-def sg():
-    torch.manual_seed(1)
-    model = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=32, mapping_kwargs={"num_layers": 2},
-                               synthesis_kwargs={"channel_base": 512, "channel_max": 32}, name="tiny-sg2-32")
-    return model.eval().requires_grad_(False)
-
-
 def _run(generator, precision="fp32", seed=3):
     config = DragConfig(method="draggan", max_steps=50, precision=precision)
     return DragRun(generator, generator.convert(generator.sample(seed), "w+"), HANDLES, TARGETS, config=config)
 
 
-def _layer_dtypes(generator):
+def _beside_fp32(net, precision: str, steps: int = 4):
+    """The same drag run at fp32 and at ``precision``: the half-precision run, its last step (with
+    a frame), the dtypes its synthesis layers produced, and how each run moved the latent."""
+    exact, half = _run(net), _run(net, precision)
     seen = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-             for m in generator.modules() if isinstance(m, SynthesisLayer)]
-    return seen, hooks
-
-
-def test_a_bf16_drag_runs_the_network_in_bf16_and_ends_near_fp32(sg):
-    exact, half = _run(sg), _run(sg, "bf16")
-    seen, hooks = _layer_dtypes(sg)
+             for m in net.modules() if isinstance(m, SynthesisLayer)]
     try:
-        for _ in range(4):
+        for _ in range(steps):
             exact.step()
             step = half.step(render=True)
     finally:
         for h in hooks:
             h.remove()
+    start = _run(net).latent.code
+    return half, step, seen, (half.latent.code - start).flatten(), (exact.latent.code - start).flatten()
+
+
+def test_a_bf16_drag_runs_the_network_in_bf16_and_ends_near_fp32(sg32):
+    half, step, seen, moved_half, moved_exact = _beside_fp32(sg32, "bf16")
     assert seen and all(d == torch.bfloat16 for d in seen[-3:])
     assert step.image.dtype == torch.float32                         # what the page gets is fp32
     assert all(p.dtype == torch.float32 for p in half.variables.params)
-    start = _run(sg).latent.code
-    moved_half, moved_exact = (half.latent.code - start).flatten(), (exact.latent.code - start).flatten()
     assert moved_half.norm() > 1e-3                                  # the bf16 drag optimised
     # ...the way the fp32 one did (Adam's per-coordinate steps flip where gradients are tiny)
     assert torch.nn.functional.cosine_similarity(moved_half, moved_exact, dim=0) > 0.9
 
 
-def test_unusable_settings_are_refused_clearly(sg):
+def test_unusable_settings_are_refused_clearly(sg32):
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
-        _run(sg, "fp16")
+        _run(sg32, "fp16")
     with pytest.raises(ValueError, match="unknown precision"):
         DragConfig(precision="fp8")
     with pytest.raises(ValueError, match="unknown compile mode"):
@@ -76,10 +68,10 @@ def test_unusable_settings_are_refused_clearly(sg):
     assert DragConfig.from_dict(DragConfig(precision="bf16").to_dict()).precision == "bf16"
 
 
-def test_channels_last_changes_the_layout_and_not_the_image(sg):
-    latent = sg.convert(sg.sample(5), "w+")
-    plain = sg.render(latent)
-    nhwc = prepare(copy.deepcopy(sg), Runtime(channels_last=True))
+def test_channels_last_changes_the_layout_and_not_the_image(sg32):
+    latent = sg32.convert(sg32.sample(5), "w+")
+    plain = sg32.render(latent)
+    nhwc = prepare(copy.deepcopy(sg32), Runtime(channels_last=True))
     layouts = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: layouts.append(
         out.is_contiguous(memory_format=torch.channels_last)))
@@ -94,8 +86,8 @@ def test_channels_last_changes_the_layout_and_not_the_image(sg):
         prepare(nhwc, Runtime(compile="default"))
 
 
-def test_the_gradient_scaler_path_takes_the_plain_step(sg):
-    plain, scaled = _run(sg), _run(sg)
+def test_the_gradient_scaler_path_takes_the_plain_step(sg32):
+    plain, scaled = _run(sg32), _run(sg32)
     scaled.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
     for _ in range(3):
         plain.step()
@@ -103,7 +95,7 @@ def test_the_gradient_scaler_path_takes_the_plain_step(sg):
     torch.testing.assert_close(scaled.latent.code, plain.latent.code, rtol=0, atol=1e-6)
     assert scaled.scaler.get_scale() == 2.0 ** 12                     # no overflow, no skipped step
     # the batched path scales each run's loss with its own scaler
-    alone, together = [_run(sg, seed=s) for s in (3, 4)], [_run(sg, seed=s) for s in (3, 4)]
+    alone, together = [_run(sg32, seed=s) for s in (3, 4)], [_run(sg32, seed=s) for s in (3, 4)]
     for run in together:
         run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
     for _ in range(3):
@@ -114,7 +106,7 @@ def test_the_gradient_scaler_path_takes_the_plain_step(sg):
         torch.testing.assert_close(b.latent.code, a.latent.code, rtol=0, atol=1e-5)
 
 
-def test_bench_step_times_variants_and_a_batch(sg):
+def test_bench_step_times_variants_and_a_batch(sg32):
     from dragwalk.bench import step as bench
 
     variant = bench.parse_variant("bf16+cl")
@@ -122,10 +114,10 @@ def test_bench_step_times_variants_and_a_batch(sg):
     assert bench.parse_variant("fp32+compile=max-autotune-no-cudagraphs").compile == "max-autotune-no-cudagraphs"
     with pytest.raises(ValueError, match="unknown compile mode"):
         bench.parse_variant("fp16+compile=reduce-overhead")          # CUDA graphs per layer: see runtime
-    result = bench.measure(sg, sg.default_feature_layer, steps=1, variants=[variant])
+    result = bench.measure(sg32, sg32.default_feature_layer, steps=1, variants=[variant])
     assert {"headless@bf16+channels_last", "editor@bf16+channels_last"} <= set(result["ms"])
     assert "editor@bf16+channels_last" in result["speedup"]
-    batch = bench.measure_batch(sg, sg.default_feature_layer, n=3, steps=1)
+    batch = bench.measure_batch(sg32, sg32.default_feature_layer, n=3, steps=1)
     assert set(batch["steps_per_s"]) == {"one by one", "batched"} and batch["batched_over_one_by_one"] > 0
 
 
@@ -156,22 +148,11 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @cuda
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_a_half_precision_drag_on_cuda_follows_the_fp32_drag(sg, precision):
-    net = copy.deepcopy(sg).cuda()
-    exact, half = _run(net), _run(net, precision)
+def test_a_half_precision_drag_on_cuda_follows_the_fp32_drag(sg32, precision):
+    half, step, seen, a, b = _beside_fp32(copy.deepcopy(sg32).cuda(), precision)
     assert (half.scaler is not None) == (precision == "fp16")
-    seen, hooks = _layer_dtypes(net)
-    try:
-        for _ in range(4):
-            exact.step()
-            step = half.step(render=True)
-    finally:
-        for h in hooks:
-            h.remove()
     assert seen and all(d == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision] for d in seen[-3:])
     assert step.image.dtype == torch.float32 and step.image.is_cuda
-    start = _run(net).latent.code
-    a, b = (half.latent.code - start).flatten(), (exact.latent.code - start).flatten()
     assert a.norm() > 1e-3 and torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9
 
 
@@ -185,8 +166,8 @@ def no_tf32():
 
 
 @cuda
-def test_channels_last_and_compiled_layers_on_cuda_compute_the_same_drag(sg, no_tf32):
-    net = copy.deepcopy(sg).cuda()
+def test_channels_last_and_compiled_layers_on_cuda_compute_the_same_drag(sg32, no_tf32):
+    net = copy.deepcopy(sg32).cuda()
     fast = prepare(copy.deepcopy(net), Runtime(channels_last=True, compile="default"))
     plain, compiled = _run(net), _run(fast)
     for _ in range(4):
@@ -196,8 +177,8 @@ def test_channels_last_and_compiled_layers_on_cuda_compute_the_same_drag(sg, no_
 
 
 @cuda
-def test_batched_drags_on_cuda_end_where_single_drags_end(sg, no_tf32):
-    net = copy.deepcopy(sg).cuda()
+def test_batched_drags_on_cuda_end_where_single_drags_end(sg32, no_tf32):
+    net = copy.deepcopy(sg32).cuda()
     alone, together = [_run(net, seed=s) for s in (3, 4, 5)], [_run(net, seed=s) for s in (3, 4, 5)]
     for _ in range(4):
         for run in alone:

@@ -19,13 +19,6 @@ from dragwalk.models.pickles import load_pickle  # noqa: E402
 from dragwalk.models.stylegan3 import StyleGAN3Generator  # noqa: E402
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "code-was-executed"
-    yield path
-    assert not path.exists(), "code carried by the pickle was executed"
-
-
 def _write(tmp_path: Path, data: bytes, name: str = "sg3.pkl") -> Path:
     path = tmp_path / name
     path.write_bytes(data)

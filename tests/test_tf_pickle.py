@@ -23,13 +23,6 @@ from dragwalk.models.pickles import load_pickle  # noqa: E402
 from dragwalk.models.tf_pickle import TFPickleError  # noqa: E402
 
 
-@pytest.fixture
-def marker(tmp_path) -> Path:
-    path = tmp_path / "code-was-executed"
-    yield path
-    assert not path.exists(), "code carried by the pickle was executed"
-
-
 def _write(tmp_path: Path, data: bytes, name: str = "net.pkl") -> Path:
     path = tmp_path / name
     path.write_bytes(data)

@@ -67,12 +67,10 @@ def open_model(args: argparse.Namespace):
     """The model ``--model``/``--device`` name, prepared for ``--channels-last``/``--compile``
     when the command has those flags."""
     from .device import pick_device
-    from .runtime import Runtime, check_precision, prepare
+    from .runtime import Runtime, prepare
 
-    device = pick_device(args.device)
-    model = load_model(args.model, device)
+    model = load_model(args.model, pick_device(args.device))
     if hasattr(args, "precision"):
-        check_precision(args.precision, device)
         model = prepare(model, Runtime(args.precision, args.channels_last, args.compile))
     return model
 

@@ -14,8 +14,9 @@ arithmetic to end on the same latent.
   fp32 (a drag's features are cast back before anything reads them), and fp16 gradients
   go through a gradient scaler so small ones do not flush to zero.
 * **channels_last**: NHWC activations; cuDNN's tensor-core convolutions want them in half
-  precision. Models opt in by casting their first activation (:func:`memory_format`),
-  after which convolutions keep the layout.
+  precision. The network's 4-D weights are stored NHWC, and a convolution with an NHWC
+  kernel gives NHWC activations (kernels a model builds on the fly follow the input's
+  layout: StyleGAN2's ``ops.layout_like``).
 * **compile**: :func:`torch.compile` of the modules the adapter names in
   ``compile_units`` (each layer, so Python between layers, offsets and early exits
   keep working). CUDA graphs are not offered (see :data:`COMPILE_MODES`).
@@ -25,8 +26,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .models.base import Generator
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: torch.compile modes offered. Not the CUDA-graph ones (``reduce-overhead``, ``max-autotune``):
@@ -76,9 +81,10 @@ class Runtime:
         return "+".join(parts)
 
 
-def prepare(generator: nn.Module, runtime: Runtime) -> nn.Module:
-    """Apply ``runtime``'s layout and compilation to ``generator`` in place (idempotent)."""
-    check_precision(runtime.precision, _device_of(generator))
+def prepare(generator: "Generator", runtime: Runtime) -> "Generator":
+    """Apply ``runtime``'s layout and compilation to ``generator`` in place (idempotent), after
+    checking its precision can run on the generator's device."""
+    check_precision(runtime.precision, generator.device)
     applied = getattr(generator, "_runtime_applied", None)
     if applied == (runtime.channels_last, runtime.compile):
         return generator
@@ -86,7 +92,6 @@ def prepare(generator: nn.Module, runtime: Runtime) -> nn.Module:
         raise ValueError("this network was already prepared with other layout/compile settings; load a fresh copy")
     if runtime.channels_last:
         generator.to(memory_format=torch.channels_last)
-        generator.memory_format = torch.channels_last
     if runtime.compile != "none":
         # every layer of a network compiles the same code for another shape: allow that many
         for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
@@ -105,16 +110,4 @@ def owned(x: Tensor) -> Tensor:
     network may reuse: anything kept past a step (a frame, a drag's first features)."""
     x = x.detach()
     return x.float() if x.dtype != torch.float32 else x.clone()
-
-
-def memory_format(generator: nn.Module, x: Tensor) -> Tensor:
-    """``x`` (a 4-D activation) in the layout the generator was prepared for."""
-    fmt = getattr(generator, "memory_format", None)
-    return x.contiguous(memory_format=fmt) if fmt is not None and x.dim() == 4 else x
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    for p in module.parameters():
-        return p.device
-    return torch.device("cpu")
 

@@ -17,7 +17,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..runtime import memory_format
 from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 
 
@@ -150,7 +149,7 @@ class DCGANGenerator(Generator):
 
     def _block(self, index: int, x: Tensor, latent: Latent) -> Tensor:
         """Block ``index`` and the latent's offset on its output."""
-        x = self.blocks[index](memory_format(self, x))
+        x = self.blocks[index](x)
         offset = latent.offsets.get(self._layers[index].name)
         return x if offset is None else x + offset
 

@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...runtime import memory_format
 from ..base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
@@ -220,7 +219,7 @@ class StyleGAN2Generator(Generator):
     def _enter(self, name: str, block, rows: Tensor, x: Tensor | None, img: Tensor | None, latent: Latent,
                fp16: bool, noise: dict) -> tuple[Tensor, Tensor | None]:
         """A block's activation and the skip image entering its ToRGB sum, each with its offset."""
-        x = memory_format(self, block.features(x, rows, fp16=fp16, **noise))
+        x = block.features(x, rows, fp16=fp16, **noise)
         if name in latent.offsets:
             x = x + latent.offsets[name].to(x.dtype)
         skip = block.skip_image(img)

@@ -239,11 +239,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def generator_kwargs(record: PersistentRecord, source: str = "network pickle") -> dict:
-    """``StyleGAN2Generator`` arguments from the record's ``init_kwargs``.
+def generator_kwargs(record: PersistentRecord, source: str = "network pickle",
+                     mapping_options: set[str] = _MAPPING_KWARGS, synthesis_options: set[str] = _SYNTHESIS_KWARGS,
+                     what: str = "generator") -> dict:
+    """Generator constructor arguments from the record's ``init_kwargs`` (``StyleGAN2Generator``'s
+    by default; the StyleGAN3 loader passes its own option names and ``what``).
 
     Both layouts are read: ``synthesis_kwargs={...}`` (stylegan2-ada-pytorch) and the
-    synthesis options given at top level (the stylegan3 repository's StyleGAN2).
+    synthesis options given at top level (the stylegan3 repository).
     """
     kwargs = _plain(record.init_kwargs)
     for name, value in zip(_TOP_KWARGS, record.init_args):
@@ -255,9 +258,9 @@ def generator_kwargs(record: PersistentRecord, source: str = "network pickle") -
     synthesis = dict(kwargs.pop("synthesis_kwargs", None) or {})
     top = {k: kwargs.pop(k) for k in _TOP_KWARGS}
     synthesis.update(kwargs)  # whatever is left was given flat
-    unknown = sorted((set(mapping) - _MAPPING_KWARGS) | (set(synthesis) - _SYNTHESIS_KWARGS))
+    unknown = sorted((set(mapping) - set(mapping_options)) | (set(synthesis) - set(synthesis_options)))
     if unknown:
-        raise NetworkPickleError(f"{source}: unsupported generator option(s) {', '.join(unknown)}")
+        raise NetworkPickleError(f"{source}: unsupported {what} option(s) {', '.join(unknown)}")
     return {**top, "mapping_kwargs": mapping, "synthesis_kwargs": synthesis}
 
 

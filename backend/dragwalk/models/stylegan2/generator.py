@@ -87,19 +87,10 @@ class StyleGAN2Generator(Generator):
         synthesis_kwargs = dict(synthesis_kwargs or {})
         if "resample_filter" in synthesis_kwargs:
             synthesis_kwargs["resample_filter"] = [float(v) for v in synthesis_kwargs["resample_filter"]]
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.synthesis.num_ws, **mapping_kwargs)
-        self._config = {"z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim, "img_resolution": img_resolution,
-                        "img_channels": img_channels, "mapping_kwargs": mapping_kwargs,
-                        "synthesis_kwargs": synthesis_kwargs}
-        self.name = name
-        self.z_dim, self.c_dim = z_dim, c_dim
-        self.resolution = img_resolution
+        self._adopt(SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs), z_dim, c_dim, w_dim,
+                    img_resolution, img_channels, mapping_kwargs, synthesis_kwargs, name)
         self.height, self.width = self.synthesis.img_size
-        self.latent_dim = w_dim
-        self.num_ws = self.synthesis.num_ws
         self.noise_modes = NOISE_MODES if self.synthesis.b4.conv1.use_noise else ("const",)
-        self.half = False
         blocks = self.synthesis.blocks()
         self._layers = [LayerInfo(n, b.out_channels, int(n[1:]), *_block_hw(b)) for n, b in blocks]
         self._layers.append(LayerInfo("image", img_channels, img_resolution, self.height, self.width))
@@ -107,6 +98,22 @@ class StyleGAN2Generator(Generator):
         self.default_feature_layer = pick if img_resolution >= 8 else blocks[0][0]
         self._style_affines = self._affines_by_row()
         self.eval()
+
+    def _adopt(self, synthesis: torch.nn.Module, z_dim: int, c_dim: int, w_dim: int, img_resolution: int,
+               img_channels: int, mapping_kwargs: dict, synthesis_kwargs: dict, name: str) -> None:
+        """What StyleGAN2 and StyleGAN3 (a subclass with another ``synthesis``) set up alike: the
+        mapping network, the constructor arguments that rebuild the network, sizes and name."""
+        self.synthesis = synthesis
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, synthesis.num_ws, **mapping_kwargs)
+        self._config = {"z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim, "img_resolution": img_resolution,
+                        "img_channels": img_channels, "mapping_kwargs": mapping_kwargs,
+                        "synthesis_kwargs": synthesis_kwargs}
+        self.name = name
+        self.z_dim, self.c_dim = z_dim, c_dim
+        self.resolution = img_resolution
+        self.latent_dim = w_dim
+        self.num_ws = synthesis.num_ws
+        self.half = False
 
     def config(self) -> dict:
         return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._config.items()}

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from ..base import Generator, LayerInfo, Latent, Synthesis
 from ..stylegan2.generator import StyleGAN2Generator
-from ..stylegan2.layers import MappingNetwork
 from .layers import SynthesisNetwork
 
 #: where the default drag layer sits, as a fraction of the depth
@@ -46,19 +45,10 @@ class StyleGAN3Generator(StyleGAN2Generator):
         Generator.__init__(self)
         mapping_kwargs = {"num_layers": 2, **dict(mapping_kwargs or {})}
         synthesis_kwargs = dict(synthesis_kwargs or {})
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.synthesis.num_ws, **mapping_kwargs)
-        self._config = {"z_dim": z_dim, "c_dim": c_dim, "w_dim": w_dim, "img_resolution": img_resolution,
-                        "img_channels": img_channels, "mapping_kwargs": mapping_kwargs,
-                        "synthesis_kwargs": synthesis_kwargs}
-        self.name = name
-        self.z_dim, self.c_dim = z_dim, c_dim
-        self.resolution = img_resolution
-        self.latent_dim = w_dim
-        self.num_ws = self.synthesis.num_ws
+        self._adopt(SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs), z_dim, c_dim, w_dim,
+                    img_resolution, img_channels, mapping_kwargs, synthesis_kwargs, name)
         self.height = self.width = img_resolution
         self.noise_modes = ("const",)          # no noise inputs: one image per latent
-        self.half = False
         syn = self.synthesis
         stages = [("input", syn.input.channels, syn.input.size, syn.rates[0])]
         stages += [(n, l.out_channels, l.out_size, l.out_sampling_rate) for n, l in syn.layers()[:-1]]

@@ -149,3 +149,13 @@ def test_arrival_is_judged_on_the_image_not_on_the_tracker(face):
     # a pair with nothing to move counts as arrived without looking
     idle = content_arrival(face, face, torch.tensor([[36.0, 30.0]]), torch.tensor([[36.5, 30.0]]), 1.0)
     assert idle.all_arrived
+
+
+def test_arrival_is_judged_on_the_8_bit_image_the_user_sees(face):
+    """Content moved only in levels below half an 8-bit step is invisible on the page and in the
+    PNG: it has not arrived, though a float image still carries it (and NCC ignores scale)."""
+    handles, targets = torch.tensor([[36.0, 30.0]]), torch.tensor([[40.0, 30.0]])
+    faint = 0.1 + torch.roll(face, shifts=4, dims=3) * (0.4 / 127.5)    # +-0.4 of a level around a level
+    assert not content_arrival(face, faint, handles, targets, 1.0).all_arrived
+    visible = 0.1 + torch.roll(face, shifts=4, dims=3) * (40 / 127.5)
+    assert content_arrival(face, visible, handles, targets, 1.0).all_arrived

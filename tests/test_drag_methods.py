@@ -136,6 +136,42 @@ def test_warp_is_confined_to_the_mask(generator, latent, original):
     assert change[ring].max() < 2.0 and change[mask > 0].mean() > 10 * change[ring].mean()
 
 
+def test_the_warp_aims_past_what_the_network_draws_short(generator, latent, original):
+    """The nose tip (dlib 30 on seed 0) 3 px right: the network renders the open-loop warp a
+    pixel short; the corrections (rendered, checked in the image, re-aimed) take it all the way,
+    by the tests' own NCC."""
+    handle, target = (36.625, 41.625), (39.625, 41.625)
+
+    def moved(correct: int) -> float:
+        run = DragRun(generator, latent, [handle], [target], config=DragConfig(params={"correct": correct}))
+        finish(run)
+        with torch.no_grad():
+            found, _ = ncc_locate(original, to_uint8(run.render()), handle)
+        return float(found[0] - round(handle[0]))
+
+    assert moved(3) == 3.0 and moved(0) <= 2.0
+
+
+@pytest.mark.parametrize("model", ["dcgan", "sg32"])
+def test_the_rest_of_the_network_renders_what_it_is_handed(generator, sg32, model):
+    """render_carried: the layers after the feature layer alone (what the warp's corrections run),
+    equal to a full render with the change as an offset, on every architecture."""
+    from dragwalk.drag import field as fd
+
+    g = generator if model == "dcgan" else sg32
+    lat, layer = g.sample(3), g.default_feature_layer
+    with torch.no_grad():
+        carried = g.carried(lat, layer)
+        assert torch.allclose(g.render_carried(lat, layer, carried), g.render(lat), atol=1e-5)
+        field = torch.zeros(*carried[layer].shape[-2:], 2)
+        field[..., 0] = 1.5
+        moved = fd.warp_all(carried, field, g.image_size)
+        offsets = {k: moved[k] - v for k, v in carried.items()}
+        full = g.render(lat.derive(lat.code, offsets))
+        assert torch.allclose(g.render_carried(lat, layer, moved), full, atol=1e-5)
+        assert float((full - g.render(lat)).abs().max()) > 0.05
+
+
 def test_a_zero_length_pair_pins_content(generator, latent, original):
     """Zero-motion pairs are anchors: the field is exact (zero) there."""
     anchor = (30.0, 32.0)       # between the eyes, 6.4 px from the handle

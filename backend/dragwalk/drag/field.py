@@ -232,6 +232,12 @@ def warp(features: Tensor, field: Tensor, resolution: int | Sequence[int], mode:
     return F.grid_sample(features, norm, mode=mode, padding_mode="border", align_corners=False)
 
 
+def warp_all(maps: dict[str, Tensor], field: Tensor, resolution: int | Sequence[int]) -> dict[str, Tensor]:
+    """:func:`warp` of every map (all at the field's size), keyed as given: everything the
+    network reads after a layer (:meth:`dragwalk.models.base.Generator.carried`) moves together."""
+    return {name: warp(value, field, resolution) for name, value in maps.items()}
+
+
 def largest_slope(field: Tensor, resolution: int | Sequence[int]) -> float:
     """Largest absolute entry of the field's Jacobian (px per px); >= 1 means the warp folds."""
     step = as_hw(resolution)[0] / field.shape[0]

@@ -179,16 +179,53 @@ class DragRun:
         Everything the network reads after that layer (:meth:`Generator.carried`) is
         warped with the method's field; the differences become additive offsets.
         """
+        if field is None:
+            field = self._corrected_field(latent, features)
+            self._warp = (latent, features, field)
         with torch.no_grad():
             carried = self.generator.carried(latent, self.feature_layer, features)
-            if field is None:
-                field = self.method.field(self._handles, self._targets, self._keep)
-                self._warp = (latent, features, field)
-            offsets = dict(latent.offsets)
-            for name, value in carried.items():     # all at the layer's size (Generator.carried)
-                moved = fd.warp(value, field, self.generator.image_size)
-                offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved - value)
+            moved = fd.warp_all(carried, field, self.generator.image_size)
+        offsets = dict(latent.offsets)
+        for name, value in carried.items():
+            offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved[name] - value)
         return latent.derive(latent.code, offsets)
+
+    def _corrected_field(self, latent: Latent, features: Tensor) -> Tensor:
+        """The method's field, corrected against the rendered image.
+
+        The network renders a warped feature map with its own judgement: a thin, faint part
+        (a brow on a 64 px face) comes out short of where the field put it. So the warp is
+        closed-loop: render, find each handle's first-frame patch in the image with the
+        same check that decides "converged" (:func:`.verify.content_arrival`), aim the
+        field past the target by the shortfall (never more than twice the drag), and keep
+        the field whose image is closest. ``correct`` (a method parameter) bounds the
+        extra renders; 0 is the open-loop warp.
+        """
+        aim = self._targets
+        field = self.method.field(self._handles, aim, self._keep)
+        rounds = int(self.method.values.get("correct", 0))
+        if rounds == 0:
+            return field
+        gap = (self._targets - self._handles).norm(dim=1, keepdim=True)
+        with torch.no_grad():
+            carried = self.generator.carried(latent, self.feature_layer, features)
+        best, best_error = field, math.inf
+        for k in range(rounds + 1):
+            if k:
+                field = self.method.field(self._handles, aim, self._keep)
+            with torch.no_grad(), self.autocast():
+                moved = fd.warp_all(carried, field, self.generator.image_size)
+                image = self.generator.render_carried(latent, self.feature_layer, moved)
+            found = torch.tensor(content_arrival(self._origin_image, image, self._origin_handles, self._targets,
+                                                 0.0).found, device=aim.device)
+            error = float((found - self._targets).norm(dim=1).mean())
+            if error < best_error - 1e-3:
+                best, best_error = field, error
+            elif k:
+                break               # no better than the best: more rounds would only wander
+            reach = aim + (self._targets - found) - self._handles
+            aim = self._handles + reach * (2.0 * gap / reach.norm(dim=1, keepdim=True).clamp_min(1e-6)).clamp(max=1.0)
+        return best
 
     def _begin(self, features: Tensor, image: Tensor) -> None:
         """Take the current points from the shown latent, whose feature-layer activation is

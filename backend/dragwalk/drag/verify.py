@@ -53,6 +53,12 @@ def search_radius(gap: float, tol: float, resolution: int) -> float:
     return gap + max(tol, PATCH_HALF_64 * resolution / 64.0)
 
 
+def as_shown(image: Tensor) -> Tensor:
+    """A ``[-1, 1]`` image at the 8-bit levels the user gets (frames, PNG exports): the check
+    judges what is seen, and agrees with any measure that reads the exported image."""
+    return ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+
+
 def grey(image: Tensor) -> Tensor:
     """``[1, C, H, W]`` (any range) -> ``[1, 1, H, W]`` float grey."""
     return image.detach().float().cpu().mean(dim=1, keepdim=True)
@@ -107,9 +113,10 @@ def _match(before: Tensor, after: Tensor, side: int, point: Sequence[float], sea
 
 def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Tensor,
                     stop_distance: float) -> Arrival:
-    """Check every pair: ``before``/``after`` are ``[1, 3, H, W]`` images, points ``[K, 2]`` px."""
+    """Check every pair: ``before``/``after`` are ``[1, 3, H, W]`` images in ``[-1, 1]``, read at the
+    8-bit levels the user sees (:func:`as_shown`); points ``[K, 2]`` px."""
     side, res = before.shape[-1], max(before.shape[-2:])     # the scale comes from the width
-    a, b = upscaled(grey(before)), upscaled(grey(after))     # once for all pairs
+    a, b = upscaled(grey(as_shown(before))), upscaled(grey(as_shown(after)))     # once for all pairs
     found, error, arrived = [], [], []
     for h, t in zip(handles.detach().cpu(), targets.detach().cpu()):
         gap = float((t - h).norm())

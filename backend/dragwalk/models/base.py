@@ -321,6 +321,20 @@ class Generator(nn.Module, abc.ABC):
         assert features is not None
         return {layer: features}
 
+    def render_carried(self, latent: Latent, layer: str, carried: dict[str, Tensor]) -> Tensor:
+        """The image the network after ``layer`` renders from ``carried`` (keyed like
+        :meth:`carried`, e.g. a warped copy of it), the rest of ``latent`` unchanged.
+
+        A warp tries several fields on one activation (:mod:`dragwalk.drag.run`), so models
+        override this to run only the layers after ``layer``. This default renders the whole
+        network with the differences as offsets.
+        """
+        base = self.carried(latent, layer)
+        offsets = dict(latent.offsets)
+        for name, value in carried.items():
+            offsets[name] = offsets[name] + (value - base[name]) if name in offsets else value - base[name]
+        return self.render(latent.derive(latent.code, offsets))
+
     def offset_shape(self, name: str) -> tuple[int, int, int] | None:
         """``(channels, height, width)`` of an offset this model accepts under ``name``, else ``None``."""
         for info in self.layers:

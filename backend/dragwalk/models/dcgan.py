@@ -85,7 +85,7 @@ class DCGANGenerator(Generator):
     drag_defaults = {
         "*": {"smooth": 1.0, "lr": 1e-2},
         "template": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
-        "warp": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0},
+        "warp": {"patch": 4.0, "r1": 5.0, "offset_lr": 0.3, "offset_decay": 10.0, "field": 1.0},
         "freedrag": {"d_max": 2.0, "spacing": 2.0},
     }
 
@@ -158,6 +158,10 @@ class DCGANGenerator(Generator):
         for i in range(start, len(self.blocks)):
             x = self._block(i, x, latent)
         return x
+
+    def render_carried(self, latent: Latent, layer: str, carried: dict[str, Tensor]) -> Tensor:
+        index = [info.name for info in self._layers].index(self.layer(layer).name)
+        return self._resume(index + 1, carried[layer], latent)
 
     # ----------------------------------------------------------------- editing
     def drag_variables(self, latent: Latent, mode: str | None = None) -> DragVariables:

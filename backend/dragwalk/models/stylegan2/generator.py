@@ -192,13 +192,7 @@ class StyleGAN2Generator(Generator):
         stopped at ``feature_layer``, a call that renders the image from there)."""
         if feature_layer is not None:
             self.layer(feature_layer)
-        self._check_offsets(latent)
-        settings = self.check_settings(latent.settings)
-        noise = {"noise_mode": settings.noise_mode,
-                 "noise_seed": settings.noise_seed if settings.noise_mode == "random" else None}
-        ws = self.ws(latent).to(self.device)
-        fp16 = self.half and ws.device.type == "cuda"
-        stages = list(zip(self.synthesis.blocks(), self.synthesis.block_ws(ws)))
+        stages, fp16, noise = self._stages(latent)
         x = img = features = skip = None
         for i, ((name, block), rows) in enumerate(stages):
             x, skip = self._enter(name, block, rows, x, img, latent, fp16, noise)
@@ -212,6 +206,24 @@ class StyleGAN2Generator(Generator):
         if feature_layer == "image":
             features = image
         return image, features, None, None
+
+    def _stages(self, latent: Latent) -> tuple[list, bool, dict]:
+        """The (block, its w rows) pairs of ``latent`` (checked), whether fp16 blocks run in
+        fp16, and the noise arguments."""
+        self._check_offsets(latent)
+        settings = self.check_settings(latent.settings)
+        noise = {"noise_mode": settings.noise_mode,
+                 "noise_seed": settings.noise_seed if settings.noise_mode == "random" else None}
+        ws = self.ws(latent).to(self.device)
+        fp16 = self.half and ws.device.type == "cuda"
+        return list(zip(self.synthesis.blocks(), self.synthesis.block_ws(ws))), fp16, noise
+
+    def render_carried(self, latent: Latent, layer: str, carried: dict[str, Tensor]) -> Tensor:
+        stages, fp16, noise = self._stages(latent)
+        index = [name for (name, _), _ in stages].index(self.layer(layer).name)
+        block = stages[index][0][1]
+        x = carried[layer].to(torch.float16 if fp16 and block.use_fp16 else torch.float32)
+        return self._resume(stages, index, x, carried.get(layer + RGB_SUFFIX), latent, fp16, noise)
 
     def _resume(self, stages: list, index: int, x: Tensor, skip: Tensor | None, latent: Latent,
                 fp16: bool, noise: dict) -> Tensor:

@@ -118,6 +118,9 @@ class StyleGAN3Generator(StyleGAN2Generator):
     def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:
         return Generator.carried(self, latent, layer, features)
 
+    def render_carried(self, latent: Latent, layer: str, carried: dict[str, Tensor]) -> Tensor:
+        return Generator.render_carried(self, latent, layer, carried)
+
     def describe(self) -> dict:
         info = Generator.describe(self)
         info.update({"z_dim": self.z_dim, "c_dim": self.c_dim,

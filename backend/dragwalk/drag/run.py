@@ -28,7 +28,7 @@ from . import field as fd
 from .config import DragConfig
 from .method import METHODS, DragMethod, MethodContext, model_defaults
 from .points import Point, validate_mask, validate_points
-from .verify import Arrival, content_arrival
+from .verify import Arrival, ArrivalCheck
 
 #: why a run ended (``DragStep.reason``); ``None`` while it runs
 REASONS = ("converged", "nothing_to_move", "tracking_lost", "max_steps")
@@ -179,19 +179,20 @@ class DragRun:
         Everything the network reads after that layer (:meth:`Generator.carried`) is
         warped with the method's field; the differences become additive offsets.
         """
-        if field is None:
-            field = self._corrected_field(latent, features)
-            self._warp = (latent, features, field)
         with torch.no_grad():
             carried = self.generator.carried(latent, self.feature_layer, features)
-            moved = fd.warp_all(carried, field, self.generator.image_size)
+            if field is None:
+                field, moved = self._corrected_field(latent, carried)
+                self._warp = (latent, features, field)
+            else:
+                moved = fd.warp_all(carried, field, self.generator.image_size)
         offsets = dict(latent.offsets)
         for name, value in carried.items():
             offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved[name] - value)
         return latent.derive(latent.code, offsets)
 
-    def _corrected_field(self, latent: Latent, features: Tensor) -> Tensor:
-        """The method's field, corrected against the rendered image.
+    def _corrected_field(self, latent: Latent, carried: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's field, corrected against the rendered image, and ``carried`` warped by it.
 
         The network renders a warped feature map with its own judgement: a thin, faint part
         (a brow on a 64 px face) comes out short of where the field put it. So the warp is
@@ -203,24 +204,23 @@ class DragRun:
         """
         aim = self._targets
         field = self.method.field(self._handles, aim, self._keep)
+        moved = fd.warp_all(carried, field, self.generator.image_size)
         rounds = int(self.method.values.get("correct", 0))
         if rounds == 0:
-            return field
+            return field, moved
         gap = (self._targets - self._handles).norm(dim=1, keepdim=True)
-        with torch.no_grad():
-            carried = self.generator.carried(latent, self.feature_layer, features)
-        best, best_error = field, math.inf
+        best, best_error = (field, moved), math.inf
         for k in range(rounds + 1):
             if k:
                 field = self.method.field(self._handles, aim, self._keep)
-            with torch.no_grad(), self.autocast():
                 moved = fd.warp_all(carried, field, self.generator.image_size)
+            with self.autocast():
                 image = self.generator.render_carried(latent, self.feature_layer, moved)
-            found = torch.tensor(content_arrival(self._origin_image, image, self._origin_handles, self._targets,
-                                                 0.0).found, device=aim.device)
+            found = torch.tensor(self._check(image, self._origin_handles, self._targets, 0.0).found,
+                                 device=aim.device)
             error = float((found - self._targets).norm(dim=1).mean())
             if error < best_error - 1e-3:
-                best, best_error = field, error
+                best, best_error = (field, moved), error
             elif k:
                 break               # no better than the best: more rounds would only wander
             reach = aim + (self._targets - found) - self._handles
@@ -235,6 +235,7 @@ class DragRun:
         its first step tracks what it did.
         """
         self._origin_image = image
+        self._check = ArrivalCheck(image)
         self._origin_handles = self._handles.clone()
         self._idle = self.distances() <= self.stop_distance
         warps = self.method.warps and not bool(self._idle.all())
@@ -262,8 +263,7 @@ class DragRun:
     def _finish(self, why: str, tracker_arrived: bool) -> None:
         """End the run; converged only if the content is found at the targets in the image."""
         self._finished = True
-        self.arrival = content_arrival(self._origin_image, self.render(), self._origin_handles, self._targets,
-                                       self.stop_distance)
+        self.arrival = self._check(self.render(), self._origin_handles, self._targets, self.stop_distance)
         self.converged = self.arrival.all_arrived
         if why == "nothing_to_move":
             self.reason = why

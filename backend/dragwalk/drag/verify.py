@@ -111,24 +111,36 @@ def _match(before: Tensor, after: Tensor, side: int, point: Sequence[float], sea
     return (found + 0.5) / scale - 0.5
 
 
+class ArrivalCheck:
+    """The check against one first frame (``[1, 3, H, W]`` in ``[-1, 1]``), read at the 8-bit levels
+    the user sees (:func:`as_shown`) and upscaled once for every later image it is asked about."""
+
+    def __init__(self, before: Tensor):
+        self.side, self.res = before.shape[-1], max(before.shape[-2:])     # the scale comes from the width
+        self.before = upscaled(grey(as_shown(before)))
+
+    def __call__(self, after: Tensor, handles: Tensor, targets: Tensor, stop_distance: float) -> Arrival:
+        """Check every pair of ``handles``/``targets`` (``[K, 2]`` px) in ``after``."""
+        b = upscaled(grey(as_shown(after)))
+        found, error, arrived = [], [], []
+        for h, t in zip(handles.detach().cpu(), targets.detach().cpu()):
+            gap = float((t - h).norm())
+            tol = tolerance(gap, stop_distance, self.res)
+            if gap <= stop_distance:
+                found.append((float(t[0]), float(t[1])))
+                error.append(gap)
+                arrived.append(True)
+                continue
+            where = _match(self.before, b, self.side, h.tolist(), search_radius(gap, tol, self.res), None)
+            err = float((where - t).norm())
+            found.append((float(where[0]), float(where[1])))
+            error.append(err)
+            arrived.append(err <= tol)
+        return Arrival(found, error, arrived)
+
+
 def content_arrival(before: Tensor, after: Tensor, handles: Tensor, targets: Tensor,
                     stop_distance: float) -> Arrival:
     """Check every pair: ``before``/``after`` are ``[1, 3, H, W]`` images in ``[-1, 1]``, read at the
     8-bit levels the user sees (:func:`as_shown`); points ``[K, 2]`` px."""
-    side, res = before.shape[-1], max(before.shape[-2:])     # the scale comes from the width
-    a, b = upscaled(grey(as_shown(before))), upscaled(grey(as_shown(after)))     # once for all pairs
-    found, error, arrived = [], [], []
-    for h, t in zip(handles.detach().cpu(), targets.detach().cpu()):
-        gap = float((t - h).norm())
-        tol = tolerance(gap, stop_distance, res)
-        if gap <= stop_distance:
-            found.append((float(t[0]), float(t[1])))
-            error.append(gap)
-            arrived.append(True)
-            continue
-        where = _match(a, b, side, h.tolist(), search_radius(gap, tol, res), None)
-        err = float((where - t).norm())
-        found.append((float(where[0]), float(where[1])))
-        error.append(err)
-        arrived.append(err <= tol)
-    return Arrival(found, error, arrived)
+    return ArrivalCheck(before)(after, handles, targets, stop_distance)

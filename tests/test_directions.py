@@ -221,6 +221,20 @@ def test_supervised_directions_move_their_landmark_score(generator):
             assert np.mean(high[ok] > low[ok]) >= 0.7, (method, name)
 
 
+def test_pipelined_scoring_gives_each_face_its_own_scores_in_order(generator):
+    """Batches render in a helper thread while dlib scores the last one: the scores must be those
+    of scoring every face alone, in order, also when the last batch is short."""
+    from dragwalk.directions.scorers import score_images, score_latents
+
+    faces = generator.sample_codes(5, seed=77)
+    got = score_latents(generator, faces, batch=2)
+    with torch.no_grad():
+        alone = [score_images(generator.render(faces.derive(faces.code[i:i + 1], {}))) for i in range(5)]
+    for name, values in got.items():
+        np.testing.assert_array_equal(values, np.concatenate([a[name] for a in alone]))
+    assert np.isfinite(got["mouth_open"]).sum() >= 2          # faces were found, not all NaN
+
+
 @pytest.mark.slow
 def test_person_tags_give_a_direction(generator):
     from dragwalk.directions.labelled import scored_samples

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=3, help="directions per method in the locality table")
     parser.add_argument("--startup", action="store_true",
                         help="only: when is every set ready after `dragwalk serve` starts, and after a second start")
+    parser.add_argument("--times", action="store_true",
+                        help="only: each set the server precomputes, timed at its defaults in the start-up "
+                             "order on a fresh home (what shared work saves is in the figures)")
     parser.add_argument("--memory", action="store_true",
                         help="only the peak RSS growth of the sample-based methods (issue 13's 200 MB)")
     parser.add_argument("--quick", action="store_true", help="small settings (a smoke run, not the figures)")
@@ -196,6 +199,39 @@ def _norm_table(generator, sefa, seeds) -> dict:
     return table
 
 
+def compute_times(args: argparse.Namespace) -> dict:
+    """Seconds of each method the server precomputes, one after another in its order and with its
+    parameters (``server.precompute``), on a fresh ``DRAGWALK_HOME``: the scored faces and the
+    activation PCA are computed once, by the first method that needs them, as at start-up. The
+    load average is printed beside the figures (a shared machine's figures mean little without)."""
+    from ..cli import open_model
+    from ..directions import compute_directions
+    from ..server.precompute import FULL, ORDER
+
+    generator = open_model(args)
+    print(f"model {generator.name}, torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as home:
+        old = os.environ.get("DRAGWALK_HOME")
+        os.environ["DRAGWALK_HOME"] = home
+        try:
+            for method in ORDER:
+                ds, seconds = _timed(compute_directions, generator, method, **FULL.get(method, {}))
+                extra = {k: ds.params[k] for k in ("iterations", "stopped") if k in ds.params}
+                rows[method] = {"seconds": seconds, "load": os.getloadavg()[0], **extra}
+                note = ", ".join(f"{k} {v}" for k, v in extra.items())
+                print(f"  {method:13s} {seconds:7.2f} s  (load {rows[method]['load']:.1f}{', ' + note if note else ''})",
+                      flush=True)
+        finally:
+            if old is None:
+                os.environ.pop("DRAGWALK_HOME", None)
+            else:
+                os.environ["DRAGWALK_HOME"] = old
+    print(f"  all          {sum(r['seconds'] for r in rows.values()):7.2f} s")
+    return {"model": generator.name, "threads": torch.get_num_threads(), "methods": rows}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..cli import open_model
     from ..directions import compute_directions
@@ -209,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
         from .startup import run_startup
 
         figures = run_startup(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
+        return 0
+    if args.times:
+        figures = compute_times(args)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
         return 0

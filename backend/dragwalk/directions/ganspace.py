@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Iterator, Sequence
 
 import torch
@@ -21,6 +23,14 @@ from .progress import checkpoint
 
 #: samples per chunk of activations: 256 x 8192 floats (8 MB) on the default model
 CHUNK = 256
+#: components an activation PCA computes however few are asked for: GANSpace's default, so SFVQ's
+#: 20 and GANSpace's 80 on the same samples are one PCA (:func:`activation_basis`), whichever runs first
+SHARED_COMPONENTS = 80
+
+#: per generator, the last activation PCA: ``{(layer, n, seed, k): (pca, codes)}`` (about 10 MB)
+_recent: "weakref.WeakKeyDictionary[Generator, dict[tuple, tuple[PCA, Tensor]]]" = weakref.WeakKeyDictionary()
+_recent_lock = threading.Lock()
+_key_locks: dict[tuple, threading.Lock] = {}
 
 
 def pca(data: Tensor, k: int, seed: int = 0) -> PCA:
@@ -39,11 +49,36 @@ def activation_basis(generator: Generator, layer: str, n: int, k: int, seed: int
     """PCA of ``layer``'s activation over ``n`` sampled ``z`` and its regression to z.
 
     Returns ``(pca, regression [K, D], codes [N, D])``; shared with SFVQ. Memory is bounded by a
-    chunk of activations whatever ``n`` (:mod:`.pca`).
+    chunk of activations whatever ``n`` (:mod:`.pca`). At least :data:`SHARED_COMPONENTS` components
+    are computed and the first ``k`` returned, and the last PCA of each generator is kept: GANSpace
+    and SFVQ at their defaults (same samples, 80 and 20 components) read the activations once, the
+    start-up precomputation's SFVQ costs only its curve fit, and a method's result does not depend
+    on which of the two ran first (the top ``k`` of the 80 are the exact top ``k`` to the PCA's
+    tolerance).
     """
-    codes = sample_space(generator, n, seed, "z").cpu()
-    basis = streamed_pca(activation_source(generator, codes, layer), k, seed)
+    basis, codes = _shared_pca(generator, layer, int(n), max(int(k), SHARED_COMPONENTS), int(seed))
+    if k < basis.components.shape[0]:
+        basis = PCA(basis.mean, basis.components[:k], basis.std[:k],
+                    basis.coords[:, :k] if basis.coords is not None else None, basis.passes)
     return basis, regress_to_latent(basis.coords, codes), codes
+
+
+def _shared_pca(generator: Generator, layer: str, n: int, k: int, seed: int) -> tuple[PCA, Tensor]:
+    """The PCA for ``(layer, n, seed, k)``: the generator's last one if it matches, else computed
+    (one computation per key however many threads ask: the page's request joins the background's)."""
+    key = (layer, n, seed, k)
+    with _recent_lock:
+        lock = _key_locks.setdefault((id(generator), *key), threading.Lock())
+    with lock:
+        with _recent_lock:
+            hit = _recent.get(generator, {}).get(key)
+        if hit is not None:
+            return hit
+        codes = sample_space(generator, n, seed, "z").cpu()
+        result = streamed_pca(activation_source(generator, codes, layer), k, seed), codes
+        with _recent_lock:
+            _recent[generator] = {key: result}
+        return result
 
 
 def activation_source(generator: Generator, codes: Tensor, layer: str, chunk: int = CHUNK) -> Source:

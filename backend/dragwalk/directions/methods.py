@@ -42,10 +42,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "dplase": {
         "label": "DP-LaSE",
         "description": "Learned directions: maximal, uncorrelated change of an early layer with "
-                       "density-preserving endpoints, refined to channel groups. About a minute "
-                       "or two on a CPU; computed once per model.",
+                       "density-preserving endpoints, refined to channel groups. Stops when its "
+                       "objective flattens: about a minute on a CPU; computed once per model.",
         "params": {"k": 20, "layer": None, "iters": 1500, "batch": 16, "lr": 3e-3, "eps_max": 10.0,
-                   "groups": 6, "refine": True, "seed": 0, "time_limit": 240.0},
+                   "groups": 6, "refine": True, "seed": 0, "tol": 0.02, "time_limit": 240.0},
         "needs_mask": False, "needs_labels": False, "needs_latent": False,
         "walk_kinds": ["density", "linear"], "cacheable": True,
     },

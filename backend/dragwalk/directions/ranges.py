@@ -135,6 +135,8 @@ RANGES: dict[str, dict[str, Any]] = {
                "batch": Number(1, 64, integer=True), "lr": Number(0.0, 1.0, above_minimum=True),
                "eps_max": Number(0.0, 100.0, above_minimum=True), "groups": Number(1, 32, integer=True),
                "refine": Flag(), "seed": SEED,
+               # 0: no early stop on convergence (every one of ``iters`` runs)
+               "tol": Number(0.0, 1.0),
                # null: no time limit (iters x batch still bounds the run)
                "time_limit": Number(0.0, 600.0, above_minimum=True, nullable=True)},
     "reds": {"num": Number(1, 64, integer=True), "beta_f": Number(0.0, 1.0), "beta_c": Number(0.0, 1.0),

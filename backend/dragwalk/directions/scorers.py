@@ -97,16 +97,34 @@ def score_images(images: Tensor) -> dict[str, np.ndarray]:
     return {name: np.array([r[name] for r in rows], dtype=np.float64) for name in SCORERS}
 
 
-@torch.no_grad()
 def score_latents(generator, latents, batch: int = 64) -> dict[str, np.ndarray]:
-    """Render ``Latent`` batches and score them (``latents`` is one batched Latent)."""
-    from ..models.base import Latent
+    """Render ``Latent`` batches and score them (``latents`` is one batched Latent).
 
-    parts: list[dict[str, np.ndarray]] = []
-    n = latents.batch
-    for start in range(0, n, batch):
-        checkpoint()
+    The next batch renders in a helper thread while dlib scores this one (torch and dlib both
+    run outside Python's lock): the same scores, measured 1.35-1.75x sooner for 256 faces of the
+    default model (2 torch threads, machine at load 10). The helper starts each batch after this
+    thread's :func:`checkpoint`, so a paused or cancelled background run renders at most the batch
+    already under way; it inherits the caller's CPU priority (a Linux thread's nice value).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def render(start: int) -> Tensor:
         chunk = latents.derive(latents.code[start:start + batch],
                                {k: v[start:start + batch] for k, v in latents.offsets.items()})
-        parts.append(score_images(generator.render(chunk).cpu()))
+        with torch.no_grad():                 # grad mode is per thread
+            return generator.render(chunk).cpu()
+
+    starts = list(range(0, latents.batch, batch))
+    parts: list[dict[str, np.ndarray]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dragwalk-render") as pool:
+        checkpoint()
+        pending = pool.submit(render, starts[0]) if starts else None
+        for i in range(len(starts)):
+            images = pending.result()
+            checkpoint()
+            if i + 1 < len(starts):
+                pending = pool.submit(render, starts[i + 1])
+            parts.append(score_images(images))
+    if not parts:
+        return {name: np.zeros(0) for name in SCORERS}
     return {name: np.concatenate([p[name] for p in parts]) for name in SCORERS}

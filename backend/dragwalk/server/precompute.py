@@ -35,7 +35,9 @@ from .schemas import DirectionsReady, error_responses
 
 log = logging.getLogger("dragwalk.server")
 
-#: cheap to dear, so the quick sets are ready first
+#: cheap to dear, so the quick sets are ready first; what two methods share is computed once and
+#: the second follows the first: SFVQ reads GANSpace's activation PCA (``ganspace.activation_basis``),
+#: LSD InterFaceGAN's scored faces (``labelled.scored_samples``), each then costing about a second
 ORDER = ("sefa", "ganspace", "sfvq", "interfacegan", "lsd", "dplase")
 #: parameters the background run overrides: DP-LaSE without its time limit (a run cut short is never
 #: stored, and at nice 19 on a busy machine it would be cut short); the limit is not part of the

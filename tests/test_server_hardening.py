@@ -203,6 +203,7 @@ def test_huge_direction_parameters_are_refused_at_once(server):
 
 
 # ------------------------------------------------------------------ 2. upload bombs
+@pytest.mark.serial
 def test_npz_bomb_is_refused_cheaply_and_the_loop_keeps_answering(server):
     """A 1 MiB .npz whose code member inflates to 1 GiB: refused from its header; a member
     declaring the right shape but trailing a gigabyte is read only as far as its header says."""
@@ -252,6 +253,7 @@ def _big_log(generator, operations: int) -> dict:
             "start": {"seed": 5, "truncation": 1.0, "space": "z"}, "operations": ops}
 
 
+@pytest.mark.serial
 def test_a_10_mib_edit_log_does_not_block_the_loop(server, generator):
     data = json.dumps(_big_log(generator, 62)).encode()
     assert len(data) > 10 * MB

@@ -570,6 +570,7 @@ def test_methods_describe_warping_and_per_model_defaults(server):
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.serial
 def test_preview_drag_sends_the_warped_image_quickly_and_stores_nothing(server):
     """preview_drag renders what the warp method does to the current points as one frame (kind 4):
     no history entry, nothing stored; its latency (request to frame) is printed and checked."""

@@ -1,12 +1,12 @@
 """Shared fixtures (the real default model, loaded once per test process), and how the suite
 runs in parallel.
 
-``scripts/test.sh`` runs the suite in pytest-xdist workers (``-n 2 --dist loadgroup`` on two
-cores) with one torch thread each. A test that shares a module-scoped fixture (a server, a browser
-page, a trained model) is grouped with the rest of its module, so that fixture is built once, on
-one worker, and the module's tests run there in file order; the other tests are handed out one by
-one to whichever worker is free. A test marked ``serial`` (it times a drag, a link or the server's
-answers against a bound) runs alone: the other workers wait until it ends (:func:`_machine_lock`).
+``scripts/test.sh`` runs the suite in pytest-xdist workers (``-n 2 --dist loadfile`` on two
+cores) with one torch thread each: each test file runs whole, in order, on one worker, so its
+module-scoped fixtures (a server, a browser page, a trained model) are built once. (Grouping finer
+than files, ``--dist loadgroup``, is broken with pytest 9.2's node ids: pytest-xdist issue 1386.)
+A test marked ``serial`` (it times a drag, a link or the server's answers against a bound) runs
+alone: the other workers wait until it ends (:func:`_machine_lock`).
 """
 
 from __future__ import annotations
@@ -33,36 +33,11 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
-_SHARED_SCOPES = ("package", "module", "class")
-
-
-def _shares_module_state(item: pytest.Item) -> bool:
-    """Whether ``item`` uses a fixture built once for several tests of its module: one of a
-    module (or class) scope, or a session-scoped one defined in the test module itself."""
-    for defs in getattr(item, "_fixtureinfo").name2fixturedefs.values():
-        for fixturedef in defs:
-            scope = fixturedef.scope
-            if scope in _SHARED_SCOPES:
-                return True
-            if scope == "session" and fixturedef.baseid and fixturedef.baseid != "tests":
-                return True        # defined in a test module (conftest's baseid is its folder)
-    return False
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Under ``--dist loadgroup``: the tests of a module that share its fixtures form one group."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and _shares_module_state(item):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @contextlib.contextmanager
-def _machine_lock(run: str, exclusive: bool) -> Iterator[None]:
-    """A readers-writer lock over the workers of one run: every test holds it shared, a
-    ``serial`` test exclusively. A serial test first closes the gate (no other test starts),
-    then waits for the tests already running to end."""
-    base = Path(tempfile.gettempdir()) / f"dragwalk-tests-{run}"
+def _machine_lock(base: Path, exclusive: bool) -> Iterator[None]:
+    """A readers-writer lock over the workers of one run (files ``base``.gate and .lock): every
+    test holds it shared, a ``serial`` test exclusively. A serial test first closes the gate (no
+    other test starts), then waits for the tests already running to end."""
     with open(f"{base}.gate", "a+") as gate, open(f"{base}.lock", "a+") as lock:
         if exclusive:
             fcntl.flock(gate, fcntl.LOCK_EX)
@@ -85,7 +60,9 @@ def pytest_runtest_protocol(item, nextitem):
     if not run:
         yield
         return
-    with _machine_lock(run, exclusive=item.get_closest_marker("serial") is not None):
+    # xdist gives each worker the base temp folder <run's folder>/popen-gwN
+    shared = Path(item.config.option.basetemp).parent if item.config.option.basetemp else Path(tempfile.gettempdir())
+    with _machine_lock(shared / f"dragwalk-tests-{run}", exclusive=item.get_closest_marker("serial") is not None):
         yield
 
 

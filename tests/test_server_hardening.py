@@ -464,19 +464,19 @@ def test_edit_log_start_is_validated_before_anything_is_stored(server, generator
     assert store_count(server) == before
 
 
-def test_a_damaged_record_does_not_break_the_store(tmp_path):
-    with running_server(tmp_path) as srv:
-        good = srv.create_session(seed=4)
-        with sqlite3.connect(srv.store) as db:
-            db.execute("INSERT INTO sessions (id, model, payload) VALUES (?, ?, ?)",
-                       ("broken-session-1", "digiface-dcgan64", b"DWS1\x00\x00\x00\x05{oops garbage"))
-        srv.restart()
-        with srv.client() as client:
-            broken = client.get("/api/sessions/broken-session-1")
-            assert broken.status_code == 500 and error_of(broken)["code"] == "damaged"
-            assert "Traceback" not in broken.text and "0x" not in broken.text
-            assert client.get(f"/api/sessions/{good['id']}").json()["seed"] == 4
-            assert client.post("/api/sessions", json={"seed": 5}).status_code == 201
+def test_a_damaged_record_does_not_break_the_store(server):
+    srv = server                  # the module's server, restarted: it holds no session in memory after
+    good = srv.create_session(seed=4)
+    with sqlite3.connect(srv.store) as db:
+        db.execute("INSERT INTO sessions (id, model, payload) VALUES (?, ?, ?)",
+                   ("broken-session-1", "digiface-dcgan64", b"DWS1\x00\x00\x00\x05{oops garbage"))
+    srv.restart()
+    with srv.client() as client:
+        broken = client.get("/api/sessions/broken-session-1")
+        assert broken.status_code == 500 and error_of(broken)["code"] == "damaged"
+        assert "Traceback" not in broken.text and "0x" not in broken.text
+        assert client.get(f"/api/sessions/{good['id']}").json()["seed"] == 4
+        assert client.post("/api/sessions", json={"seed": 5}).status_code == 201
 
 
 # ------------------------------------------------------------------ 8. deep JSON
@@ -551,17 +551,22 @@ def _serve(args: list[str], home: Path, timeout: float = 60) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path):
+def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path, generator):
+    from dragwalk.server.session import SessionDocument
+    from dragwalk.server.store import SQLiteStore
+
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 500)
     done = _serve(["--store", str(garbage), "--port", str(free_port())], tmp_path)
     assert done.returncode == 2 and "serving" not in done.stdout
     assert "session store" in done.stderr and "Traceback" not in done.stderr
 
-    truncated = tmp_path / "truncated.sqlite3"
-    with running_server(tmp_path / "t", store=truncated) as srv:
-        for seed in range(30):
-            srv.create_session(seed=seed)
+    truncated = tmp_path / "truncated.sqlite3"     # 30 sessions, stored as the server stores them
+    store = SQLiteStore(truncated)
+    for seed in range(30):
+        doc = SessionDocument.create(f"session-{seed}", generator.name, generator.resolution, generator.sample(seed))
+        store.put(doc.id, doc.model, doc.to_payload())
+    store.close()
     for extra in (Path(str(truncated) + "-wal"), Path(str(truncated) + "-shm")):
         extra.unlink(missing_ok=True)
     data = truncated.read_bytes()

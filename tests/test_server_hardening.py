@@ -44,6 +44,19 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory):
+    """One server for three start-up checks that do not touch each other: four connections at
+    most, ``DRAGWALK_HOST=0.0.0.0`` in its environment (the harness's ``--host 127.0.0.1`` must
+    win), and a 0-byte store file (a loud warning, then a working store)."""
+    home = tmp_path_factory.mktemp("limited")
+    empty = home / "empty.sqlite3"
+    empty.write_bytes(b"")
+    with running_server(home, store=empty, env={"DRAGWALK_HOST": "0.0.0.0"},
+                        extra_args=("--max-connections", "4", "--timeout-header", "30")) as srv:
+        yield srv
+
+
 # ------------------------------------------------------------------ measuring helpers
 def _status(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -400,18 +413,18 @@ def test_websockets_outlive_the_request_deadlines(server):
     assert asyncio.run(scenario())["type"] == "pong"
 
 
-def test_connection_limit_answers_503_and_recovers(tmp_path):
-    with running_server(tmp_path, extra_args=("--max-connections", "4", "--timeout-header", "30")) as srv:
-        idle = [_raw(srv.port) for _ in range(4)]
-        time.sleep(0.3)
-        try:
-            with httpx.Client(base_url=srv.base, timeout=10) as client:
-                assert client.get("/api/health").status_code == 503
-        finally:
-            for sock in idle:
-                sock.close()
-        time.sleep(0.3)
-        assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
+def test_connection_limit_answers_503_and_recovers(limited_server):
+    srv = limited_server
+    idle = [_raw(srv.port) for _ in range(4)]
+    time.sleep(0.3)
+    try:
+        with httpx.Client(base_url=srv.base, timeout=10) as client:
+            assert client.get("/api/health").status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
 
 
 # ------------------------------------------------------------------ 6. store growth, cross-site writes
@@ -582,12 +595,9 @@ def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path, genera
         assert "session store" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_an_empty_store_file_is_a_loud_warning(tmp_path):
-    empty = tmp_path / "empty.sqlite3"
-    empty.write_bytes(b"")
-    with running_server(tmp_path / "e", store=empty) as srv:
-        assert srv.create_session(seed=1)["id"]
-        assert "WARNING" in srv.log() and "0-byte" in srv.log()
+def test_an_empty_store_file_is_a_loud_warning(limited_server):
+    assert limited_server.create_session(seed=1)["id"]
+    assert "WARNING" in limited_server.log() and "0-byte" in limited_server.log()
 
 
 def test_a_full_store_answers_503_and_keeps_nothing_it_refused(tmp_path, monkeypatch):
@@ -629,31 +639,17 @@ def test_a_full_store_answers_503_and_keeps_nothing_it_refused(tmp_path, monkeyp
         assert client.get("/api/health").status_code == 200
 
 
-# ------------------------------------------------------------------ 11. headers, token
-def test_security_headers_and_token_leaves_the_url(tmp_path):
-    with running_server(tmp_path, token="s3cret") as srv:
-        with httpx.Client(base_url=srv.base, timeout=30, follow_redirects=False) as client:
-            page = client.get("/?token=s3cret&session=abc")
-            assert page.status_code == 303 and page.headers["location"] == "/?session=abc"
-            assert "dragwalk_token=s3cret" in page.headers["set-cookie"]
-            followed = client.get(page.headers["location"])            # the cookie, no token in the URL
-            assert followed.status_code == 200 and "<html" in followed.text.lower()
-            for response in (followed, client.get("/api/health"), client.get("/js/main.js")):
-                csp = response.headers["content-security-policy"]
-                assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
-                assert response.headers["x-content-type-options"] == "nosniff"
-                assert response.headers["referrer-policy"] == "no-referrer"
-            assert httpx.get(srv.url("/api/health")).status_code == 401
+# ------------------------------------------------------------------ 11. headers, token: tests/test_server_persist.py
 
 
 # ------------------------------------------------------------------ 12/13. binding and flags
 def test_all_interfaces_without_a_token_is_refused(tmp_path):
-    done = _serve(["--host", "0.0.0.0", "--port", str(free_port())], tmp_path, timeout=30)
+    done = _serve(["--host", "0.0.0.0", "--port", str(free_port())], tmp_path)
     assert done.returncode == 2 and "--allow-no-token" in done.stderr and "serving" not in done.stdout
 
 
-def test_host_flag_beats_the_environment(tmp_path):
+def test_host_flag_beats_the_environment(limited_server):
     """The harness passes --host 127.0.0.1; DRAGWALK_HOST=0.0.0.0 (no token) must not win (it
     would now be refused)."""
-    with running_server(tmp_path, env={"DRAGWALK_HOST": "0.0.0.0"}) as srv:
-        assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
+    assert limited_server.env_extra["DRAGWALK_HOST"] == "0.0.0.0"
+    assert httpx.get(limited_server.url("/api/health"), timeout=10).status_code == 200

@@ -13,11 +13,20 @@ The server gets its own DRAGWALK_HOME and SQLite store under ``tmp_path`` (pass 
 one between two servers, or to restart on the same store), binds a free port on 127.0.0.1, and is
 stopped (terminate, then kill) when the block ends. ``server.kill()`` sends SIGKILL (the crash test);
 ``server.restart()`` starts it again on the same port and store.
+
+Each server is a process of its own running ``dragwalk serve`` (``dragwalk.cli.main``) with its own
+environment, working directory and log, but it is forked from a fork server (``multiprocessing``'s
+"forkserver") that imported torch and the server once per test process: a fresh Python would spend
+seconds of CPU on those imports for every server a test starts. ``DRAGWALK_TEST_EXEC_SERVERS=1``
+starts each one as the installed command instead. (The tests of start-up itself, and the
+deployment tests, always run the installed command.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import multiprocessing
 import os
 import signal
 import socket
@@ -42,6 +51,68 @@ def free_port() -> int:
 def _dragwalk_command() -> list[str]:
     exe = Path(sys.executable).with_name("dragwalk")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "dragwalk"]
+
+
+#: what the fork server imports once (torch's compiler stack too: the server builds an optimiser
+#: at start-up, which imports it)
+_PRELOAD = ["torch", "torch._dynamo", "dragwalk.cli", "dragwalk.server.app", "dragwalk.server.routes",
+            "dragwalk.server.ws", "dragwalk.server.editor", "dragwalk.server.precompute", "uvicorn"]
+_fork_context = None
+
+
+def _forking() -> "multiprocessing.context.ForkServerContext":
+    global _fork_context
+    if _fork_context is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_PRELOAD)
+        _fork_context = context
+    return _fork_context
+
+
+def _serve_child(argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
+    """The forked server: its own session, environment, directory and log, then ``dragwalk ...``."""
+    os.setsid()
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+    from dragwalk.cli import main
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class ForkedProcess:
+    """The parts of ``subprocess.Popen`` the tests use, over a forked ``multiprocessing`` child."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode           # -N when killed by signal N, as Popen
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired("dragwalk serve", timeout)
+        return self._process.exitcode
+
+    def terminate(self) -> None:
+        self._process.terminate()
 
 
 @dataclass
@@ -110,10 +181,16 @@ class RunningServer:
             cmd += ["--model", self.model]
         cmd += list(self.extra_args)
         self.log_path = self.home / f"server-{self.port}.log"
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        log.close()
+        if os.environ.get("DRAGWALK_TEST_EXEC_SERVERS") == "1":
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+            log.close()
+        else:
+            child = _forking().Process(target=_serve_child, args=(cmd[cmd.index("serve"):], env, str(ROOT),
+                                                                   str(self.log_path)), daemon=True)
+            child.start()
+            self.process = ForkedProcess(child)
         self.wait_ready()
         return self
 

@@ -186,6 +186,7 @@ class DelayProxy:
         self.loop.close()
 
 
+@pytest.mark.serial
 def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
     """100 ms each way: a drag of a few seconds (its frames shown as they come) ends at most 20%
     after the same drag on a direct connection, and whatever its length the link costs it at most

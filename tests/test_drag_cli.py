@@ -1,4 +1,8 @@
-"""`dragwalk drag` and `dragwalk bench drag` end to end, as a user runs them."""
+"""`dragwalk drag` and `dragwalk bench drag` end to end, as a user runs them.
+
+The first drag and the benches run the installed command in a process of its own; the quick
+checks call the same entry point (``dragwalk.cli.main``) in this process, which spares each of
+them a Python and torch start-up (seconds on the 2-core machine)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,17 @@ def run_cli(exe: list[str], *args: str, timeout: float = 240) -> subprocess.Comp
     return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_drag_command_writes_image_and_animation(dragwalk_exe, tmp_path):
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``dragwalk ARGS`` through the command's entry point in this process."""
+    from dragwalk.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["dragwalk", *args], code, out, err)
+
+
+def test_drag_command_writes_image_and_animation(dragwalk_exe, tmp_path, capsys):
     out, gif, lat = tmp_path / "out.png", tmp_path / "drag.gif", tmp_path / "final.npz"
     result = run_cli(dragwalk_exe, "drag", "--seed", "0", "--points", "36.4,30.1->40.4,30.1",
                      "--steps", "20", "-o", str(out), "--animation", str(gif), "--frame-every", "5",
@@ -29,8 +43,8 @@ def test_drag_command_writes_image_and_animation(dragwalk_exe, tmp_path):
     assert lat.stat().st_size > 0
     # resuming from the saved latent with a handle already on its target is a no-op drag
     again = tmp_path / "again.png"
-    result = run_cli(dragwalk_exe, "drag", "--latent", str(lat), "--points", "10,10->10,10",
-                     "-o", str(again), "--quiet", "--device", "cpu")
+    result = run_main(capsys, "drag", "--latent", str(lat), "--points", "10,10->10,10",
+                      "-o", str(again), "--quiet", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "nothing to move after 0 steps" in result.stdout
     with Image.open(again) as image:
@@ -42,19 +56,19 @@ def test_drag_command_writes_image_and_animation(dragwalk_exe, tmp_path):
     ("36,30", 'not of the form "x,y->x,y"'),
     ("nan,30->36,30", "not a finite number"),
 ])
-def test_drag_command_rejects_bad_points(dragwalk_exe, tmp_path, points, message):
-    result = run_cli(dragwalk_exe, "drag", "--seed", "0", "--points", points, "-o", str(tmp_path / "x.png"),
-                     "--device", "cpu")
+def test_drag_command_rejects_bad_points(capsys, tmp_path, points, message):
+    result = run_main(capsys, "drag", "--seed", "0", "--points", points, "-o", str(tmp_path / "x.png"),
+                      "--device", "cpu")
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
 
 
-def test_drag_command_rejects_a_mask_of_the_wrong_size(dragwalk_exe, tmp_path):
+def test_drag_command_rejects_a_mask_of_the_wrong_size(capsys, tmp_path):
     mask = tmp_path / "mask.png"
     Image.new("L", (32, 32), 255).save(mask)
-    result = run_cli(dragwalk_exe, "drag", "--seed", "0", "--points", "36,30->40,30", "--mask", str(mask),
-                     "-o", str(tmp_path / "x.png"), "--device", "cpu")
+    result = run_main(capsys, "drag", "--seed", "0", "--points", "36,30->40,30", "--mask", str(mask),
+                      "-o", str(tmp_path / "x.png"), "--device", "cpu")
     assert result.returncode == 2 and "mask has shape (32, 32)" in result.stderr
 
 

@@ -44,6 +44,19 @@ def server(tmp_path_factory):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory):
+    """One server for three start-up checks that do not touch each other: four connections at
+    most, ``DRAGWALK_HOST=0.0.0.0`` in its environment (the harness's ``--host 127.0.0.1`` must
+    win), and a 0-byte store file (a loud warning, then a working store)."""
+    home = tmp_path_factory.mktemp("limited")
+    empty = home / "empty.sqlite3"
+    empty.write_bytes(b"")
+    with running_server(home, store=empty, env={"DRAGWALK_HOST": "0.0.0.0"},
+                        extra_args=("--max-connections", "4", "--timeout-header", "30")) as srv:
+        yield srv
+
+
 # ------------------------------------------------------------------ measuring helpers
 def _status(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -203,6 +216,7 @@ def test_huge_direction_parameters_are_refused_at_once(server):
 
 
 # ------------------------------------------------------------------ 2. upload bombs
+@pytest.mark.serial
 def test_npz_bomb_is_refused_cheaply_and_the_loop_keeps_answering(server):
     """A 1 MiB .npz whose code member inflates to 1 GiB: refused from its header; a member
     declaring the right shape but trailing a gigabyte is read only as far as its header says."""
@@ -252,6 +266,7 @@ def _big_log(generator, operations: int) -> dict:
             "start": {"seed": 5, "truncation": 1.0, "space": "z"}, "operations": ops}
 
 
+@pytest.mark.serial
 def test_a_10_mib_edit_log_does_not_block_the_loop(server, generator):
     data = json.dumps(_big_log(generator, 62)).encode()
     assert len(data) > 10 * MB
@@ -398,18 +413,18 @@ def test_websockets_outlive_the_request_deadlines(server):
     assert asyncio.run(scenario())["type"] == "pong"
 
 
-def test_connection_limit_answers_503_and_recovers(tmp_path):
-    with running_server(tmp_path, extra_args=("--max-connections", "4", "--timeout-header", "30")) as srv:
-        idle = [_raw(srv.port) for _ in range(4)]
-        time.sleep(0.3)
-        try:
-            with httpx.Client(base_url=srv.base, timeout=10) as client:
-                assert client.get("/api/health").status_code == 503
-        finally:
-            for sock in idle:
-                sock.close()
-        time.sleep(0.3)
-        assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
+def test_connection_limit_answers_503_and_recovers(limited_server):
+    srv = limited_server
+    idle = [_raw(srv.port) for _ in range(4)]
+    time.sleep(0.3)
+    try:
+        with httpx.Client(base_url=srv.base, timeout=10) as client:
+            assert client.get("/api/health").status_code == 503
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
 
 
 # ------------------------------------------------------------------ 6. store growth, cross-site writes
@@ -462,19 +477,19 @@ def test_edit_log_start_is_validated_before_anything_is_stored(server, generator
     assert store_count(server) == before
 
 
-def test_a_damaged_record_does_not_break_the_store(tmp_path):
-    with running_server(tmp_path) as srv:
-        good = srv.create_session(seed=4)
-        with sqlite3.connect(srv.store) as db:
-            db.execute("INSERT INTO sessions (id, model, payload) VALUES (?, ?, ?)",
-                       ("broken-session-1", "digiface-dcgan64", b"DWS1\x00\x00\x00\x05{oops garbage"))
-        srv.restart()
-        with srv.client() as client:
-            broken = client.get("/api/sessions/broken-session-1")
-            assert broken.status_code == 500 and error_of(broken)["code"] == "damaged"
-            assert "Traceback" not in broken.text and "0x" not in broken.text
-            assert client.get(f"/api/sessions/{good['id']}").json()["seed"] == 4
-            assert client.post("/api/sessions", json={"seed": 5}).status_code == 201
+def test_a_damaged_record_does_not_break_the_store(server):
+    srv = server                  # the module's server, restarted: it holds no session in memory after
+    good = srv.create_session(seed=4)
+    with sqlite3.connect(srv.store) as db:
+        db.execute("INSERT INTO sessions (id, model, payload) VALUES (?, ?, ?)",
+                   ("broken-session-1", "digiface-dcgan64", b"DWS1\x00\x00\x00\x05{oops garbage"))
+    srv.restart()
+    with srv.client() as client:
+        broken = client.get("/api/sessions/broken-session-1")
+        assert broken.status_code == 500 and error_of(broken)["code"] == "damaged"
+        assert "Traceback" not in broken.text and "0x" not in broken.text
+        assert client.get(f"/api/sessions/{good['id']}").json()["seed"] == 4
+        assert client.post("/api/sessions", json={"seed": 5}).status_code == 201
 
 
 # ------------------------------------------------------------------ 8. deep JSON
@@ -549,17 +564,22 @@ def _serve(args: list[str], home: Path, timeout: float = 60) -> subprocess.Compl
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path):
+def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path, generator):
+    from dragwalk.server.session import SessionDocument
+    from dragwalk.server.store import SQLiteStore
+
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database" * 500)
     done = _serve(["--store", str(garbage), "--port", str(free_port())], tmp_path)
     assert done.returncode == 2 and "serving" not in done.stdout
     assert "session store" in done.stderr and "Traceback" not in done.stderr
 
-    truncated = tmp_path / "truncated.sqlite3"
-    with running_server(tmp_path / "t", store=truncated) as srv:
-        for seed in range(30):
-            srv.create_session(seed=seed)
+    truncated = tmp_path / "truncated.sqlite3"     # 30 sessions, stored as the server stores them
+    store = SQLiteStore(truncated)
+    for seed in range(30):
+        doc = SessionDocument.create(f"session-{seed}", generator.name, generator.resolution, generator.sample(seed))
+        store.put(doc.id, doc.model, doc.to_payload())
+    store.close()
     for extra in (Path(str(truncated) + "-wal"), Path(str(truncated) + "-shm")):
         extra.unlink(missing_ok=True)
     data = truncated.read_bytes()
@@ -575,12 +595,9 @@ def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path):
         assert "session store" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_an_empty_store_file_is_a_loud_warning(tmp_path):
-    empty = tmp_path / "empty.sqlite3"
-    empty.write_bytes(b"")
-    with running_server(tmp_path / "e", store=empty) as srv:
-        assert srv.create_session(seed=1)["id"]
-        assert "WARNING" in srv.log() and "0-byte" in srv.log()
+def test_an_empty_store_file_is_a_loud_warning(limited_server):
+    assert limited_server.create_session(seed=1)["id"]
+    assert "WARNING" in limited_server.log() and "0-byte" in limited_server.log()
 
 
 def test_a_full_store_answers_503_and_keeps_nothing_it_refused(tmp_path, monkeypatch):
@@ -622,31 +639,17 @@ def test_a_full_store_answers_503_and_keeps_nothing_it_refused(tmp_path, monkeyp
         assert client.get("/api/health").status_code == 200
 
 
-# ------------------------------------------------------------------ 11. headers, token
-def test_security_headers_and_token_leaves_the_url(tmp_path):
-    with running_server(tmp_path, token="s3cret") as srv:
-        with httpx.Client(base_url=srv.base, timeout=30, follow_redirects=False) as client:
-            page = client.get("/?token=s3cret&session=abc")
-            assert page.status_code == 303 and page.headers["location"] == "/?session=abc"
-            assert "dragwalk_token=s3cret" in page.headers["set-cookie"]
-            followed = client.get(page.headers["location"])            # the cookie, no token in the URL
-            assert followed.status_code == 200 and "<html" in followed.text.lower()
-            for response in (followed, client.get("/api/health"), client.get("/js/main.js")):
-                csp = response.headers["content-security-policy"]
-                assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
-                assert response.headers["x-content-type-options"] == "nosniff"
-                assert response.headers["referrer-policy"] == "no-referrer"
-            assert httpx.get(srv.url("/api/health")).status_code == 401
+# ------------------------------------------------------------------ 11. headers, token: tests/test_server_persist.py
 
 
 # ------------------------------------------------------------------ 12/13. binding and flags
 def test_all_interfaces_without_a_token_is_refused(tmp_path):
-    done = _serve(["--host", "0.0.0.0", "--port", str(free_port())], tmp_path, timeout=30)
+    done = _serve(["--host", "0.0.0.0", "--port", str(free_port())], tmp_path)
     assert done.returncode == 2 and "--allow-no-token" in done.stderr and "serving" not in done.stdout
 
 
-def test_host_flag_beats_the_environment(tmp_path):
+def test_host_flag_beats_the_environment(limited_server):
     """The harness passes --host 127.0.0.1; DRAGWALK_HOST=0.0.0.0 (no token) must not win (it
     would now be refused)."""
-    with running_server(tmp_path, env={"DRAGWALK_HOST": "0.0.0.0"}) as srv:
-        assert httpx.get(srv.url("/api/health"), timeout=10).status_code == 200
+    assert limited_server.env_extra["DRAGWALK_HOST"] == "0.0.0.0"
+    assert httpx.get(limited_server.url("/api/health"), timeout=10).status_code == 200

@@ -59,33 +59,59 @@ def test_kill_9_mid_drag_and_restart_restores_sessions(tmp_path):
     assert np.abs(dragged - reseeded).max() > 0            # the drag's progress survived the crash
 
 
-def test_token_is_required_everywhere(tmp_path):
-    token = "s3cret-token"
-    with running_server(tmp_path, token=token) as server:
-        anonymous = httpx.get(server.url("/api/health"))
-        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
-        assert httpx.get(server.url("/")).status_code == 401
-        wrong = httpx.get(server.url("/api/health"), headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401
-        page = httpx.get(server.url(f"/?token={token}"))     # exchanged for the cookie, URL cleaned
-        assert page.status_code == 303 and "dragwalk_token" in page.headers.get("set-cookie", "")
-        assert page.headers["location"] == "/"
-        with server.client() as client:
-            sid = client.post("/api/sessions", json={"seed": 1}).json()["id"]
-        cookie = httpx.get(server.url(f"/api/sessions/{sid}"), cookies={"dragwalk_token": token})
-        assert cookie.status_code == 200
+TOKEN = "s3cret-token"
 
-        async def closed_code(url):
-            async with websockets.connect(url) as ws:
-                event = __import__("json").loads(await asyncio.wait_for(ws.recv(), 30))
-                with pytest.raises(websockets.ConnectionClosed) as info:
-                    await asyncio.wait_for(ws.recv(), 30)
-                return event["code"], info.value.rcvd.code
 
-        assert asyncio.run(closed_code(server.ws_url(sid, token=False))) == ("unauthorized", 4401)
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    """One server with an access token for the access-control tests."""
+    with running_server(tmp_path_factory.mktemp("token"), token=TOKEN) as srv:
+        yield srv
 
-        async def with_token():
-            async with PageClient(server.ws_url(sid)) as page:
-                return await page.until(is_type("state"))
 
-        assert asyncio.run(with_token())["session"]["id"] == sid
+def test_token_is_required_everywhere(token_server):
+    token, server = TOKEN, token_server
+    anonymous = httpx.get(server.url("/api/health"))
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
+    assert httpx.get(server.url("/")).status_code == 401
+    wrong = httpx.get(server.url("/api/health"), headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    page = httpx.get(server.url(f"/?token={token}"))     # exchanged for the cookie, URL cleaned
+    assert page.status_code == 303 and "dragwalk_token" in page.headers.get("set-cookie", "")
+    assert page.headers["location"] == "/"
+    with server.client() as client:
+        sid = client.post("/api/sessions", json={"seed": 1}).json()["id"]
+    cookie = httpx.get(server.url(f"/api/sessions/{sid}"), cookies={"dragwalk_token": token})
+    assert cookie.status_code == 200
+
+    async def closed_code(url):
+        async with websockets.connect(url) as ws:
+            event = __import__("json").loads(await asyncio.wait_for(ws.recv(), 30))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 30)
+            return event["code"], info.value.rcvd.code
+
+    assert asyncio.run(closed_code(server.ws_url(sid, token=False))) == ("unauthorized", 4401)
+
+    async def with_token():
+        async with PageClient(server.ws_url(sid)) as page:
+            return await page.until(is_type("state"))
+
+    assert asyncio.run(with_token())["session"]["id"] == sid
+
+
+def test_security_headers_and_token_leaves_the_url(token_server):
+    srv = token_server
+    with httpx.Client(base_url=srv.base, timeout=30, follow_redirects=False) as client:
+        page = client.get(f"/?token={TOKEN}&session=abc")
+        assert page.status_code == 303 and page.headers["location"] == "/?session=abc"
+        assert f"dragwalk_token={TOKEN}" in page.headers["set-cookie"]
+        followed = client.get(page.headers["location"])            # the cookie, no token in the URL
+        assert followed.status_code == 200 and "<html" in followed.text.lower()
+        for response in (followed, client.get("/api/health"), client.get("/js/main.js")):
+            csp = response.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["referrer-policy"] == "no-referrer"
+        assert httpx.get(srv.url("/api/health")).status_code == 401
+

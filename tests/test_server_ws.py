@@ -307,21 +307,23 @@ def test_unknown_session_and_bad_origin_are_closed_with_codes(server):
     assert run(same_origin())["session"]["id"] == sid
 
 
-def replay_headless(log: dict, tmp_path, dragwalk_exe, tolerance: str = "1e-3"
-                    ) -> tuple[np.ndarray, object, str]:
-    """Write ``log`` to a file, replay it with `dragwalk replay`: the image, the file, the output."""
-    import subprocess
+def replay_headless(log: dict, tmp_path, capsys, tolerance: str = "1e-3") -> tuple[np.ndarray, object, str]:
+    """Write ``log`` to a file, replay it with `dragwalk replay` (the command's entry point, in
+    this process: no second Python and torch start-up): the image, the file, the output."""
+    from dragwalk.cli import main
+
     path = tmp_path / "log.json"
     path.write_text(json.dumps(log))
     out = tmp_path / "replayed.png"
-    done = subprocess.run([*dragwalk_exe, "replay", str(path), "-o", str(out), "--device", "cpu",
-                           "--tolerance", tolerance], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "recomputed" in done.stdout
-    return np.asarray(Image.open(out).convert("RGB")).astype(np.float32), path, done.stdout
+    capsys.readouterr()
+    code = main(["replay", str(path), "-o", str(out), "--device", "cpu", "--tolerance", tolerance])
+    printed, errors = capsys.readouterr()
+    assert code == 0, printed + errors
+    assert "recomputed" in printed
+    return np.asarray(Image.open(out).convert("RGB")).astype(np.float32), path, printed
 
 
-def test_a_warp_drag_replays_and_round_trips(server, tmp_path, dragwalk_exe):
+def test_a_warp_drag_replays_and_round_trips(server, tmp_path, capsys):
     """The default drag keeps its edit in the latent's offsets: the edit log replays it headless
     to the same image, and the exported latent uploads to the same image."""
     sid = server.create_session(seed=6)["id"]
@@ -343,11 +345,11 @@ def test_a_warp_drag_replays_and_round_trips(server, tmp_path, dragwalk_exe):
         uploaded = png_array(client.get(f"/api/sessions/{r.json()['id']}/image.png").content)
     assert log["operations"][-1]["kind"] == "drag" and log["operations"][-1]["method"] == "warp"
     assert np.abs(uploaded - served).max() <= 1
-    replayed, _, _ = replay_headless(log, tmp_path, dragwalk_exe)
+    replayed, _, _ = replay_headless(log, tmp_path, capsys)
     assert np.abs(replayed - served).max() <= 2
 
 
-def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
+def test_edit_log_replays_headless(server, tmp_path, capsys):
     """log.json from a session with a drag and a reseed replays with `dragwalk replay` to the same image."""
     sid = server.create_session(seed=6)["id"]
 
@@ -372,7 +374,7 @@ def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
     assert [op["kind"] for op in log["operations"]] == ["reseed", "drag"]
     changes = log["operations"][1].get("changes", [])
     assert {"lr", "handles"} <= {k for c in changes for k in c}, log["operations"][1]
-    replayed, path, _ = replay_headless(log, tmp_path, dragwalk_exe)
+    replayed, path, _ = replay_headless(log, tmp_path, capsys)
     assert np.abs(replayed - served).max() <= 2
 
     # the same log uploaded makes a new session with the same history and image
@@ -392,7 +394,7 @@ def test_edit_log_replays_headless(server, tmp_path, dragwalk_exe):
     assert np.abs(again - served).max() == 0
 
 
-def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
+def test_directions_walk_preview_and_commit(server, tmp_path, capsys):
     import base64
     sid = server.create_session(seed=2)["id"]
     mask = np.zeros((64, 64), np.uint8)
@@ -451,7 +453,7 @@ def test_directions_walk_preview_and_commit(server, tmp_path, dragwalk_exe):
     assert inside > 1.0 and inside > 3 * outside
     # both walks replay headless: the region walk recomputes its set from the mask in the log
     assert "region" in log["operations"][1] and "region" not in log["operations"][0]
-    walked, _, printed = replay_headless(log, tmp_path, dragwalk_exe, tolerance="1e-4")
+    walked, _, printed = replay_headless(log, tmp_path, capsys, tolerance="1e-4")
     assert printed.count("walk    recomputed") == 2 and "walk    recorded" not in printed
     assert np.abs(walked - image).max() <= 2
 
@@ -570,6 +572,7 @@ def test_methods_describe_warping_and_per_model_defaults(server):
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "bad_request"
 
 
+@pytest.mark.serial
 def test_preview_drag_sends_the_warped_image_quickly_and_stores_nothing(server):
     """preview_drag renders what the warp method does to the current points as one frame (kind 4):
     no history entry, nothing stored; its latency (request to frame) is printed and checked."""

@@ -176,6 +176,8 @@ def test_spatial_walk_refuses_density_and_curved(generator):
     for bad in (-1.0, float("nan"), 1e3):
         with pytest.raises(ValueError, match="realism"):
             compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, realism=bad)
+        with pytest.raises(ValueError, match="edges"):
+            compute_directions(generator, "reds", latent=generator.sample(3), mask=MOUTH, edges=bad)
     big = np.ones((64, 64), np.float32)
     big[:2] = 0
     with pytest.raises(ValueError, match="more than"):       # the eigenproblem's size is bounded

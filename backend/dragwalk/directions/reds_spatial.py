@@ -170,13 +170,23 @@ def edge_gram(jacobian: Tensor, weights: Tensor) -> Tensor:
     """
     height, width = weights.shape
     p = jacobian.shape[-1]
-    j = jacobian.reshape(3, height, width, p)
+    # a pair touching the region lies within its bounding box grown by one pixel: crop to that
+    ys, xs = torch.nonzero(weights > 0, as_tuple=True)
+    y0, y1 = max(0, int(ys.min()) - 1), min(height, int(ys.max()) + 2)
+    x0, x1 = max(0, int(xs.min()) - 1), min(width, int(xs.max()) + 2)
+    j = jacobian.reshape(3, height, width, p)[:, y0:y1, x0:x1]
+    weights = weights[y0:y1, x0:x1]
     down, across = (j[:, 1:] - j[:, :-1]).reshape(-1, p), (j[:, :, 1:] - j[:, :, :-1]).reshape(-1, p)
     w_down = torch.maximum(weights[1:], weights[:-1]).reshape(1, -1).expand(3, -1).reshape(-1)
     w_across = torch.maximum(weights[:, 1:], weights[:, :-1]).reshape(1, -1).expand(3, -1).reshape(-1)
     diffs, pair_w = torch.cat([down, across]), torch.cat([w_down, w_across])
     touched = (diffs != 0).any(1) & (pair_w > 0)      # pairs no column moves add nothing
-    return sparse_gram(diffs[touched], pair_w[touched])
+    rows = diffs[touched].double()
+    # one dense product: the difference columns' supports overlap more than the pixel columns',
+    # where sparse_gram's per-column gathers cost ~10x a BLAS product (1.1 s against 0.1 s for hair)
+    gram = (rows * pair_w[touched].double()[:, None]).T @ rows
+    gram = (gram + gram.T) / 2
+    return gram / gram.norm().clamp_min(1e-30)
 
 
 def realism_prior(basis: ChannelBasis, cells: Tensor, dim: int) -> Tensor:

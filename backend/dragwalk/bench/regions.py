@@ -40,6 +40,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reds default": {},
     "reds no edges": {"edges": 0.0},
     "reds no realism": {"realism": 0.0, "edges": 0.0},
+    "reds dilate 0": {"dilate": 0},
     "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z

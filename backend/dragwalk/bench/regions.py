@@ -1,7 +1,9 @@
 """Region directions on held-out faces: locality at matched in-region change, identity, faces lost.
 
-``dragwalk bench directions --regions``. For each held-out face (seeds dlib finds a face
-in) and each region (the dlib landmark boxes of the mouth and of the eyes, the hair above
+``dragwalk bench directions --regions``. For each held-out face (the first seeds from
+``--region-seeds-from`` that dlib finds a face in; with ``--region-min-score``, only faces whose
+detection score is at least that before any edit: a stated protocol change, since a face that
+scores ~0.15 is lost by about half of all edits of this size) and each region (the dlib landmark boxes of the mouth and of the eyes, the hair above
 the brows, the background beside the face), every direction of every method is walked
 until the mean absolute pixel change *inside the region* equals ``--region-change``
 (bisection, all directions of a set at once). At that change:

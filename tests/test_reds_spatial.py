@@ -324,3 +324,30 @@ def test_default_region_set_holds_the_regions_edges(generator):
     (e_plain, loc_plain), (e_held, loc_held) = edge_change_per_change(plain), edge_change_per_change(held)
     assert e_held < 0.8 * e_plain, (e_held, e_plain)
     assert loc_held > 0.8 * loc_plain, (loc_held, loc_plain)
+
+
+def test_region_bench_held_out_rule_is_decided_before_editing(tiny):
+    """``--region-min-score``: the held-out faces are the first seeds whose detection score (before any
+    edit) reaches the threshold; 0 keeps every face dlib finds (the original protocol)."""
+    from dragwalk.bench.regions import _faces, region_table
+
+    class Analyzer:                     # scores in seed order; None = no face
+        def __init__(self, scores):
+            self.scores, self.current = list(scores), None
+
+        def detect(self, image):
+            self.current = self.scores.pop(0)
+            return None if self.current is None else object()
+
+        def detection_score(self, image):
+            return self.current
+
+        def descriptor(self, image, face):
+            return np.zeros(128)
+
+    scores = [None, 0.15, 0.5, 0.2, 1.0, 0.4]
+    assert [h[0] for h in _faces(tiny, Analyzer(scores), 100, 2, min_score=0.3)] == [102, 104]
+    assert [h[0] for h in _faces(tiny, Analyzer(scores), 100, 2)] == [101, 102]
+    for bad in (-0.1, 9.0):
+        with pytest.raises(ValueError, match="min_score"):
+            region_table(tiny, min_score=bad)

@@ -40,9 +40,9 @@ from ..models.base import Generator, Latent
 VARIANTS: dict[str, dict[str, Any]] = {
     "reds z (global)": {"offsets": "none"},
     "reds default": {},
-    "reds no edges": {"edges": 0.0},
-    "reds no realism": {"realism": 0.0, "edges": 0.0},
-    "reds dilate 0": {"dilate": 0},
+    "reds dilate 1": {"dilate": 1},
+    "reds no edges": {"edges": 0.0, "dilate": 1},
+    "reds no realism": {"realism": 0.0, "edges": 0.0, "dilate": 1},
     "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z

@@ -61,7 +61,7 @@ def region_weights(mask: Any, resolution: Any) -> Tensor:
 def compute(generator: Generator, latent: Latent | None = None, mask: Any = None, num: int = 8,
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
-            joint: bool = False, channels: int = 4, dilate: int = 1, realism: float = reds_spatial.REALISM,
+            joint: bool = False, channels: int = 4, dilate: int = 0, realism: float = reds_spatial.REALISM,
             edges: float = reds_spatial.EDGES,
             **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region-variants", choices=["default", "all"], default="default",
                         help="REDs variants for --regions: global z, the default, 2-px cells; 'all' adds "
                              "8-px cells and offsets joint with z")
+    parser.add_argument("--region-min-score", type=float, default=0.0,
+                        help="held-out faces for --regions need at least this dlib detection score before any "
+                             "edit (0: any face dlib finds, the original protocol)")
     parser.add_argument("--region-change", type=float, default=0.1,
                         help="mean |pixel change| inside the region (of [-1, 1] images) --regions compares at")
 
@@ -268,7 +271,8 @@ def run(args: argparse.Namespace) -> int:
 
         variants = {**VARIANTS, **MORE_VARIANTS} if args.region_variants == "all" else VARIANTS
         figures = region_table(generator, args.region_seeds_from, args.region_faces, args.region_change,
-                               variants=variants, ganspace_samples=args.ganspace_samples)
+                               variants=variants, ganspace_samples=args.ganspace_samples,
+                               min_score=args.region_min_score)
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2, default=float))
         return 0

@@ -29,6 +29,13 @@ from torch import Tensor
 PERSISTENCE = ("torch_utils.persistence", "_reconstruct_persistent_obj")
 
 
+def write_pickle(folder: Path, data: bytes, name: str) -> Path:
+    """``data`` written to ``folder / name``: the path a test hands the loader."""
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
 # ---------------------------------------------------------------- writing pickles
 class GlobalRef:
     """A global the pickle names (module, name) without it existing in this process."""

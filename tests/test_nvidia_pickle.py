@@ -24,12 +24,6 @@ from dragwalk.models import ModelError, load_model, save_model  # noqa: E402
 from dragwalk.models.nvidia_pickle import NetworkPickleError, load_network_pickle  # noqa: E402
 
 
-def _write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
 def _label(kw: dict, index: int, batch: int) -> torch.Tensor | None:
     if not kw["c_dim"]:
         return None
@@ -60,7 +54,7 @@ def test_pickle_builds_a_generator_matching_the_reference(tmp_path, marker, conf
     overrides, options = CONFIGS[config]
     kw = sp.full_kwargs(**overrides)
     data, tensors = sp.network_pickle(kw, marker, seed=3, **options)
-    model = load_network_pickle(_write(tmp_path, "net.pkl", data))
+    model = load_network_pickle(sp.write_pickle(tmp_path, data, "net.pkl"))
     assert model.resolution == kw["img_resolution"]
     assert model.num_ws == sp.num_ws(kw)
     assert model.latent_dim == kw["w_dim"] and model.c_dim == kw["c_dim"]
@@ -81,10 +75,10 @@ def test_pickle_builds_a_generator_matching_the_reference(tmp_path, marker, conf
 def test_loader_takes_g_ema_and_falls_back_to_g(tmp_path, marker):
     kw = sp.full_kwargs(img_resolution=16, synthesis_kwargs=dict(channel_base=128, channel_max=8))
     data, tensors = sp.network_pickle(kw, marker)
-    model = load_network_pickle(_write(tmp_path, "snap.pkl", data))
+    model = load_network_pickle(sp.write_pickle(tmp_path, data, "snap.pkl"))
     assert torch.equal(model.mapping.w_avg, tensors["mapping.w_avg"])  # G_ema, not G
     data_g, _ = sp.network_pickle(kw, marker, keys=("G", "D"))
-    model_g = load_network_pickle(_write(tmp_path, "g.pkl", data_g))
+    model_g = load_network_pickle(sp.write_pickle(tmp_path, data_g, "g.pkl"))
     g_tensors = sp.random_generator_tensors(kw, seed=1)  # what network_pickle puts in 'G'
     assert torch.equal(model_g.mapping.w_avg, g_tensors["mapping.w_avg"])
 
@@ -92,7 +86,7 @@ def test_loader_takes_g_ema_and_falls_back_to_g(tmp_path, marker):
 def test_truncation_zero_gives_w_avg(tmp_path, marker):
     kw = sp.full_kwargs(img_resolution=16, synthesis_kwargs=dict(channel_base=128, channel_max=8))
     data, tensors = sp.network_pickle(kw, marker)
-    model = load_network_pickle(_write(tmp_path, "net.pkl", data))
+    model = load_network_pickle(sp.write_pickle(tmp_path, data, "net.pkl"))
     w_avg = tensors["mapping.w_avg"]
     assert w_avg.abs().max() > 0.1
     assert torch.allclose(model.sample(5, truncation=0.0, space="w").code[0], w_avg, atol=1e-6)
@@ -105,7 +99,7 @@ def test_registry_and_own_format_round_trip(tmp_path, marker):
     kw = sp.full_kwargs(c_dim=3, img_resolution=16, synthesis_kwargs=dict(channel_base=128, channel_max=8,
                                                                           conv_clamp=256))
     data, _ = sp.network_pickle(kw, marker)
-    path = _write(tmp_path, "net.pkl", data)
+    path = sp.write_pickle(tmp_path, data, "net.pkl")
     model = load_model(str(path), "cpu")
     assert load_model(str(path), "cpu") is model  # cached
     saved = save_model(model, tmp_path / "own")
@@ -119,7 +113,7 @@ def test_registry_and_own_format_round_trip(tmp_path, marker):
 def test_cli_describes_and_renders_a_pickle(tmp_path, marker, capsys):
     kw = sp.full_kwargs(img_resolution=32, synthesis_kwargs=dict(channel_base=256, channel_max=8))
     data, _ = sp.network_pickle(kw, marker)
-    path = _write(tmp_path, "cli.pkl", data)
+    path = sp.write_pickle(tmp_path, data, "cli.pkl")
     assert cli_main(["models", "info", str(path)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["architecture"] == "StyleGAN2Generator" and info["resolution"] == 32
@@ -153,7 +147,7 @@ def test_the_payloads_are_real(tmp_path):
 
 
 def test_reduce_to_os_system_is_refused_and_never_runs(tmp_path, marker):
-    path = _write(tmp_path, "evil.pkl", pickle.dumps({"G_ema": _RunsCommand(marker)}))
+    path = sp.write_pickle(tmp_path, pickle.dumps({"G_ema": _RunsCommand(marker)}), "evil.pkl")
     with pytest.raises(NetworkPickleError, match=r"references (posix|nt)\.system, which is not a network component"):
         load_network_pickle(path)
 
@@ -166,8 +160,8 @@ def test_hostile_object_hidden_inside_a_real_snapshot_is_refused(tmp_path, marke
     snapshot = sp.dumps({"G_ema": sp.generator_record(kw, sp.random_generator_tensors(kw), sp.evil_source(marker)),
                          "augment_pipe": evil})
     with pytest.raises(NetworkPickleError, match=r"(posix|nt)\.system"):
-        load_network_pickle(_write(tmp_path, "hidden.pkl", snapshot))
-    assert load_network_pickle(_write(tmp_path, "clean.pkl", data)).resolution == 8
+        load_network_pickle(sp.write_pickle(tmp_path, snapshot, "hidden.pkl"))
+    assert load_network_pickle(sp.write_pickle(tmp_path, data, "clean.pkl")).resolution == 8
 
 
 @pytest.mark.parametrize("module,name", [("builtins", "eval"), ("subprocess", "Popen"),
@@ -176,7 +170,7 @@ def test_hostile_object_hidden_inside_a_real_snapshot_is_refused(tmp_path, marke
 def test_unknown_globals_are_refused_by_name(tmp_path, marker, module, name):
     data = sp.dumps({"G_ema": sp.GlobalRef(module, name)})
     with pytest.raises(NetworkPickleError, match=rf"references {module}\.{name}"):
-        load_network_pickle(_write(tmp_path, "x.pkl", data))
+        load_network_pickle(sp.write_pickle(tmp_path, data, "x.pkl"))
 
 
 def test_storage_bytes_carrying_code_are_refused(tmp_path, marker):
@@ -187,16 +181,16 @@ def test_storage_bytes_carrying_code_are_refused(tmp_path, marker):
 
     data = sp.dumps({"G_ema": EvilStorage()})
     with pytest.raises(NetworkPickleError, match="tensor storage could not be read"):
-        load_network_pickle(_write(tmp_path, "storage.pkl", data))
+        load_network_pickle(sp.write_pickle(tmp_path, data, "storage.pkl"))
 
 
 def test_truncated_and_corrupt_files_are_clear_errors(tmp_path, marker):
     kw = sp.full_kwargs(img_resolution=8, synthesis_kwargs=dict(channel_base=64, channel_max=4))
     data, _ = sp.network_pickle(kw, marker, keys=("G_ema",))
     with pytest.raises(NetworkPickleError, match="truncated"):
-        load_network_pickle(_write(tmp_path, "cut.pkl", data[: len(data) // 2]))
+        load_network_pickle(sp.write_pickle(tmp_path, data[: len(data) // 2], "cut.pkl"))
     with pytest.raises(NetworkPickleError, match="not a readable pickle"):
-        load_network_pickle(_write(tmp_path, "junk.pkl", b"\x00garbage" * 10))
+        load_network_pickle(sp.write_pickle(tmp_path, b"\x00garbage" * 10, "junk.pkl"))
     torch.save({"weight": torch.zeros(2)}, tmp_path / "archive.pkl")
     with pytest.raises(NetworkPickleError, match="zip archive"):
         load_network_pickle(tmp_path / "archive.pkl")
@@ -206,9 +200,9 @@ def test_truncated_and_corrupt_files_are_clear_errors(tmp_path, marker):
 
 def test_pickles_without_a_stylegan2_generator_are_refused(tmp_path, marker):
     with pytest.raises(NetworkPickleError, match="holds a list, not a network dict"):
-        load_network_pickle(_write(tmp_path, "list.pkl", pickle.dumps([1, 2, 3])))
+        load_network_pickle(sp.write_pickle(tmp_path, pickle.dumps([1, 2, 3]), "list.pkl"))
     with pytest.raises(NetworkPickleError, match=r"no generator network \('G_ema' or 'G'\); keys: D, training"):
-        load_network_pickle(_write(tmp_path, "d.pkl", pickle.dumps({"D": 1, "training_set_kwargs": {}})))
+        load_network_pickle(sp.write_pickle(tmp_path, pickle.dumps({"D": 1, "training_set_kwargs": {}}), "d.pkl"))
     src = sp.evil_source(marker)
     sg3 = sp._module("Generator", src, {}, {}, {
         "mapping": sp._module("MappingNetwork", src, {}, {}, {}),
@@ -216,7 +210,7 @@ def test_pickles_without_a_stylegan2_generator_are_refused(tmp_path, marker):
             "input": sp._module("SynthesisInput", src, {}, {}, {})})},
         dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3))
     with pytest.raises(NetworkPickleError, match="a StyleGAN3 alias-free network: pickles.load_pickle"):
-        load_network_pickle(_write(tmp_path, "sg3.pkl", sp.dumps({"G_ema": sg3})))
+        load_network_pickle(sp.write_pickle(tmp_path, sp.dumps({"G_ema": sg3}), "sg3.pkl"))
     with pytest.raises(NetworkPickleError, match="tensors do not match the architecture"):
         load_model(str(tmp_path / "sg3.pkl"))  # the registry builds StyleGAN3, which needs its tensors
 
@@ -227,12 +221,12 @@ def test_unsupported_options_and_mismatched_tensors_are_named(tmp_path, marker):
     src = sp.evil_source(marker)
     data = sp.dumps({"G_ema": sp.generator_record(odd, sp.random_generator_tensors(kw), src)})
     with pytest.raises(NetworkPickleError, match="unsupported generator option\\(s\\) magic"):
-        load_network_pickle(_write(tmp_path, "odd.pkl", data))
+        load_network_pickle(sp.write_pickle(tmp_path, data, "odd.pkl"))
     tensors = sp.random_generator_tensors(kw)
     tensors["synthesis.b8.conv1.weight"] = torch.zeros(4, 4, 1, 1)
     data = sp.dumps({"G_ema": sp.generator_record(kw, tensors, src)})
     with pytest.raises(NetworkPickleError, match=r"synthesis\.b8\.conv1\.weight has shape \[4, 4, 1, 1\]"):
-        load_network_pickle(_write(tmp_path, "shape.pkl", data))
+        load_network_pickle(sp.write_pickle(tmp_path, data, "shape.pkl"))
 
 
 def test_a_non_square_pickle_loads_with_its_aspect(tmp_path, marker):
@@ -249,13 +243,13 @@ def test_a_non_square_pickle_loads_with_its_aspect(tmp_path, marker):
     for k in ("synthesis.b4.const", "mapping.w_avg"):
         tensors[k] = torch.randn(tensors[k].shape)                      # not the constructor's values
     source.load_state_dict(tensors)
-    path = _write(tmp_path, "portrait.pkl", sp.dumps({"G_ema": sp.generator_record(kw, tensors, sp.evil_source(marker))}))
+    path = sp.write_pickle(tmp_path, sp.dumps({"G_ema": sp.generator_record(kw, tensors, sp.evil_source(marker))}), "portrait.pkl")
     model = load_network_pickle(path)
     assert model.image_size == (32, 16) and model.describe()["width"] == 16
     latent = source.sample(4, truncation=0.7)
     torch.testing.assert_close(model.render(model.sample(4, truncation=0.7)), source.render(latent), rtol=0, atol=1e-6)
     assert not marker.exists()
     bad = dict(tensors, **{"synthesis.b4.const": torch.randn(16, 4, 3)})
-    path = _write(tmp_path, "odd.pkl", sp.dumps({"G_ema": sp.generator_record(kw, bad, sp.evil_source(marker))}))
+    path = sp.write_pickle(tmp_path, sp.dumps({"G_ema": sp.generator_record(kw, bad, sp.evil_source(marker))}), "odd.pkl")
     with pytest.raises(NetworkPickleError, match="init_res"):
         load_network_pickle(path)

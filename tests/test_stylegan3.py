@@ -19,12 +19,6 @@ from dragwalk.models.pickles import load_pickle  # noqa: E402
 from dragwalk.models.stylegan3 import StyleGAN3Generator  # noqa: E402
 
 
-def _write(tmp_path: Path, data: bytes, name: str = "sg3.pkl") -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
 CONFIGS = {
     "T-16": dict(res=16),
     "T-32-conditional": dict(res=32, c_dim=5, num_layers=6),
@@ -37,7 +31,7 @@ CONFIGS = {
 def test_pickle_matches_the_reference_forward(tmp_path, marker, config):
     kw = s3.kwargs(**CONFIGS[config])
     data, tensors = s3.network_pickle(kw, marker, seed=4)
-    model = load_pickle(_write(tmp_path, data))
+    model = load_pickle(sp.write_pickle(tmp_path, data, "sg3.pkl"))
     assert isinstance(model, StyleGAN3Generator) and model.loader == "nvidia-stylegan3"
     n_ws = kw["synthesis_kwargs"]["num_layers"] + 2
     assert model.num_ws == n_ws and model.resolution == kw["img_resolution"]
@@ -58,7 +52,7 @@ def test_pickle_matches_the_reference_forward(tmp_path, marker, config):
 def sg3(tmp_path_factory) -> StyleGAN3Generator:
     tmp = tmp_path_factory.mktemp("sg3")
     data, _ = s3.network_pickle(s3.kwargs(res=32, c_dim=3, num_layers=6), tmp / "marker", seed=1)
-    return load_model(str(_write(tmp, data)))
+    return load_model(str(sp.write_pickle(tmp, data, "sg3.pkl")))
 
 
 def test_interface_features_offsets_and_resume(sg3):
@@ -110,19 +104,19 @@ def test_hostile_stylegan3_pickles(tmp_path, marker):
     kw = s3.kwargs()
     data, tensors = s3.network_pickle(kw, marker)
     with pytest.raises(NetworkPickleError, match="truncated"):
-        load_pickle(_write(tmp_path, data[: len(data) * 2 // 3], "cut.pkl"))
+        load_pickle(sp.write_pickle(tmp_path, data[: len(data) * 2 // 3], "cut.pkl"))
     name = next(k for k in tensors if k.endswith("down_filter"))
     bad = dict(tensors)
     bad[name] = torch.ones(3)
     evil = sp.dumps({"G_ema": sp.generator_record(kw, bad, sp.evil_source(marker), flat_kwargs=True)}, 4)
     with pytest.raises(NetworkPickleError, match=f"{name} has shape \\[3\\]"):
-        load_pickle(_write(tmp_path, evil, "shape.pkl"))
+        load_pickle(sp.write_pickle(tmp_path, evil, "shape.pkl"))
     kw2 = s3.kwargs()
     kw2["synthesis_kwargs"]["sneaky_option"] = 1
     odd = sp.dumps({"G_ema": sp.generator_record(kw2, tensors, sp.evil_source(marker), flat_kwargs=True)}, 4)
     with pytest.raises(NetworkPickleError, match="unsupported StyleGAN3 option"):
-        load_pickle(_write(tmp_path, odd, "odd.pkl"))
+        load_pickle(sp.write_pickle(tmp_path, odd, "odd.pkl"))
     with_global = sp.dumps({"G_ema": sp.generator_record(kw, tensors, sp.evil_source(marker), flat_kwargs=True),
                             "x": sp.GlobalRef("subprocess", "Popen")}, 4)
     with pytest.raises(NetworkPickleError, match="references subprocess.Popen"):
-        load_pickle(_write(tmp_path, with_global, "global.pkl"))
+        load_pickle(sp.write_pickle(tmp_path, with_global, "global.pkl"))

@@ -23,12 +23,6 @@ from dragwalk.models.pickles import load_pickle  # noqa: E402
 from dragwalk.models.tf_pickle import TFPickleError  # noqa: E402
 
 
-def _write(tmp_path: Path, data: bytes, name: str = "net.pkl") -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
 CONFIGS = {
     "16-skip": dict(res=16),
     "32-skip-wide": dict(res=32, z_dim=24, w_dim=24, n_dense=4, fmap_base=512, fmap_max=32),
@@ -41,7 +35,7 @@ CONFIGS = {
 def test_tf_pickle_matches_the_tf_graph(tmp_path, marker, config):
     cfg = CONFIGS[config]
     mv, sv, gv = tp.variables(seed=2, **cfg)
-    model = load_pickle(_write(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker))))
+    model = load_pickle(sp.write_pickle(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker)), "net.pkl"))
     res = cfg["res"]
     assert model.resolution == res and model.loader == "tf-stylegan2"
     z = torch.randn(2, cfg.get("z_dim", 16), generator=torch.Generator().manual_seed(4))
@@ -57,7 +51,7 @@ def test_tf_pickle_matches_the_tf_graph(tmp_path, marker, config):
 
 def test_registry_and_own_format_round_trip(tmp_path, marker):
     mv, sv, gv = tp.variables(16)
-    model = load_model(str(_write(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker), protocol=4))))
+    model = load_model(str(sp.write_pickle(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker), protocol=4), "net.pkl")))
     latent = model.sample(1, truncation=0.5)
     own = load_model(str(save_model(model, tmp_path / "own.safetensors")))
     assert torch.equal(own.render(latent), model.render(latent))
@@ -71,7 +65,7 @@ def test_code_in_a_tf_pickle_is_refused_and_never_runs(tmp_path, marker):
     mv, sv, gv = tp.variables(16)
     sv["4x4/Conv/bias"] = Evil()
     with pytest.raises(NetworkPickleError, match=r"references (posix|os)\.system"):
-        load_pickle(_write(tmp_path, tp.tf_pickle(mv, sv, gv)))
+        load_pickle(sp.write_pickle(tmp_path, tp.tf_pickle(mv, sv, gv), "net.pkl"))
 
 
 @pytest.mark.parametrize("module, name", [("tensorflow", "Variable"), ("dnnlib.tflib.network", "Evil"),
@@ -80,14 +74,14 @@ def test_unexpected_globals_are_refused(tmp_path, marker, module, name):
     mv, sv, gv = tp.variables(16)
     gv["extra"] = sp.GlobalRef(module, name)
     with pytest.raises(NetworkPickleError, match=f"references {module}.{name}"):
-        load_pickle(_write(tmp_path, tp.tf_pickle(mv, sv, gv)))
+        load_pickle(sp.write_pickle(tmp_path, tp.tf_pickle(mv, sv, gv), "net.pkl"))
 
 
 def test_truncated_tf_pickle_is_a_clear_error(tmp_path, marker):
     mv, sv, gv = tp.variables(16)
     data = tp.tf_pickle(mv, sv, gv, sp.evil_source(marker))
     with pytest.raises(NetworkPickleError, match="truncated"):
-        load_pickle(_write(tmp_path, data[: len(data) // 2]))
+        load_pickle(sp.write_pickle(tmp_path, data[: len(data) // 2], "net.pkl"))
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -103,10 +97,10 @@ def test_mismatched_variables_are_named(tmp_path, marker, edit, message):
     mv, sv, gv = tp.variables(16)
     edit(mv, sv, gv)
     with pytest.raises(TFPickleError, match=message):
-        load_pickle(_write(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker))))
+        load_pickle(sp.write_pickle(tmp_path, tp.tf_pickle(mv, sv, gv, sp.evil_source(marker)), "net.pkl"))
 
 
 def test_the_network_record_is_needed(tmp_path):
     data = pickle.dumps((1, 2, 3))
     with pytest.raises(NetworkPickleError, match="not a network dict"):
-        load_pickle(_write(tmp_path, data))
+        load_pickle(sp.write_pickle(tmp_path, data, "net.pkl"))

@@ -239,7 +239,8 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     jac = spatial_jacobian(generator, base, layer, cells, basis.vectors, bool(joint))
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)
     reached = jac.abs().sum(1) > 0          # pixels no column reaches add nothing to either Gram
-    a_c, a_f = sparse_gram(jac[reached], pixel_w[reached]), sparse_gram(jac[reached], 1.0 - pixel_w[reached])
+    rows, row_w = jac[reached], pixel_w[reached]       # the full jac stays for the edge term's neighbours
+    a_c, a_f = sparse_gram(rows, row_w), sparse_gram(rows, 1.0 - row_w)
     if float(a_f.diagonal().sum()) <= 0.0:   # nothing reaches outside: every direction is local
         a_f = torch.eye(a_f.shape[0], dtype=a_f.dtype)
     dim = int(base.code.shape[-1]) if joint else 0

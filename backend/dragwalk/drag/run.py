@@ -186,10 +186,7 @@ class DragRun:
                 self._warp = (latent, features, field)
             else:
                 moved = fd.warp_all(carried, field, self.generator.image_size)
-        offsets = dict(latent.offsets)
-        for name, value in carried.items():
-            offsets[name] = offsets.get(name, torch.zeros_like(value)) + (moved[name] - value)
-        return latent.derive(latent.code, offsets)
+        return latent.rerouted(carried, moved)
 
     def _corrected_field(self, latent: Latent, carried: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The method's field, corrected against the rendered image, and ``carried`` warped by it.
@@ -197,7 +194,7 @@ class DragRun:
         The network renders a warped feature map with its own judgement: a thin, faint part
         (a brow on a 64 px face) comes out short of where the field put it. So the warp is
         closed-loop: render, find each handle's first-frame patch in the image with the
-        same check that decides "converged" (:func:`.verify.content_arrival`), aim the
+        same check that decides "converged" (:class:`.verify.ArrivalCheck`), aim the
         field past the target by the shortfall (never more than twice the drag), and keep
         the field whose image is closest. ``correct`` (a method parameter) bounds the
         extra renders; 0 is the open-loop warp.

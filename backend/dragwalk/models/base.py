@@ -146,6 +146,14 @@ class Latent:
     def with_settings(self, settings: Settings) -> "Latent":
         return Latent(self.space, self.code, dict(self.offsets), settings)
 
+    def rerouted(self, was: dict[str, Tensor], now: dict[str, Tensor]) -> "Latent":
+        """This latent with the activations ``was`` (keyed like offsets) replaced by ``now``: the
+        differences added to its offsets. How a warp of :meth:`Generator.carried` is kept."""
+        offsets = dict(self.offsets)
+        for name, value in was.items():
+            offsets[name] = offsets[name] + (now[name] - value) if name in offsets else now[name] - value
+        return self.derive(self.code, offsets)
+
 
 @dataclass
 class Synthesis:
@@ -329,11 +337,7 @@ class Generator(nn.Module, abc.ABC):
         override this to run only the layers after ``layer``. This default renders the whole
         network with the differences as offsets.
         """
-        base = self.carried(latent, layer)
-        offsets = dict(latent.offsets)
-        for name, value in carried.items():
-            offsets[name] = offsets[name] + (value - base[name]) if name in offsets else value - base[name]
-        return self.render(latent.derive(latent.code, offsets))
+        return self.render(latent.rerouted(self.carried(latent, layer), carried))
 
     def offset_shape(self, name: str) -> tuple[int, int, int] | None:
         """``(channels, height, width)`` of an offset this model accepts under ``name``, else ``None``."""

@@ -111,3 +111,9 @@ def test_bench_drag_semantic_measures_what_users_see(dragwalk_exe, tmp_path):
             if e["converged"]:
                 assert e["motion_min"] > 0.5, e
     assert data["edits"]["warp"][0]["seed"] >= 5000        # held-out faces
+    assert warp["edit_min"] >= warp["motion_min"]
+    # the reference row: the face's own image moved by the warp's field, the measures' ceiling
+    ideal = data["reference"]["ideal image warp"]
+    assert ideal["edits"] == warp["edits"] and ideal["converged"] is None
+    assert ideal["motion"] > 0.8 and ideal["far"] < 0.5
+    assert "(ideal image warp)" in result.stdout

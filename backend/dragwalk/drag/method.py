@@ -174,10 +174,12 @@ class DragMethod(abc.ABC):
         """Most steps after (re)start this method wants, or ``None`` for the run's ``max_steps``."""
         return None
 
-    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor | None:
-        """A backward displacement field ``[s, s, 2]`` (image px, on the feature map's cells) that
-        takes the content at each handle to its target, or ``None`` for methods that only
-        optimise. ``keep`` (``[1, 1, s, s]``, 1 = keep) is the painted mask's complement.
+    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None,
+              size: tuple[int, int] | None = None) -> Tensor | None:
+        """A backward displacement field ``[s, s, 2]`` (image px, on the feature map's cells, or
+        on a grid of ``size`` cells) that takes the content at each handle to its target, or
+        ``None`` for methods that only optimise. ``keep`` (``[1, 1, s, s]``, 1 = keep) is the
+        painted mask's complement.
 
         The run warps the feature layer with it once, before the first step: the content
         moves by construction, and the steps after that only refine.

@@ -71,8 +71,9 @@ class WarpDrag(TemplateDrag):
         """One step to track (and check) what the warp did, then ``refine`` steps at most."""
         return 1 + int(self.values["refine"])
 
-    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
-        size = self.ctx.feature_hw
+    def field(self, handles: Tensor, targets: Tensor, keep: Tensor | None,
+              size: tuple[int, int] | None = None) -> Tensor:
+        size = size or self.ctx.feature_hw
         floor = self.ctx.resolution / self.ctx.feature_size   # one feature cell: nothing finer can show
         sigma = fd.field_sigma(handles, targets, self.base_sigma, floor)
         region = None if keep is None else 1.0 - keep

@@ -14,8 +14,8 @@ on a 64 px face) come out short of where the field put them. So the warp is
 closed-loop (``correct`` rounds, :meth:`~dragwalk.drag.run.DragRun._corrected_field`):
 render the layers after the warped one, find each handle's patch in the image with the
 same check that decides "converged", and aim the field past the target by the shortfall.
-On the default model's held-out semantic drags this moved content 0.84 -> 0.89 of the way
-and dlib's landmark error 0.44 -> 0.40 of no edit (docs/ARCHITECTURE.md, "Drag").
+On the default model's held-out semantic drags this moved content 0.83 -> 0.90 of the way
+and dlib's landmark error 0.52 -> 0.43 of no edit (docs/ARCHITECTURE.md, "Drag").
 
 After the warp the run goes on like :class:`~dragwalk.drag.template.TemplateDrag`: the
 tracker looks for each handle's first-frame patch, and where the content is not at

@@ -103,6 +103,24 @@ def test_bench_step_times_all_three_kinds_on_one_network(sg32, capsys):
     assert "x faster than reference" in text and "editor peak memory / headless" in text
 
 
+def test_bench_step_times_any_method_and_refuses_to_time_an_ended_drag(sg32):
+    """``--method``: the headless and editor kinds run that method's own steps; a drag that has
+    ended (a warp without refinement steps ends after its first) stops the bench with a reason
+    instead of timing reports that do no work."""
+    from dragwalk.bench import step as bench
+
+    kinds = bench.make_steps(sg32, sg32.default_feature_layer, method="template:patch=2")
+    run = kinds["headless"].__defaults__[0]
+    assert run.method.name == "template" and run.method.values["patch"] == 2
+    for _ in range(2):
+        kinds["headless"]()
+    assert run.step_count == 2 and not run.done
+    ended = bench.make_steps(sg32, sg32.default_feature_layer, method="warp")["headless"]
+    ended()
+    with pytest.raises(SystemExit, match="warp drag ended"):
+        ended()
+
+
 # ----------------------------------------------------------------- several sessions, one batch
 def _runs(generator):
     from dragwalk.drag import DragConfig

@@ -11,7 +11,8 @@
   backward, Adam on w+ rows 0..5.
 
 All three drag the same handle towards the same far target (so none arrives) with the
-same radii and learning rate, and the kinds run interleaved, one step each in turn, so
+same radii and learning rate (``--method`` times another method's steps as headless and
+editor, with the model's settings for it), and the kinds run interleaved, one step each in turn, so
 load on the machine hits them alike. Printed: the median ms per step of each, the ratio
 of the reference to each, and peak memory per step: the resident set's high-water mark
 (``VmHWM``, reset before each kind's steps through ``/proc/self/clear_refs``) over the
@@ -58,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each kind (after one warm-up)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     parser.add_argument("--layer", default=None, help="feature layer (default: the model's)")
+    parser.add_argument("--method", default="draggan",
+                        help="the drag method whose steps are timed as headless and editor (default draggan, "
+                             "with the reference's radii and lr; others with the model's settings, as "
+                             "name:key=value); the reference is always the official DragGAN structure")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--variants", default="",
                         help="extra runtimes to time, comma-separated: a precision (fp32, bf16, fp16) "
@@ -158,15 +163,21 @@ def parse_variant(text: str):
     return Runtime(precision, channels_last, mode)
 
 
-def _drag_run(generator, layer: str, precision: str = "fp32", seed: int = 0):
-    """A DragGAN drag with the reference's settings (:func:`_points`, radii, lr)."""
+def _drag_run(generator, layer: str, precision: str = "fp32", seed: int = 0, method: str = "draggan"):
+    """A drag of :func:`_points`: DragGAN with the reference's settings (radii, lr), or any other
+    method spec (``name:key=value``, as ``bench drag --methods``) with the model's own settings."""
     from ..drag import DragConfig, DragRun
+    from .drag import parse_method_spec
 
     res = generator.resolution
     handles, targets = _points(res)
-    config = DragConfig(method="draggan", lr=LR, feature_layer=layer, max_steps=10000, precision=precision,
-                        mode="w+:first6" if "w+:first6" in generator.drag_modes else None,
-                        params={"r1": R1_512 * res / 512, "r2": R2_512 * res / 512, "smooth": 0})
+    if method == "draggan":
+        config = DragConfig(method="draggan", lr=LR, feature_layer=layer, max_steps=10000, precision=precision,
+                            mode="w+:first6" if "w+:first6" in generator.drag_modes else None,
+                            params={"r1": R1_512 * res / 512, "r2": R2_512 * res / 512, "smooth": 0})
+    else:
+        name, settings = parse_method_spec(method)
+        config = DragConfig(method=name, feature_layer=layer, max_steps=10000, precision=precision, **settings)
     return DragRun(generator, _start(generator, seed), handles, targets, config=config)
 
 
@@ -175,7 +186,8 @@ def _start(generator, seed: int = 0):
     return generator.convert(latent, "w+") if "w+" in generator.latent_spaces else latent
 
 
-def make_steps(generator, layer: str, variants: Sequence = ()) -> dict[str, Callable[[], None]]:
+def make_steps(generator, layer: str, variants: Sequence = (), method: str = "draggan"
+               ) -> dict[str, Callable[[], None]]:
     """One step callable per kind, all dragging the same point with the same settings.
 
     Each of ``variants`` (:class:`~dragwalk.runtime.Runtime`) adds ``headless@V`` and
@@ -189,24 +201,33 @@ def make_steps(generator, layer: str, variants: Sequence = ()) -> dict[str, Call
         handles, targets = _points(res)
         steps["reference"] = ReferenceStep(generator, _start(generator), layer, handles, targets,
                                            R1_512 * res / 512, R2_512 * res / 512)
-    runs = {"headless": _drag_run(generator, layer), "editor": _drag_run(generator, layer)}
+    runs = {kind: _drag_run(generator, layer, method=method) for kind in ("headless", "editor")}
     for variant in variants:
         net = generator
         if variant.channels_last or variant.compile != "none":
             net = prepare(copy.deepcopy(generator), variant)
         for kind in ("headless", "editor"):
-            runs[f"{kind}@{variant.describe()}"] = _drag_run(net, layer, variant.precision)
+            runs[f"{kind}@{variant.describe()}"] = _drag_run(net, layer, variant.precision, method=method)
     for name, run in runs.items():
-        steps[name] = (lambda r=run, show=name.startswith("editor"): r.step(render=show))
+        steps[name] = (lambda r=run, show=name.startswith("editor"): _live_step(r, show))
     return steps
 
 
-def measure_batch(generator, layer: str, n: int, steps: int) -> dict:
+def _live_step(run, render: bool) -> None:
+    """One step of a run that has not ended: an ended run's "steps" only report, and would
+    time nothing."""
+    if run.done:
+        raise SystemExit(f"the {run.method.name} drag ended ({run.reason}) after {run.step_count} steps, "
+                         "so its steps can no longer be timed (a warp refines only with refine=N)")
+    run.step(render=render)
+
+
+def measure_batch(generator, layer: str, n: int, steps: int, method: str = "draggan") -> dict:
     """Total drag steps per second of ``n`` drags, one by one against all in one batch."""
     from ..drag.batch import step_together
 
-    alone = [_drag_run(generator, layer, seed=s) for s in range(n)]
-    together = [_drag_run(generator, layer, seed=s) for s in range(n)]
+    alone = [_drag_run(generator, layer, seed=s, method=method) for s in range(n)]
+    together = [_drag_run(generator, layer, seed=s, method=method) for s in range(n)]
     kinds = {"one by one": lambda: [run.step(render=True) for run in alone],
              "batched": lambda: step_together(together, render=True)}
     times = time_interleaved(kinds, generator.device, steps)
@@ -214,11 +235,11 @@ def measure_batch(generator, layer: str, n: int, steps: int) -> dict:
     return {"sessions": n, "steps_per_s": rate, "batched_over_one_by_one": rate["batched"] / rate["one by one"]}
 
 
-def profile_editor(generator, layer: str, steps: int) -> str:
+def profile_editor(generator, layer: str, steps: int, method: str = "draggan") -> str:
     """torch.profiler's table of ``steps`` editor steps, and how many host syncs each step makes."""
     from torch.profiler import ProfilerActivity, profile
 
-    run = _drag_run(generator, layer)
+    run = _drag_run(generator, layer, method=method)
     run.step(render=True)
     cuda = generator.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -302,13 +323,14 @@ def time_interleaved(kinds: dict[str, Callable[[], object]], device: torch.devic
     return times
 
 
-def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
+def measure(generator, layer: str, steps: int, variants: Sequence = (), method: str = "draggan") -> dict:
     device = generator.device
-    kinds = make_steps(generator, layer, variants)
+    kinds = make_steps(generator, layer, variants, method)
     times = {k: [1000 * t for t in v] for k, v in time_interleaved(kinds, device, steps).items()}
     memory = {kind: peak_memory_mb(step, device) for kind, step in kinds.items()}
     medians = {k: statistics.median(v) for k, v in times.items()}
-    out = {"model": generator.name, "resolution": generator.resolution, "layer": layer, "device": str(device),
+    out = {"method": method, "model": generator.name, "resolution": generator.resolution, "layer": layer,
+           "device": str(device),
            "threads": torch.get_num_threads(), "steps": steps, "ms": medians, "peak_mb": memory, "all_ms": times}
     if "reference" in medians:
         out["speedup"] = {k: medians["reference"] / medians[k] for k in medians if k != "reference"}
@@ -318,7 +340,7 @@ def measure(generator, layer: str, steps: int, variants: Sequence = ()) -> dict:
 
 def format_result(r: dict) -> str:
     width = max(11, *(len(k) + 2 for k in r["ms"]))
-    lines = [f"drag step on {r['model']} ({r['resolution']} px, feature layer {r['layer']}, {r['device']}, "
+    lines = [f"{r.get('method', 'draggan')} step on {r['model']} ({r['resolution']} px, feature layer {r['layer']}, {r['device']}, "
              f"{r['threads']} threads, median of {r['steps']} interleaved steps)",
              f"{'kind':<{width}}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"]
     for kind, ms in r["ms"].items():
@@ -351,10 +373,10 @@ def run(args: argparse.Namespace) -> int:
     generator = ffhq_like(args.ffhq_like).to(pick_device(args.device)) if args.ffhq_like else open_model(args)
     layer = args.layer or generator.default_feature_layer
     if args.profile:
-        print(profile_editor(generator, layer, args.profile))
-    result = measure(generator, layer, args.steps, variants)
+        print(profile_editor(generator, layer, args.profile, args.method))
+    result = measure(generator, layer, args.steps, variants, args.method)
     if args.batch:
-        result["batch"] = measure_batch(generator, layer, args.batch, args.steps)
+        result["batch"] = measure_batch(generator, layer, args.batch, args.steps, args.method)
     print(format_result(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -50,6 +50,15 @@ def test_resume_renders_what_a_full_forward_renders_stylegan2(sg32):
     plain = sg32.synthesize(base, blocks[1], stop_at_feature=True)
     with torch.no_grad():
         assert (plain.resume() - full_image).abs().max() > 1e-3
+    # the continuation keeps what the pass saw: changing the latent in place afterwards (as an
+    # optimiser step does before the frame is rendered) changes nothing in it
+    mutable = Latent("w+", latent.code.clone(), {k: v.clone() for k, v in latent.offsets.items()})
+    part = sg32.synthesize(mutable, blocks[1], stop_at_feature=True)
+    with torch.no_grad():
+        mutable.code.add_(0.5)
+        for value in mutable.offsets.values():
+            value.add_(0.5)
+        torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
 
 
 def _count_saved(run: DragRun, render: bool) -> tuple[int, object]:
@@ -119,6 +128,24 @@ def test_bench_step_times_any_method_and_refuses_to_time_an_ended_drag(sg32):
     ended()
     with pytest.raises(SystemExit, match="warp drag ended"):
         ended()
+
+
+def test_a_frame_rendered_after_the_optimiser_step_shows_the_tracked_latent(generator):
+    """The frame is rendered once the backward pass has freed the graph, i.e. after Adam changed
+    the latent in place; it must still be the image of the latent the points were tracked on.
+    Here the optimised offset lies after the feature layer (features ``b1``, offsets on ``b2``,
+    pulled by the offset decay), so the rest of the network reads the very tensor Adam changes."""
+    config = DragConfig(method="template", mode="z+b2", feature_layer="b1", max_steps=20)
+    latent = _with_offsets(generator, generator.sample(5), ["b2"])
+    run = DragRun(generator, latent, HANDLES, TARGETS, config=config)
+    for _ in range(3):
+        before = run.variables.latent().detach()
+        step = run.step(render=True)
+        after = run.variables.latent().detach()
+        assert not torch.equal(after.offsets["b2"], before.offsets["b2"])   # the step moved the offset
+        with torch.no_grad():
+            torch.testing.assert_close(run.latent.offsets["b2"], before.offsets["b2"])
+            torch.testing.assert_close(step.image, generator.render(run.latent), rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------- several sessions, one batch

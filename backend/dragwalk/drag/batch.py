@@ -73,15 +73,10 @@ def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False
         latents = [runs[i].variables.latent() for i in live]
         with runs[live[0]].autocast():
             out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
-            images = None
-            if any(renders[i] for i in live) and out.resume is not None:
-                with torch.no_grad():
-                    images = owned(out.resume())
         features = out.features.float()
         losses = []
         for k, i in enumerate(live):
-            image = images[k:k + 1] if images is not None and renders[i] else None
-            loss = runs[i].advance(latents[k], features[k:k + 1], image)
+            loss = runs[i].advance(latents[k], features[k:k + 1])
             if loss is not None:
                 losses.append((runs[i], loss))
         if losses:
@@ -90,4 +85,11 @@ def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False
             torch.stack([run.scaled(loss).reshape(()) for run, loss in losses]).sum().backward()
             for run, _ in losses:
                 run.apply_gradients()
+        if any(renders[i] for i in live) and out.resume is not None:
+            # after the backward pass, as in DragRun.step: the frames of the latents the pass saw
+            with torch.no_grad(), runs[live[0]].autocast():
+                images = owned(out.resume())
+            for k, i in enumerate(live):
+                if renders[i]:
+                    runs[i].keep_frame(images[k:k + 1])
     return [run.report(renders[i]) for i, run in enumerate(runs)]

@@ -332,31 +332,38 @@ class DragRun:
         if self._finished:
             return self.report(render)
         latent = self.variables.latent()
-        # autograd covers the layers up to the features only; a frame is one inference pass of the rest
+        # autograd covers the layers up to the features only
         with self.autocast():
             out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
-            image = None
-            if render and out.resume is not None:
-                with torch.no_grad():
-                    image = owned(out.resume())
-        loss = self.advance(latent, out.features.float(), image)
+        loss = self.advance(latent, out.features.float())
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
             self.apply_gradients(loss)
+        if render and out.resume is not None:
+            # a frame is one inference pass of the rest, run once the backward pass has freed
+            # the graph (so the two never hold memory at once), from the state the pass saw
+            with torch.no_grad(), self.autocast():
+                self.keep_frame(owned(out.resume()))
         return self.report(render)
 
-    def advance(self, latent: Latent, raw: Tensor, image: Tensor | None) -> Tensor | None:
+    def keep_frame(self, image: Tensor) -> None:
+        """``image`` is the frame of the latent this step tracked on (:attr:`latent`), rendered by
+        the pass's ``resume``; a run that ended in this step may have rendered it already."""
+        if self._image is None:
+            self._image = image
+
+    def advance(self, latent: Latent, raw: Tensor) -> Tensor | None:
         """A step's work between the forward pass and the backward: track the handles on ``raw``
         (the feature map of ``latent``, with its graph), check arrival and the step budget, and
-        return the loss to minimise, or ``None`` when the run has ended. ``image`` is the frame
-        of ``latent`` when one was rendered. :func:`~dragwalk.drag.batch.step_together` calls
-        this for several runs after one batched forward pass."""
+        return the loss to minimise, or ``None`` when the run has ended.
+        :func:`~dragwalk.drag.batch.step_together` calls this for several runs after one batched
+        forward pass."""
         self.step_count += 1
         feats = fx.binomial_blur(raw, int(self.method.values["smooth"]))
         with torch.no_grad():
             self._handles = self.method.track(feats.detach(), self._handles, self._targets)
         self._shown = latent.detach()
-        self._image = image
+        self._image = None
         arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
         if bool(arrived.all()):
             self._finish("arrived", tracker_arrived=True)

@@ -167,7 +167,9 @@ class Synthesis:
     image from the state held there. A drag step that shows a frame calls it under
     ``torch.no_grad()``, so the autograd graph (and its memory) covers only the layers the
     loss reads, while the image costs one inference pass of the rest of the network.
-    Call it before anything changes the latent in place (an optimiser step).
+    ``resume`` holds detached copies of what it reads (the activation, the latent's rows and
+    offsets), taken during the pass: a step calls it *after* its backward pass and optimiser
+    step, once the graph's memory is free, and still renders the latent the pass saw.
     """
 
     image: Tensor | None

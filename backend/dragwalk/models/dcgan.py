@@ -147,7 +147,8 @@ class DCGANGenerator(Generator):
             if info.name == feature_layer:
                 features = x
                 if stop_at_feature:
-                    return Synthesis(None, features, lambda: self._resume(i + 1, features, latent))
+                    held, frozen = features.detach(), latent.detach()   # see Synthesis: safe after a step
+                    return Synthesis(None, features, lambda: self._resume(i + 1, held, frozen))
         return Synthesis(x, features)
 
     def _block(self, index: int, x: Tensor, latent: Latent) -> Tensor:

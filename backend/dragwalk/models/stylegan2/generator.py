@@ -199,8 +199,7 @@ class StyleGAN2Generator(Generator):
             if name == feature_layer:
                 features = x.float()
                 if stop_at_feature:
-                    held = (x, skip)
-                    return None, features, skip, lambda: self._resume(stages, i, *held, latent, fp16, noise)
+                    return None, features, skip, self._resumer(stages, i, x, skip, latent, fp16, noise)
             img = block.image(x, skip, rows, upsampled=True)
         image = img.clamp(-1, 1)
         if feature_layer == "image":
@@ -224,6 +223,14 @@ class StyleGAN2Generator(Generator):
         block = stages[index][0][1]
         x = carried[layer].to(torch.float16 if fp16 and block.use_fp16 else torch.float32)
         return self._resume(stages, index, x, carried.get(layer + RGB_SUFFIX), latent, fp16, noise)
+
+    def _resumer(self, stages: list, index: int, x: Tensor, skip: Tensor | None, latent: Latent,
+                 fp16: bool, noise: dict) -> Callable[[], Tensor]:
+        """:meth:`_resume` on detached copies taken now (:class:`~dragwalk.models.base.Synthesis`):
+        the rows may be the optimised tensor itself, which the optimiser changes in place."""
+        frozen = [(block, rows.detach().clone()) for block, rows in stages]
+        x, skip, latent = x.detach(), None if skip is None else skip.detach(), latent.detach()
+        return lambda: self._resume(frozen, index, x, skip, latent, fp16, noise)
 
     def _resume(self, stages: list, index: int, x: Tensor, skip: Tensor | None, latent: Latent,
                 fp16: bool, noise: dict) -> Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
@@ -22,6 +23,27 @@ from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthes
 
 #: batches at least this large run the first block as a matrix product (see UpBlock.forward)
 MATMUL_BATCH = 64
+#: stride-2 blocks whose input has at most this many pixels run as a matrix product and a fold
+#: (see :func:`transposed_as_matmul`)
+MATMUL_PIXELS = 16
+
+
+def transposed_as_matmul(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+    """``conv_transpose2d(x, weight, stride=stride, padding=padding)`` as one matrix product
+    (every input pixel's contribution to its ``k x k`` output patch) and a fold (col2im, which
+    sums the overlapping patches).
+
+    Why: on a 4x4 input the 512 -> 256 block is a tall, thin product with 8 MB of weights, and
+    PyTorch's CPU transposed convolution spent several times the arithmetic's cost on it (its
+    forward and backward were the largest items of a DCGAN drag step). The same numbers to float
+    rounding, and each sample's rows come out bit for bit the same at any batch size (checked by
+    the batched-drag tests), so batched drags still end where single ones do.
+    """
+    n, _, h, w = x.shape
+    k = weight.shape[-1]
+    cols = torch.matmul(weight.flatten(1).t(), x.flatten(2))          # [N, C_out * k * k, h * w]
+    size = ((h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k)
+    return F.fold(cols, size, k, stride=stride, padding=padding)
 
 
 class UpBlock(nn.Module):
@@ -53,6 +75,8 @@ class UpBlock(nn.Module):
             # the same at any batch size, so batched drags end exactly where single ones do (Adam
             # turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
+        elif conv.stride == (2, 2) and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS and conv.weight.is_contiguous():
+            x = transposed_as_matmul(x, conv.weight, 2, conv.padding[0])
         else:
             x = conv(x)
         if self.last:

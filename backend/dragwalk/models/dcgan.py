@@ -25,23 +25,28 @@ from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthes
 MATMUL_BATCH = 64
 #: stride-2 blocks whose input has at most this many pixels run as a matrix product and a fold
 #: (see :func:`transposed_as_matmul`)
-MATMUL_PIXELS = 16
+MATMUL_PIXELS = 64
 
 
-def transposed_as_matmul(x: Tensor, weight: Tensor, stride: int, padding: int) -> Tensor:
+def transposed_as_matmul(x: Tensor, weight: Tensor, stride: int, padding: int,
+                         patches: Tensor | None = None) -> Tensor:
     """``conv_transpose2d(x, weight, stride=stride, padding=padding)`` as one matrix product
     (every input pixel's contribution to its ``k x k`` output patch) and a fold (col2im, which
     sums the overlapping patches).
 
-    Why: on a 4x4 input the 512 -> 256 block is a tall, thin product with 8 MB of weights, and
-    PyTorch's CPU transposed convolution spent several times the arithmetic's cost on it (its
-    forward and backward were the largest items of a DCGAN drag step). The same numbers to float
+    Why: on a 4x4 or 8x8 input (the 512 -> 256 and 256 -> 128 blocks) this is a tall, thin
+    product with 8 or 2 MB of weights, and PyTorch's CPU transposed convolution spent several
+    times the arithmetic's cost on it (the largest items of a DCGAN drag step). The same numbers to float
     rounding, and each sample's rows come out bit for bit the same at any batch size (checked by
     the batched-drag tests), so batched drags still end where single ones do.
+
+    ``patches`` is ``weight.flatten(1).t()`` stored contiguous (:meth:`UpBlock.patch_weight`):
+    the product with the transposed view took twice as long on CPU.
     """
     n, _, h, w = x.shape
     k = weight.shape[-1]
-    cols = torch.matmul(weight.flatten(1).t(), x.flatten(2))          # [N, C_out * k * k, h * w]
+    patches = weight.flatten(1).t() if patches is None else patches
+    cols = torch.matmul(patches, x.flatten(2))                        # [N, C_out * k * k, h * w]
     size = ((h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k)
     return F.fold(cols, size, k, stride=stride, padding=padding)
 
@@ -63,6 +68,16 @@ class UpBlock(nn.Module):
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride, padding, bias=False)
         self.norm = None if last else nn.BatchNorm2d(out_channels)
         self.last = last
+        self._patches: tuple[tuple, Tensor] | None = None
+
+    def patch_weight(self) -> Tensor:
+        """The weight as ``[C_out * k * k, C_in]``, contiguous, for :func:`transposed_as_matmul`;
+        made once per weight tensor (a copy, re-made if the weight is replaced or changed)."""
+        weight = self.conv.weight
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
+        if self._patches is None or self._patches[0] != key:
+            self._patches = (key, weight.detach().flatten(1).t().contiguous())
+        return self._patches[1]
 
     def forward(self, x: Tensor) -> Tensor:
         conv = self.conv
@@ -76,7 +91,7 @@ class UpBlock(nn.Module):
             # turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
         elif conv.stride == (2, 2) and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS and conv.weight.is_contiguous():
-            x = transposed_as_matmul(x, conv.weight, 2, conv.padding[0])
+            x = transposed_as_matmul(x, conv.weight, 2, conv.padding[0], self.patch_weight())
         else:
             x = conv(x)
         if self.last:

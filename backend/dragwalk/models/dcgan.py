@@ -72,8 +72,11 @@ class UpBlock(nn.Module):
 
     def patch_weight(self) -> Tensor:
         """The weight as ``[C_out * k * k, C_in]``, contiguous, for :func:`transposed_as_matmul`;
-        made once per weight tensor (a copy, re-made if the weight is replaced or changed)."""
+        made once per weight tensor (a copy, re-made if the weight is replaced or changed). A
+        weight being trained (pivotal tuning's private copy) gets its differentiable view."""
         weight = self.conv.weight
+        if weight.requires_grad:
+            return weight.flatten(1).t()
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
         if self._patches is None or self._patches[0] != key:
             self._patches = (key, weight.detach().flatten(1).t().contiguous())

@@ -93,7 +93,10 @@ class UpBlock(nn.Module):
             # the same at any batch size, so batched drags end exactly where single ones do (Adam
             # turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
-        elif conv.stride == (2, 2) and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS and conv.weight.is_contiguous():
+        elif (x.shape[0] < MATMUL_BATCH and conv.stride == (2, 2) and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS
+              and conv.weight.is_contiguous()):
+            # drags (a few sessions at most); big sample batches keep the convolution, whose output
+            # is a quarter of the product's columns (GANSpace's memory bound)
             x = transposed_as_matmul(x, conv.weight, 2, conv.padding[0], self.patch_weight())
         else:
             x = conv(x)

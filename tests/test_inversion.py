@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
 
 import pytest
 import torch
@@ -124,15 +124,15 @@ def test_config_round_trip_and_validation():
             InversionConfig.from_dict(bad)
 
 
-def test_cli_invert_writes_a_latent_that_renders_the_photo(generator, face, tmp_path, dragwalk_exe):
+def test_cli_invert_writes_a_latent_that_renders_the_photo(generator, face, tmp_path):
+    from server_harness import run_dragwalk
+
     photo = tmp_path / "photo.png"
     to_pil(face).resize((192, 192), Image.BICUBIC).save(photo)
     out = tmp_path / "latent.npz"
     # 40 + 10 steps reach about 35 dB here; the bounds below do not move with the step count
-    proc = subprocess.run([*dragwalk_exe, "invert", str(photo), "-o", str(out), "--steps", "40",
-                           "--pti", "--pti-steps", "10", "--device", "cpu", "--quiet"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    proc = run_dragwalk(["invert", str(photo), "-o", str(out), "--steps", "40", "--pti", "--pti-steps", "10",
+                         "--device", "cpu", "--quiet"], env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "face aligned" in proc.stderr and "PSNR" in proc.stdout
     latent = load_latent(out, generator)

@@ -18,8 +18,10 @@ Each server is a process of its own running ``dragwalk serve`` (``dragwalk.cli.m
 environment, working directory and log, but it is forked from a fork server (``multiprocessing``'s
 "forkserver") that imported torch and the server once per test process: a fresh Python would spend
 seconds of CPU on those imports for every server a test starts. ``DRAGWALK_TEST_EXEC_SERVERS=1``
-starts each one as the installed command instead. (The tests of start-up itself, and the
-deployment tests, always run the installed command.)
+starts each one as the installed command instead. :func:`run_dragwalk` runs any other ``dragwalk``
+command the same way (a bench, an inversion, a server that must refuse to start). The installed
+console script itself is run by tests/test_cli_foundation.py (``generate``) and the deployment
+tests.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -69,23 +72,61 @@ def _forking() -> "multiprocessing.context.ForkServerContext":
     return _fork_context
 
 
-def _serve_child(argv: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
-    """The forked server: its own session, environment, directory and log, then ``dragwalk ...``."""
+def _command_child(argv: list[str], env: dict[str, str], cwd: str, out_path: str, err_path: str) -> None:
+    """The forked ``dragwalk ARGV``: its own session, environment, directory, stdout and stderr
+    files (one file for both when the paths are the same), and the exit status Python would give."""
     os.setsid()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    if env.get("OMP_NUM_THREADS", "").isdigit():       # read at torch's import, which the fork server did
+        import torch
+        torch.set_num_threads(max(1, int(env["OMP_NUM_THREADS"])))
+    for target, path in ((1, out_path), (2, err_path)):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, target)
+        os.close(fd)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
-    from dragwalk.cli import main
-    code = main(argv)
+    try:
+        from dragwalk.cli import main
+        code = main(argv)
+    except SystemExit as exc:                   # as the interpreter: None 0, an int itself, else 1
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def run_dragwalk(args: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:
+    """``dragwalk ARGS`` (``dragwalk.cli.main``) in a process of its own, as ``subprocess.run``
+    with ``capture_output=True, text=True`` would run the installed command, but forked from the
+    fork server: no Python and torch start-up (seconds each on the 2-core machine). ``env``
+    (default: this process's) is the whole environment of the command."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dragwalk-command-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        child = _forking().Process(target=_command_child, daemon=True,
+                                   args=(list(args), dict(os.environ if env is None else env),
+                                         str(cwd or os.getcwd()), str(out), str(err)))
+        child.start()
+        child.join(timeout)
+        if child.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.join(10)
+            raise subprocess.TimeoutExpired(["dragwalk", *args], timeout)
+        read = lambda path: path.read_text(errors="replace") if path.exists() else ""  # noqa: E731
+        return subprocess.CompletedProcess(["dragwalk", *args], child.exitcode, read(out), read(err))
 
 
 class ForkedProcess:
@@ -187,8 +228,9 @@ class RunningServer:
                                             start_new_session=True)
             log.close()
         else:
-            child = _forking().Process(target=_serve_child, args=(cmd[cmd.index("serve"):], env, str(ROOT),
-                                                                   str(self.log_path)), daemon=True)
+            child = _forking().Process(target=_command_child, args=(cmd[cmd.index("serve"):], env, str(ROOT),
+                                                                     str(self.log_path), str(self.log_path)),
+                                       daemon=True)
             child.start()
             self.process = ForkedProcess(child)
         self.wait_ready()

@@ -48,7 +48,9 @@ def test_sefa_is_the_eigenbasis_of_the_first_map_in_order_and_sign(generator):
 
 # --------------------------------------------------------------------- GANSpace
 def test_ganspace_matches_numpy_svd_of_the_same_samples(generator):
-    samples, num = 1500, 4
+    # 600 samples: three chunks of the streamed PCA, top components well apart; numpy's SVD of the
+    # 600 x 8192 rows takes a quarter of the 1500's time (its cost grows with the square of the rows)
+    samples, num = 600, 4
     ds = compute_directions(generator, "ganspace", num=num, samples=samples, seed=3)
     layer = ds.params["layer"]
     codes = generator.sample_codes(samples, seed=3, space="z").code.double()
@@ -225,7 +227,13 @@ def _curve_error(points: np.ndarray, codebook: np.ndarray) -> float:
 
 
 def test_sfvq_quantises_held_out_data_better_than_kmeans_with_as_many_points(generator):
-    ds = compute_directions(generator, "sfvq")                       # defaults: 32 points, 10k samples
+    """32 points (the default ``bits``) fitted to 2000 samples over 10 epochs a level (as many Adam
+    steps as the default 10k samples x 2 epochs, at a fifth of the PCA's cost): the curve's error on
+    held-out samples beats k-means fitted to as many samples (measured: 0.96-0.97 of k-means' error
+    for the method's seeds 0-2, 0.98 at the defaults; 2000 x 2 epochs, too little training: 1.11)."""
+    samples = 2000
+    ds = compute_directions(generator, "sfvq", samples=samples, epochs=10)
+    assert len(ds.extras["codebook"]) == 32
     codebook = ds.extras["codebook"].double().numpy()
     mean, comps = ds.extras["pca_mean"].double().numpy(), ds.extras["pca_components"].double().numpy()
     layer = ds.params["layer"]
@@ -236,7 +244,7 @@ def test_sfvq_quantises_held_out_data_better_than_kmeans_with_as_many_points(gen
             f = generator.synthesize(Latent("z", z), feature_layer=layer, stop_at_feature=True).features
         return (f.reshape(n, -1).double().numpy() - mean) @ comps.T
 
-    train, held = coords(11, 10_000), coords(12, 2000)
+    train, held = coords(11, samples), coords(12, 2000)
     best = min((kmeans2(train, len(codebook), seed=s, minit="++", iter=30) for s in range(3)),
                key=lambda r: ((train - r[0][r[1]]) ** 2).sum(1).mean())
     labels, _ = vq(held, best[0])

@@ -1,8 +1,9 @@
 """`dragwalk drag` and `dragwalk bench drag` end to end, as a user runs them.
 
-The first drag and the benches run the installed command in a process of its own; the quick
-checks call the same entry point (``dragwalk.cli.main``) in this process, which spares each of
-them a Python and torch start-up (seconds on the 2-core machine)."""
+The first drag and the benches run the command in a process of its own (forked from the test
+servers' fork server, :func:`server_harness.run_dragwalk`: no Python and torch start-up, seconds on
+the 2-core machine); the quick checks call the same entry point (``dragwalk.cli.main``) in this
+process."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from server_harness import run_dragwalk
 
-def run_cli(exe: list[str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*exe, *args], capture_output=True, text=True, timeout=timeout)
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return run_dragwalk(list(args), timeout=timeout)
 
 
 def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
@@ -28,9 +31,9 @@ def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["dragwalk", *args], code, out, err)
 
 
-def test_drag_command_writes_image_and_animation(dragwalk_exe, tmp_path, capsys):
+def test_drag_command_writes_image_and_animation(tmp_path, capsys):
     out, gif, lat = tmp_path / "out.png", tmp_path / "drag.gif", tmp_path / "final.npz"
-    result = run_cli(dragwalk_exe, "drag", "--seed", "0", "--points", "36.4,30.1->40.4,30.1",
+    result = run_cli("drag", "--seed", "0", "--points", "36.4,30.1->40.4,30.1",
                      "--steps", "20", "-o", str(out), "--animation", str(gif), "--frame-every", "5",
                      "--save-latent", str(lat), "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -73,9 +76,9 @@ def test_drag_command_rejects_a_mask_of_the_wrong_size(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_drag_runs_and_writes_json(dragwalk_exe, tmp_path):
+def test_bench_drag_runs_and_writes_json(tmp_path):
     report = tmp_path / "bench.json"
-    result = run_cli(dragwalk_exe, "bench", "drag", "--pairs", "1", "--points", "1,5", "--max-steps", "25",
+    result = run_cli("bench", "drag", "--pairs", "1", "--points", "1,5", "--max-steps", "25",
                      "--methods", "draggan,template", "--timing-steps", "3", "--threads", "1",
                      "--json", str(report), "--no-progress", "--device", "cpu")
     assert result.returncode == 0, result.stderr
@@ -91,11 +94,11 @@ def test_bench_drag_runs_and_writes_json(dragwalk_exe, tmp_path):
         assert timing["truncated_ms"] > 0 and timing["full_forward_ms"] > 0
 
 
-def test_bench_drag_semantic_measures_what_users_see(dragwalk_exe, tmp_path):
+def test_bench_drag_semantic_measures_what_users_see(tmp_path):
     """Semantic drags on a held-out face: the default warp moves the content (by the image
     measure) and keeps the rest; DragGAN's word "converged" is never given to content that stayed."""
     report = tmp_path / "semantic.json"
-    result = run_cli(dragwalk_exe, "bench", "drag", "--semantic", "--faces", "1", "--methods", "warp,draggan",
+    result = run_cli("bench", "drag", "--semantic", "--faces", "1", "--methods", "warp,draggan",
                      "--max-steps", "30", "--threads", "1", "--json", str(report), "--no-progress",
                      "--device", "cpu")
     assert result.returncode == 0, result.stderr

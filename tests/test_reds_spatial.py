@@ -119,16 +119,18 @@ def test_compressed_jacobian_equals_one_product_per_column(tiny, generator):
         cells = support_cells(region_weights(mask, res), gen.offset_shape(layer)[1], 1)
         packed = spatial_jacobian(gen, latent, layer, cells, basis, joint=False)
         c, h, _ = gen.offset_shape(layer)
-        dense = []
-        for cell in cells.tolist():
+        tangents = torch.zeros(len(cells) * basis.shape[0], c, h * h)      # one column each: a cell, a basis row
+        for i, cell in enumerate(cells.tolist()):
             for j in range(basis.shape[0]):
-                t = torch.zeros(1, c, h * h)
-                t[0, :, cell] = basis[j]
-                with torch.no_grad():
-                    _, col = torch.func.jvp(lambda o: gen.render(Latent("z", latent.code, {layer: o})),
-                                            (torch.zeros(1, c, h, h),), (t.reshape(1, c, h, h),))
-                dense.append(col.reshape(-1))
-        dense = torch.stack(dense, 1)
+                tangents[i * basis.shape[0] + j, :, cell] = basis[j]
+        dense = []
+        for t in tangents.reshape(-1, c, h, h).split(32):   # a batch of images, one product per image
+            codes = latent.code.expand(len(t), *latent.code.shape[1:])
+            with torch.no_grad():
+                _, cols = torch.func.jvp(lambda o: gen.render(Latent("z", codes, {layer: o})),
+                                         (torch.zeros_like(t),), (t,))
+            dense.append(cols.reshape(len(t), -1))
+        dense = torch.cat(dense).T
         assert torch.allclose(packed, dense, atol=1e-6, rtol=0), float((packed - dense).abs().max())
 
 

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import pytest
 
-from server_harness import PageClient, free_port, running_server
+from server_harness import PageClient, free_port, run_dragwalk, running_server
 
 MB = 1024 * 1024
 #: the issue's targets
@@ -146,16 +146,19 @@ def npy_header(shape: tuple, descr: str = "<f4") -> bytes:
 
 
 def zip_bomb(member: str, header: bytes, inflated: int) -> bytes:
-    """A .npz whose ``member`` is ``header`` followed by ``inflated`` zero bytes, deflated."""
+    """A .npz whose ``member`` is ``header`` followed by ``inflated`` zero bytes, deflated.
+
+    Deflating a gigabyte takes seconds, so one 16 MiB chunk of zeros is deflated once between two
+    full flushes (after one, a block refers to nothing before it) and that piece is repeated: the
+    same stream zlib would give, at the cost of its CRC."""
     packer = zlib.compressobj(9, zlib.DEFLATED, -15)
-    parts = [packer.compress(header)]
     chunk = bytes(16 * MB)
+    start = packer.compress(header) + packer.flush(zlib.Z_FULL_FLUSH)
+    zeros = packer.compress(chunk) + packer.flush(zlib.Z_FULL_FLUSH)       # 16 MiB of zeros, alone
     crc = zlib.crc32(header)
     for _ in range(inflated // len(chunk)):
-        parts.append(packer.compress(chunk))
         crc = zlib.crc32(chunk, crc)
-    parts.append(packer.flush())
-    body = b"".join(parts)
+    body = start + zeros * (inflated // len(chunk)) + packer.flush()
     size = len(header) + inflated // len(chunk) * len(chunk)
     name = member.encode()
     local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(body), size, len(name), 0)
@@ -558,10 +561,10 @@ def test_internal_errors_name_no_internals():
 
 # ------------------------------------------------------------------ 10. store faults
 def _serve(args: list[str], home: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``dragwalk serve ARGS`` in a process of its own (forked: no interpreter start-up), to its end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRAGWALK_")}
     env.update(DRAGWALK_HOME=str(home), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "dragwalk", "serve", "--device", "cpu", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return run_dragwalk(["serve", "--device", "cpu", *args], env=env, timeout=timeout)
 
 
 def test_a_damaged_store_file_stops_the_server_before_it_serves(tmp_path, generator):

@@ -73,13 +73,14 @@ def test_delete_and_no_filesystem_paths(server):
 
 
 @pytest.mark.slow
-def test_bench_server_runs_and_reports(tmp_path, dragwalk_exe):
+def test_bench_server_runs_and_reports(tmp_path):
     """`dragwalk bench server` end to end with tiny settings (the figures themselves are not judged)."""
     import json
-    import subprocess
+
+    from server_harness import run_dragwalk
     out = tmp_path / "figures.json"
-    done = subprocess.run([*dragwalk_exe, "bench", "server", "--seconds", "3", "--sessions", "2",
-                           "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    done = run_dragwalk(["bench", "server", "--seconds", "2", "--sessions", "2", "--device", "cpu",
+                         "--json", str(out)], timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(out.read_text())
     assert figures["one_session"]["steps"] >= 1 and figures["one_session"]["frames"] >= 1

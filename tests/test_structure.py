@@ -118,7 +118,8 @@ def test_the_package_has_no_import_cycles():
 #: is imported in its own forked child that has no dragwalk module loaded before it
 _IMPORT_EACH = r"""
 import importlib, json, os, sys, traceback
-for heavy in ("torch", "numpy", "PIL.Image", "safetensors.torch", "fastapi", "pydantic", "starlette"):
+for heavy in ("torch", "numpy", "PIL.Image", "safetensors.torch", "fastapi", "pydantic", "starlette", "uvicorn",
+              "httpx", "psycopg"):
     importlib.import_module(heavy)
 assert not [m for m in sys.modules if m.split(".")[0] == "dragwalk"], "dragwalk loaded before the test"
 failures = {}

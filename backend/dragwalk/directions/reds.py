@@ -62,7 +62,7 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
             joint: bool = False, channels: int = 4, dilate: int = 0, realism: float = reds_spatial.REALISM,
-            edges: float = reds_spatial.EDGES,
+            edges: float = reds_spatial.EDGES, keep_face: bool = True,
             **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 
@@ -86,7 +86,7 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
             raise ValueError(f"{generator.name}: region offsets need a square model for now "
                              f"({width}x{height}); use offsets 'none' (REDs over the latent code)")
         return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed,
-                                    realism, edges)
+                                    realism, edges, keep_face)
     _, jac = image_jacobian(generator, latent, space, rows)
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)  # same weight for r, g, b
     a_c = weighted_gram(jac, pixel_w)

@@ -393,7 +393,7 @@ def test_face_screen_keeps_candidates_found_on_both_sides():
 
 def test_region_set_offers_only_sliders_that_keep_the_face(generator, monkeypatch):
     """With a stand-in detector that loses the face when the region's red shifts too much, every
-    direction of the default region set keeps it on both sides at the matched in-region change
+    direction of a screened region set (``keep_face``) keeps it on both sides at the matched in-region change
     (bisection on rendered images, as the bench does), while the set without the screen has some that
     lose it."""
     from dragwalk.bench.regions import _render_walks, matched_amounts
@@ -415,7 +415,7 @@ def test_region_set_offers_only_sliders_that_keep_the_face(generator, monkeypatc
     shifts = np.array([max(red_shift(to_uint8(before + p)), red_shift(to_uint8(before + m))) for p, m in zip(plus, minus)])
     limit = float(np.median(shifts))
     monkeypatch.setattr(face_screen, "face_scorer", lambda: (lambda image: 1.0 - red_shift(image) / limit))
-    kept = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=6)
+    kept = compute_directions(generator, "reds", latent=base, mask=MOUTH, num=6, keep_face=True)
     layer = kept.params["offsets"]
     rows = offset_parts(pool.extras)[layer].reshape(12, -1)
     picked = [int(torch.argmin((rows - r).abs().sum(1))) for r in offset_parts(kept.extras)[layer].reshape(len(kept), -1)]

@@ -45,11 +45,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reds no realism": {"realism": 0.0, "edges": 0.0, "dilate": 1},
     "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
-#: the face screen against the same set without it (``--region-variants screen``; ``keep_face`` False is the
-#: default before the screen)
+#: the default against the same set with its face screen (``--region-variants screen``)
 SCREEN_VARIANTS: dict[str, dict[str, Any]] = {
     "reds default": {},
-    "reds no face screen": {"keep_face": False},
+    "reds face screen": {"keep_face": True},
 }
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z
 MORE_VARIANTS: dict[str, dict[str, Any]] = {

@@ -15,6 +15,11 @@ The check is dlib's HOG detector (``faces.FaceAnalyzer.detection_score``, ~13 ms
 probes stop as soon as ``num`` directions are kept, so a face found with a good margin costs
 ``2 num`` detections. Images without a face (other models, a non-face region of interest) and
 installs without dlib skip the screen: the set is then the plain quotient order.
+
+Opt-in (REDs parameter ``keep_face``, default off), by measurement: on the tuning faces (seeds
+7001-7011) it kept one face more (an eyes case on a face scoring 0.09) at a worse identity there
+(0.26 -> 0.32), on both held-out sets it changed no summary figure, and it costs 0.3-0.6 s a set,
+which takes hair regions over the one-second budget (docs/ARCHITECTURE.md, "Region directions").
 """
 
 from __future__ import annotations

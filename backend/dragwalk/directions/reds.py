@@ -62,7 +62,7 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
             joint: bool = False, channels: int = 4, dilate: int = 0, realism: float = reds_spatial.REALISM,
-            edges: float = reds_spatial.EDGES, keep_face: bool = True,
+            edges: float = reds_spatial.EDGES, keep_face: bool = False,
             **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 

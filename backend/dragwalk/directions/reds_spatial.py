@@ -205,7 +205,7 @@ def realism_prior(basis: ChannelBasis, cells: Tensor, dim: int) -> Tensor:
 
 def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, layer: str | None,
             joint: bool, channels: int, dilate: int, seed: int = 0, realism: float = REALISM,
-            edges: float = EDGES, keep_face: bool = True) -> DirectionSet:
+            edges: float = EDGES, keep_face: bool = False) -> DirectionSet:
     """REDs for the region ``weights`` (``H x W`` in [0, 1]) over offsets on ``layer`` (± the code).
 
     Called by ``reds.compute`` when its ``offsets`` parameter names a layer (or ``auto``).

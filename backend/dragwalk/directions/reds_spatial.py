@@ -308,8 +308,9 @@ def _face_order(generator: Generator, base: Latent, layer: str, cells: Tensor, b
     def render(indices, signs) -> Tensor:
         t = torch.tensor([s * float(steps[i]) for i, s in zip(indices, signs)])
         code = base.code.expand(len(indices), *base.code.shape[1:]).clone()
-        if dim:
-            code = code + t.reshape(-1, *[1] * (code.dim() - 1)) * cand[indices, :dim].reshape(len(indices), *code.shape[1:])
+        if dim:                            # the code part moves every w+ row alike, as the Jacobian's did
+            dz = (t[:, None] * cand[indices, :dim]).to(code)
+            code = code + (dz if code.dim() == 2 else dz[:, None, :])
         offsets = {k: v.expand(len(indices), *v.shape[1:]) for k, v in base.offsets.items()}
         step = t[:, None, None, None] * maps[indices]
         offsets[layer] = offsets[layer] + step.to(code.device) if layer in offsets else step.to(code.device)

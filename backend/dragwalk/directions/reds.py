@@ -69,7 +69,8 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
     ``latent`` defaults to ``generator.sample(seed)``. ``layers`` = (start, end) restricts a
     StyleGAN edit to those w+ rows. ``offsets`` names an activation layer (or ``auto``): the
     directions are then spatial offsets on it under the region (``joint``: plus the code),
-    see ``reds_spatial``; ``None`` / ``"none"`` keeps the global latent.
+    see ``reds_spatial``; ``None`` / ``"none"`` keeps the global latent. ``keep_face`` (offsets only)
+    keeps the directions after which dlib still finds the face both ways (``face_screen``).
     """
     if mask is None:
         raise ValueError("reds needs a region mask (H x W, 1 = the region to change)")

@@ -353,3 +353,77 @@ def test_region_bench_held_out_rule_is_decided_before_editing(tiny):
     for bad in (-0.1, 9.0):
         with pytest.raises(ValueError, match="min_score"):
             region_table(tiny, min_score=bad)
+
+
+def test_face_screen_keeps_candidates_found_on_both_sides():
+    """``keep_face``: a candidate stays when the face is detected after both its + and - probe; the
+    order is the candidates' own; probing stops once ``num`` are kept (numpy min over the two sides)."""
+    from dragwalk.directions.face_screen import CHUNK, keep_face
+
+    rng = np.random.default_rng(0)
+    table = rng.uniform(-1.0, 1.0, (12, 2))              # detection score after (+, -) of each candidate
+    table[1] = (0.5, -0.2)                               # found after + only: not kept
+    table[2] = (-0.3, 0.4)                               # found after - only: not kept
+    calls: list[int] = []
+
+    def render(indices, signs):                          # image value = the (candidate, side) it shows
+        calls.append(len(indices))
+        codes = torch.tensor([2 * i + (s < 0) for i, s in zip(indices, signs)], dtype=torch.float32)
+        return (codes / 127.5 - 1.0).reshape(-1, 1, 1, 1).expand(-1, 3, 2, 2)
+
+    def scorer(image):
+        code = int(image[0, 0, 0])
+        return float(table[code // 2, code % 2])
+
+    worst = table.min(axis=1)
+    for num in (1, 3, 12):
+        calls.clear()
+        order, seen = keep_face(render, 12, num, 0.3, scorer)
+        kept = np.flatnonzero(worst > 0)
+        assert order == kept[:num].tolist()
+        probed = int(np.ceil((kept[num - 1] + 1) / CHUNK) * CHUNK) if len(kept) >= num else 12
+        assert sum(calls) == 2 * min(probed, 12)
+        np.testing.assert_allclose(np.array(seen)[:probed], worst[:probed])
+        assert np.isnan(seen[probed:]).all()
+    lost = np.full((12, 2), -0.5)
+    lost[4] = (0.2, -0.1)                                # no candidate keeps it: the plain order
+    table[:] = lost
+    assert keep_face(render, 12, 3, 0.3, scorer)[0] == [0, 1, 2]
+    with pytest.raises(ValueError, match="face"):
+        keep_face(render, 12, 3, -0.1, scorer)
+
+
+def test_region_set_offers_only_sliders_that_keep_the_face(tiny, monkeypatch):
+    """With a stand-in detector that loses the face when the region's red shifts too much, every
+    direction of a screened region set (``keep_face``) keeps it on both sides at the matched in-region
+    change (measured on rendered images, one secant step from a trial walk), while the set without the
+    screen has some that lose it."""
+    from dragwalk.bench.regions import _render_walks
+    from dragwalk.directions import face_screen
+    from dragwalk.imaging import to_uint8
+
+    mask = _tiny_mask()
+    base = tiny.sample(3)
+    with torch.no_grad():
+        before = tiny.render(base)[0]
+    red = to_uint8(before)[..., 0].astype(np.float64)
+    pool = compute_directions(tiny, "reds", latent=base, mask=mask, num=8, keep_face=False)
+    trial = (_render_walks(tiny, base, pool, list(range(8)), [0.3] * 8) - before).abs().mean(1)[:, mask > 0]
+    amounts = (0.3 * face_screen.PROBE / trial.mean(1)).tolist()          # in-region mean |change| ~ PROBE
+    walked = _render_walks(tiny, base, pool, list(range(8)) * 2, amounts + [-a for a in amounts])
+
+    def red_shift(image: np.ndarray) -> float:           # uint8 H x W x 3 -> |mean red change in the region|
+        return abs(float((image[..., 0].astype(np.float64) - red)[mask > 0].mean()))
+
+    sides = np.array([red_shift(to_uint8(image)) for image in walked]).reshape(2, 8)
+    shifts = sides.max(axis=0)
+    limit = float(np.median(shifts))
+    monkeypatch.setattr(face_screen, "face_scorer", lambda: (lambda image: 1.0 - red_shift(image) / limit))
+    kept = compute_directions(tiny, "reds", latent=base, mask=mask, num=4, keep_face=True)
+    layer = kept.params["offsets"]
+    rows = offset_parts(pool.extras)[layer].reshape(8, -1)
+    picked = [int(torch.argmin((rows - r).abs().sum(1))) for r in offset_parts(kept.extras)[layer].reshape(len(kept), -1)]
+    assert kept.params["keep_face"] and 1 <= len(kept) <= 4
+    assert all(shifts[i] < 1.15 * limit for i in picked), (shifts[picked], limit)
+    assert picked == sorted(picked)                     # the screen keeps the quotient order
+    assert (shifts[:4] > 1.15 * limit).any()            # without the screen some would lose the face

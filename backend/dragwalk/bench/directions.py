@@ -57,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out faces and four regions against the top 32 SeFa + GANSpace")
     parser.add_argument("--region-faces", type=int, default=5, help="held-out faces for --regions")
     parser.add_argument("--region-seeds-from", type=int, default=5000, help="first held-out seed for --regions")
-    parser.add_argument("--region-variants", choices=["default", "all"], default="default",
+    parser.add_argument("--region-variants", choices=["default", "all", "screen"], default="default",
                         help="REDs variants for --regions: global z, the default, 2-px cells; 'all' adds "
-                             "8-px cells and offsets joint with z")
+                             "8-px cells and offsets joint with z; 'screen' is the default against the same "
+                             "set without its face screen (keep_face false)")
     parser.add_argument("--region-min-score", type=float, default=0.0,
                         help="held-out faces for --regions need at least this dlib detection score before any "
                              "edit (0: any face dlib finds, the original protocol)")
@@ -267,9 +268,9 @@ def run(args: argparse.Namespace) -> int:
     generator = open_model(args)
     print(f"model {generator.name}, torch threads {torch.get_num_threads()}, seeds {args.seeds}")
     if args.regions:
-        from .regions import MORE_VARIANTS, VARIANTS, region_table
+        from .regions import MORE_VARIANTS, SCREEN_VARIANTS, VARIANTS, region_table
 
-        variants = {**VARIANTS, **MORE_VARIANTS} if args.region_variants == "all" else VARIANTS
+        variants = {"all": {**VARIANTS, **MORE_VARIANTS}, "screen": SCREEN_VARIANTS}.get(args.region_variants, VARIANTS)
         figures = region_table(generator, args.region_seeds_from, args.region_faces, args.region_change,
                                variants=variants, ganspace_samples=args.ganspace_samples,
                                min_score=args.region_min_score)

@@ -45,6 +45,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reds no realism": {"realism": 0.0, "edges": 0.0, "dilate": 1},
     "reds b2 k8": {"offsets": "b2", "channels": 8},
 }
+#: the default against the same set with its face screen (``--region-variants screen``)
+SCREEN_VARIANTS: dict[str, dict[str, Any]] = {
+    "reds default": {},
+    "reds face screen": {"keep_face": True},
+}
 #: more variants (``--region-variants all``): coarser cells, and offsets joint with z
 MORE_VARIANTS: dict[str, dict[str, Any]] = {
     "reds b1 k8": {"offsets": "b1", "channels": 8},

@@ -55,7 +55,7 @@ METHODS: dict[str, dict[str, Any]] = {
                        "region and hold those outside, at the current image. Under a second.",
         "params": {"num": 8, "beta_f": 0.99, "beta_c": 0.999, "solver": "generalized",
                    "layers": None, "seed": 0, "offsets": "auto", "joint": False, "channels": 4,
-                   "dilate": 0, "realism": 10.0, "edges": 1.0},
+                   "dilate": 0, "realism": 10.0, "edges": 1.0, "keep_face": False},
         "needs_mask": True, "needs_labels": False, "needs_latent": True,
         "walk_kinds": ["linear", "curved"], "cacheable": False,
     },

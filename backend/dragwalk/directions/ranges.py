@@ -143,7 +143,7 @@ RANGES: dict[str, dict[str, Any]] = {
              "solver": Choice(("generalized", "nullspace")), "layers": ROWS, "seed": SEED,
              "offsets": LAYER, "joint": Flag(), "channels": Number(1, 64, integer=True),
              "dilate": Number(0, 4, integer=True), "realism": Number(0.0, 100.0),
-             "edges": Number(0.0, 100.0)},
+             "edges": Number(0.0, 100.0), "keep_face": Flag()},
     "sfvq": {"bits": Number(1, 8, integer=True), "samples": Number(100, 10_000, integer=True),
              "pcs": Number(1, 256, integer=True), "layer": LAYER, "epochs": Number(1, 20, integer=True),
              "lr": Number(0.0, 1.0, above_minimum=True), "layers": ROWS, "seed": SEED},

@@ -62,14 +62,15 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
             beta_f: float = 0.99, beta_c: float = 0.999, layers: Sequence[int] | None = None,
             solver: str = "generalized", seed: int = 0, offsets: str | None = None,
             joint: bool = False, channels: int = 4, dilate: int = 0, realism: float = reds_spatial.REALISM,
-            edges: float = reds_spatial.EDGES,
+            edges: float = reds_spatial.EDGES, keep_face: bool = False,
             **_: object) -> DirectionSet:
     """REDs for "the pixels inside ``mask``" against "the pixels outside", at ``latent``.
 
     ``latent`` defaults to ``generator.sample(seed)``. ``layers`` = (start, end) restricts a
     StyleGAN edit to those w+ rows. ``offsets`` names an activation layer (or ``auto``): the
     directions are then spatial offsets on it under the region (``joint``: plus the code),
-    see ``reds_spatial``; ``None`` / ``"none"`` keeps the global latent.
+    see ``reds_spatial``; ``None`` / ``"none"`` keeps the global latent. ``keep_face`` (offsets only)
+    keeps the directions after which dlib still finds the face both ways (``face_screen``).
     """
     if mask is None:
         raise ValueError("reds needs a region mask (H x W, 1 = the region to change)")
@@ -86,7 +87,7 @@ def compute(generator: Generator, latent: Latent | None = None, mask: Any = None
             raise ValueError(f"{generator.name}: region offsets need a square model for now "
                              f"({width}x{height}); use offsets 'none' (REDs over the latent code)")
         return reds_spatial.compute(generator, latent, weights, num, offsets, joint, channels, dilate, seed,
-                                    realism, edges)
+                                    realism, edges, keep_face)
     _, jac = image_jacobian(generator, latent, space, rows)
     pixel_w = weights.reshape(1, -1).expand(3, -1).reshape(-1)  # same weight for r, g, b
     a_c = weighted_gram(jac, pixel_w)

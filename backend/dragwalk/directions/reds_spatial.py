@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..models.base import Generator, Latent
 from .base import DirectionSet, as_latent_code, edit_space
+from . import face_screen
 from .rayleigh import rayleigh_directions
 from .offset_basis import (OFFSET_KEY, ChannelBasis, auto_layer, cell_boxes, channel_basis, colouring, support_cells,
                            support_precision)
@@ -204,7 +205,7 @@ def realism_prior(basis: ChannelBasis, cells: Tensor, dim: int) -> Tensor:
 
 def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, layer: str | None,
             joint: bool, channels: int, dilate: int, seed: int = 0, realism: float = REALISM,
-            edges: float = EDGES) -> DirectionSet:
+            edges: float = EDGES, keep_face: bool = False) -> DirectionSet:
     """REDs for the region ``weights`` (``H x W`` in [0, 1]) over offsets on ``layer`` (± the code).
 
     Called by ``reds.compute`` when its ``offsets`` parameter names a layer (or ``auto``).
@@ -249,7 +250,13 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
         hold = hold + edges * edge_gram(jac, weights)
     dirs, gain, quotient = rayleigh_directions(a_c, hold)
     num = max(1, min(int(num), dirs.shape[0]))
-    dirs, gain, quotient = dirs[:num], gain[:num], quotient[:num]
+    screen: dict[str, object] = {"keep_face": bool(keep_face)}
+    if keep_face:
+        order, screen = _face_order(generator, base, layer, cells, basis.vectors, dirs, jac, weights, dim, num)
+    else:
+        order = list(range(num))
+    dirs, gain, quotient = dirs[order], gain[order], quotient[order]
+    num = len(order)
     k = basis.vectors.shape[0]
     coeffs = dirs[:, dim:].reshape(num, cells.numel(), k)
     # natural step: one unit moves the activations under the region by about one standard
@@ -259,8 +266,7 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
     whitened = torch.cat([dirs[:, :dim], (coeffs / basis.std.clamp_min(1e-6)).reshape(num, -1)], dim=1)
     scales = cells.numel() ** 0.5 / whitened.norm(dim=1).clamp_min(1e-12)
     c, h, w = shape
-    offsets = torch.zeros(num, c, h * w)
-    offsets[:, :, cells] = torch.einsum("knj,jc->kcn", coeffs, basis.vectors)
+    offsets = offset_maps(dirs[:, dim:], cells, basis.vectors, shape)
     code_part = dirs[:, :dim] if joint else torch.zeros(num, int(base.code.shape[-1]))
     mode = f"{'joint' if joint else 'offsets'} {layer}"
     return DirectionSet(
@@ -268,8 +274,53 @@ def compute(generator: Generator, latent: Latent, weights: Tensor, num: int, lay
         labels=[f"region {i} ({mode})" for i in range(num)], values=quotient.tolist(),
         params={"num": num, "offsets": layer, "joint": bool(joint), "channels": int(channels),
                 "dilate": int(dilate), "realism": realism, "edges": edges, "solver": "generalized", "cells": int(cells.numel()),
-                "region_area": round(float(weights.mean()), 6), "gain": [float(g) for g in gain]},
-        extras={"mask": weights, **at_extras(latent), OFFSET_KEY + layer: offsets.reshape(num, c, h, w)})
+                "region_area": round(float(weights.mean()), 6), "gain": [float(g) for g in gain], **screen},
+        extras={"mask": weights, **at_extras(latent), OFFSET_KEY + layer: offsets})
+
+
+def offset_maps(coeffs: Tensor, cells: Tensor, basis: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """``[K, C, h, w]``: the offsets of coefficient rows ``coeffs [K, cells * k]`` (cell-major)."""
+    c, h, w = shape
+    out = torch.zeros(coeffs.shape[0], c, h * w)
+    out[:, :, cells] = torch.einsum("knj,jc->kcn", coeffs.reshape(coeffs.shape[0], cells.numel(), -1), basis)
+    return out.reshape(-1, c, h, w)
+
+
+def _face_order(generator: Generator, base: Latent, layer: str, cells: Tensor, basis: Tensor, dirs: Tensor,
+                jac: Tensor, weights: Tensor, dim: int, num: int) -> tuple[list[int], dict[str, object]]:
+    """The ``num`` directions a region set keeps (``face_screen.keep_face``) and what the screen saw."""
+    scorer = face_screen.face_scorer()
+    if scorer is None:
+        return list(range(num)), {"keep_face": True, "face_score": None}
+    from ..imaging import to_uint8
+
+    with torch.no_grad():
+        base_score = float(scorer(to_uint8(generator.render(base))))
+    if not base_score > 0:                 # no face to keep: plain quotient order
+        return list(range(num)), {"keep_face": True, "face_score": base_score}
+    count = min(dirs.shape[0], face_screen.POOL * num)
+    cand = dirs[:count]
+    # linearised mean |change| inside the region per unit of each candidate -> its probe step
+    change = (jac @ cand.T).reshape(3, -1, count).abs().mean(0)[weights.reshape(-1) > 0].mean(0)
+    steps = face_screen.PROBE / change.clamp_min(1e-12)
+    maps = offset_maps(cand[:, dim:], cells, basis, generator.offset_shape(layer))  # type: ignore[arg-type]
+
+    def render(indices, signs) -> Tensor:
+        t = torch.tensor([s * float(steps[i]) for i, s in zip(indices, signs)])
+        code = base.code.expand(len(indices), *base.code.shape[1:]).clone()
+        if dim:                            # the code part moves every w+ row alike, as the Jacobian's did
+            dz = (t[:, None] * cand[indices, :dim]).to(code)
+            code = code + (dz if code.dim() == 2 else dz[:, None, :])
+        offsets = {k: v.expand(len(indices), *v.shape[1:]) for k, v in base.offsets.items()}
+        step = t[:, None, None, None] * maps[indices]
+        offsets[layer] = offsets[layer] + step.to(code.device) if layer in offsets else step.to(code.device)
+        with torch.no_grad():
+            return generator.render(base.derive(code, offsets)).cpu()
+
+    order, worst = face_screen.keep_face(render, count, num, base_score, scorer)
+    kept = sum(1 for w in worst if w > 0)
+    return order, {"keep_face": True, "face_score": base_score, "face_probed": sum(1 for w in worst if w == w),
+                   "face_kept": kept}
 
 
 def at_extras(latent: Latent) -> dict[str, Tensor]:

@@ -93,6 +93,11 @@ class UpBlock(nn.Module):
             # the same at any batch size, so batched drags end exactly where single ones do (Adam
             # turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
+        elif x.shape[-2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.weight.is_contiguous():
+            # a drag's first block: one product per sample, so a batch's rows are bit for bit each
+            # sample's own (one product over the batch is not); the convolution took 2 ms each way
+            flat = conv.weight.flatten(1)
+            x = torch.cat([row @ flat for row in x.flatten(1).split(1)]).view(x.shape[0], *conv.weight.shape[1:])
         elif (x.shape[0] < MATMUL_BATCH and conv.stride == (2, 2) and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS
               and conv.weight.is_contiguous()):
             # drags (a few sessions at most); big sample batches keep the convolution, whose output

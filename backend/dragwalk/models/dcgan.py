@@ -89,9 +89,9 @@ class UpBlock(nn.Module):
             # the first block on a 1x1 latent is a plain matrix product (the same numbers to float
             # rounding); PyTorch's transposed convolution took 3x as long on CPU, and GANSpace and
             # SFVQ run this block over 10k samples several times. Small batches (a drag, a few
-            # sessions' drags stepped together) keep the convolution: its rows come out bit for bit
-            # the same at any batch size, so batched drags end exactly where single ones do (Adam
-            # turns a rounding difference in a near-zero gradient into a whole step)
+            # sessions' drags stepped together) take one product per sample below: their rows must
+            # come out bit for bit the same at any batch size, so batched drags end exactly where
+            # single ones do (Adam turns a rounding difference in a near-zero gradient into a whole step)
             x = (x.flatten(1) @ conv.weight.flatten(1)).view(x.shape[0], *conv.weight.shape[1:])
         elif x.shape[-2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.weight.is_contiguous():
             # a drag's first block: one product per sample, so a batch's rows are bit for bit each

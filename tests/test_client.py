@@ -188,10 +188,10 @@ class DelayProxy:
 
 @pytest.mark.serial
 def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
-    """100 ms each way: a drag of a few seconds (its frames shown as they come) ends at most 20%
-    after the same drag on a direct connection, and whatever its length the link costs it at most
-    two round trips (one is inherent: the start goes out and the end comes back; one fetches the
-    result), so nothing waits for a reply it does not need."""
+    """100 ms each way: whatever its length, the link costs a drag (its frames shown as they
+    come) two round trips (one is inherent: the start goes out and the end comes back; one
+    fetches the result), so nothing waits for a reply it does not need; on a drag of 2.5 s or
+    more that is under 20%."""
     import math
     from dragwalk.client import Client
     proxy = DelayProxy(server.port, 0.1)
@@ -211,9 +211,11 @@ def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
 
     try:
         warm, _, _ = timed(server.base, 25)                  # also the first drag of the process
-        steps = min(400, max(25, math.ceil(25 * 3.0 / warm)))  # a drag of about 3 s on this machine
-        direct = [timed(server.base, steps) for _ in range(2)]
-        slow = [timed(f"http://127.0.0.1:{proxy.port}", steps) for _ in range(2)]
+        # drags of about 1.5 s, the best of three each way: the machine's noise on a drag grows
+        # with its length (a best of two 3 s drags strayed by 0.6 s at times) and the link's cost does not
+        steps = min(400, max(25, math.ceil(25 * 1.5 / warm)))
+        direct = [timed(server.base, steps) for _ in range(3)]
+        slow = [timed(f"http://127.0.0.1:{proxy.port}", steps) for _ in range(3)]
     finally:
         proxy.close()
     d, s = min(t for t, _, _ in direct), min(t for t, _, _ in slow)
@@ -223,8 +225,9 @@ def test_a_drag_over_a_slow_link_ends_nearly_as_soon(server):
           f"frames {[n for _, _, n in direct]} / {[n for _, _, n in slow]}")
     assert rtt >= 0.19                                       # the link really is slow
     # the link costs two round trips (the start, and fetching the result), whatever the drag's
-    # length; four leave room for a loaded machine and still catch a client that waits on the
-    # link per step or adds a request before the drag (5.8 round trips, seen)
+    # length (1.2-2.9 seen on an idle machine); four leave room for noise and catch a client that
+    # waits on the link per step (one round trip a step: tens). One extra round trip in all (a
+    # ping before the start: 2.8 and 3.7 seen) is within this machine's noise and not caught here
     assert s - d <= 4 * rtt
 
 

@@ -119,14 +119,12 @@ IDEAL = "ideal image warp"
 def ideal_warp(generator, image: np.ndarray, handles: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``image`` (``H x W x 3`` uint8) moved by the field the default warp method would put on
     the model's feature map (same kind, radius and floor), drawn on the image's own grid."""
-    from ..drag import METHODS
     from ..drag import field as fd
     from ..drag.method import MethodContext, model_defaults
     from ..drag.warp import WarpDrag
 
-    info = generator.layer(generator.default_feature_layer)
-    context = MethodContext(generator.resolution, info.size, torch.device("cpu"), generator.image_size, info.hw)
-    method = METHODS[WarpDrag.name](context, {}, model_defaults(generator, WarpDrag.name))
+    context = MethodContext.at_layer(generator, generator.default_feature_layer, torch.device("cpu"))
+    method = WarpDrag(context, {}, model_defaults(generator, WarpDrag.name))
     h, t = (torch.as_tensor(np.asarray(p, float), dtype=torch.float32) for p in (handles, targets))
     field = method.field(h, t, None, size=generator.image_size)
     pixels = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]

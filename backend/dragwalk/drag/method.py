@@ -51,6 +51,13 @@ class MethodContext:
     image_hw: tuple[int, int] = (0, 0)
     feature_hw: tuple[int, int] = (0, 0)
 
+    @classmethod
+    def at_layer(cls, generator: Any, layer: str, device: torch.device) -> "MethodContext":
+        """The sizes a run on ``generator`` with features at ``layer`` gives its method (the
+        generator interface's sizes only: a method never learns the architecture)."""
+        info = generator.layer(layer)
+        return cls(generator.resolution, info.size, device, generator.image_size, info.hw)
+
     def __post_init__(self) -> None:
         if self.image_hw == (0, 0):
             self.image_hw = (self.resolution, self.resolution)

@@ -83,14 +83,13 @@ class DragRun:
         self.mask = validate_mask(mask, generator.image_size, self.device)
         method_cls = METHODS[self.config.method]
         self.feature_layer = self.config.feature_layer or generator.default_feature_layer
-        info = generator.layer(self.feature_layer)
+        context = MethodContext.at_layer(generator, self.feature_layer, self.device)
         self.mode = self.config.mode or generator.drag_modes[0]
         if self.mode not in generator.drag_modes:
             raise ValueError(f"unknown drag mode {self.mode!r} for {generator.name} "
                              f"(known: {', '.join(generator.drag_modes)})")
         tuned = model_defaults(generator, method_cls.name)
-        self.method: DragMethod = method_cls(MethodContext(res, info.size, self.device, generator.image_size,
-                                                                     info.hw), self.config.params, tuned)
+        self.method: DragMethod = method_cls(context, self.config.params, tuned)
         self.lr = self.config.lr if self.config.lr is not None else float(tuned.get("lr", method_cls.lr))
         self.lambda_mask = (self.config.lambda_mask if self.config.lambda_mask is not None
                             else float(tuned.get("lambda_mask", method_cls.lambda_mask)))

@@ -98,7 +98,7 @@ def test_bench_step_times_all_three_kinds_on_one_network(sg32, capsys):
     from dragwalk.bench import step as bench
 
     kinds = bench.make_steps(sg32, sg32.default_feature_layer)
-    assert list(kinds) == ["reference", "headless", "editor"]
+    assert list(kinds) == ["reference", "frame", "headless", "editor"]
     reference = kinds["reference"]
     head = reference.head.detach().clone()
     reference()
@@ -106,10 +106,11 @@ def test_bench_step_times_all_three_kinds_on_one_network(sg32, capsys):
     assert not torch.equal(reference.head.detach(), head)
     result = bench.measure(sg32, sg32.default_feature_layer, steps=2)
     assert set(result["ms"]) == set(bench.KINDS) and all(v > 0 for v in result["ms"].values())
-    assert set(result["speedup"]) == {"headless", "editor"}
+    assert set(result["speedup"]) == {"frame", "headless", "editor"}
     assert all(v >= 0 for v in result["peak_mb"].values())
     text = bench.format_result(result)
     assert "x faster than reference" in text and "editor peak memory / headless" in text
+    assert f"at most {result['speedup']['frame']:.2f}x" in text
 
 
 def test_bench_step_times_any_method_and_refuses_to_time_an_ended_drag(sg32):

@@ -8,7 +8,11 @@
   one full forward with autograd (image and features), the features resized bilinearly
   to the image, point tracking by L2 nearest neighbour in a window of that map, motion
   supervision (L1 between the map at ``q`` held fixed and at ``q + d``) over a disc,
-  backward, Adam on w+ rows 0..5.
+  backward, Adam on w+ rows 0..5;
+* ``frame``: one full forward in inference mode, the image alone. Every optimised row of w+
+  reaches every layer, so a step that shows the user its frame costs at least this much:
+  reference / frame is the most any editor step can gain over the reference (printed as
+  "bound").
 
 All three drag the same handle towards the same far target (so none arrives) with the
 same radii and learning rate (``--method`` times another method's steps as headless and
@@ -44,7 +48,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-KINDS = ("reference", "headless", "editor")
+KINDS = ("reference", "frame", "headless", "editor")
 #: DragGAN's radii at 512 px (scaled with the resolution) and its learning rate for StyleGAN
 R1_512, R2_512, LR = 3.0, 12.0, 2e-3
 
@@ -146,6 +150,17 @@ class ReferenceStep:
         self.opt.step()
 
 
+class FrameStep:
+    """The image of a latent, nothing else: the floor under any step that renders its frame."""
+
+    def __init__(self, generator, latent):
+        self.g, self.latent = generator, latent
+
+    def __call__(self) -> None:
+        with torch.inference_mode():
+            self.g.synthesize(self.latent)
+
+
 def parse_variant(text: str):
     """``bf16+cl+compile=reduce-overhead`` -> a :class:`~dragwalk.runtime.Runtime`."""
     from ..runtime import Runtime
@@ -201,6 +216,7 @@ def make_steps(generator, layer: str, variants: Sequence = (), method: str = "dr
         handles, targets = _points(res)
         steps["reference"] = ReferenceStep(generator, _start(generator), layer, handles, targets,
                                            R1_512 * res / 512, R2_512 * res / 512)
+        steps["frame"] = FrameStep(generator, _start(generator))
     runs = {kind: _drag_run(generator, layer, method=method) for kind in ("headless", "editor")}
     for variant in variants:
         net = generator
@@ -348,6 +364,9 @@ def format_result(r: dict) -> str:
         lines.append(f"{kind:<{width}}{ms:>9.1f}{'' if ratio is None else f'{ratio:.2f}x':>26}"
                      f"{r['peak_mb'][kind]:>10.1f}")
     lines.append(f"editor peak memory / headless: {r['editor_memory_over_headless']:.2f}")
+    if "frame" in r.get("speedup", {}):
+        lines.append(f"bound: a step that renders its frame is at most {r['speedup']['frame']:.2f}x faster than "
+                     "the reference (reference / frame)")
     if "batch" in r:
         b = r["batch"]
         rates = ", ".join(f"{k} {v:.1f}" for k, v in b["steps_per_s"].items())

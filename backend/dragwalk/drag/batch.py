@@ -73,10 +73,12 @@ def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False
         latents = [runs[i].variables.latent() for i in live]
         with runs[live[0]].autocast():
             out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
-        features = out.features.float()
+        # split, not slices: the backward of a split is one concatenation, where each slice's
+        # backward fills a zero tensor the size of the whole batch (8 of them for 8 runs)
+        features = out.features.float().split(1)
         losses = []
         for k, i in enumerate(live):
-            loss = runs[i].advance(latents[k], features[k:k + 1])
+            loss = runs[i].advance(latents[k], features[k])
             if loss is not None:
                 losses.append((runs[i], loss))
         if losses:

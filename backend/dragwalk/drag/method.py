@@ -173,6 +173,13 @@ class DragMethod(abc.ABC):
     def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
         """Motion-supervision loss for the ``active`` handles (differentiable in ``features``)."""
 
+    def reads(self, handles: Tensor, targets: Tensor) -> tuple[float, float, float, float] | None:
+        """A box ``(x0, y0, x1, y1)`` in image px holding every position that :meth:`track` and then
+        :meth:`loss` may read in a step that starts from ``handles``, or ``None`` for anywhere.
+        With a box the run may have the model compute only the features there
+        (``Generator.synthesize_window``); a read outside it would see zeros."""
+        return None
+
     def arrived(self, handles: Tensor, targets: Tensor, stop_distance: float) -> Tensor:
         """Which handles count as done (``[K]`` bool); plain distance by default."""
         return (targets - handles).norm(dim=1) <= stop_distance

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import Generator, Latent
+from ..models.window import Window, feature_window
 from ..runtime import autocast, check_precision, grad_scaler, owned
 from . import features as fx
 from . import field as fd
@@ -331,9 +332,9 @@ class DragRun:
         if self._finished:
             return self.report(render)
         latent = self.variables.latent()
-        # autograd covers the layers up to the features only
+        # autograd covers the layers up to the features only, and there only what the step reads
         with self.autocast():
-            out = self.generator.synthesize(latent, self.feature_layer, stop_at_feature=True)
+            out = self.generator.synthesize_window(latent, self.feature_layer, self._window())
         loss = self.advance(latent, out.features.float())
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -344,6 +345,23 @@ class DragRun:
             with torch.no_grad(), self.autocast():
                 self.keep_frame(owned(out.resume()))
         return self.report(render)
+
+    def _window(self) -> Window | None:
+        """The feature cells this step reads (tracking, then the loss), or ``None`` for all of them.
+
+        All of them for models that compute whole maps anyway, when the mask term reads the
+        whole map, when the method cannot say
+        (:meth:`DragMethod.reads`), and on accelerators, whose steps at editor sizes are bound
+        by kernel launches rather than arithmetic (windows add launches; not measured on a GPU).
+        The margin holds the feature blur's reach and a cell for rounding at the box's edge."""
+        if (not self.generator.computes_windows or self.device.type != "cpu"
+                or (self._keep is not None and self.lambda_mask > 0)):
+            return None
+        box = self.method.reads(self._handles, self._targets)
+        if box is None:
+            return None
+        return feature_window(box, self.generator.image_size, self.method.ctx.feature_hw,
+                              margin=int(self.method.values["smooth"]) + 1)
 
     def keep_frame(self, image: Tensor) -> None:
         """``image`` is the frame of the latent this step tracked on (:attr:`latent`), rendered by

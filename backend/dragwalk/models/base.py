@@ -30,6 +30,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from .window import Window
+
 
 class ModelError(ValueError):
     """A model reference that cannot be resolved or a file that cannot be read.
@@ -317,6 +319,21 @@ class Generator(nn.Module, abc.ABC):
         ``image`` is ``None``: a drag step only needs the features. Such a pass also
         returns ``resume`` (see :class:`Synthesis`), which renders the rest on demand.
         """
+
+    #: whether :meth:`synthesize_window` computes less than the whole map (callers skip working
+    #: out a window for models that would compute it all anyway)
+    computes_windows: bool = False
+
+    def synthesize_window(self, latent: Latent, layer: str, window: Window | None) -> Synthesis:
+        """``synthesize(latent, layer, stop_at_feature=True)`` for a caller that reads the features
+        only inside ``window`` (all of them when ``None``).
+
+        A model may compute only the cells the window depends on at every layer below it (a
+        drag step reads a few discs around its handles); cells outside the window are then
+        zero. This default computes the whole map, which is always right. ``resume`` renders
+        the whole image either way.
+        """
+        return self.synthesize(latent, layer, stop_at_feature=True)
 
     def carried(self, latent: Latent, layer: str, features: Tensor | None = None) -> dict[str, Tensor]:
         """Everything the network after ``layer`` reads, keyed like ``Latent.offsets``.

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
+from ..window import Window, conv_input, crop, place, up_conv_input, zero_outside
 from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 #: DragGAN optimises the first six rows of w+
@@ -74,6 +75,7 @@ class StyleGAN2Generator(Generator):
     drag_modes = ("w+:first6", "w+", "w")
     #: modules ``dragwalk.runtime.prepare`` compiles one by one
     compile_units = (SynthesisLayer, ToRGBLayer)
+    computes_windows = True
     #: nothing tuned here: StyleGAN drags start from the papers' settings, which are the
     #: method classes' own defaults (Adam at lr 2e-3 on w+, no feature blur, DragGAN's radii
     #: and FreeDrag's sizes scaled from 512 px, L2 tracking — L1 measured no different)
@@ -257,6 +259,65 @@ class StyleGAN2Generator(Generator):
                    stop_at_feature: bool = False) -> Synthesis:
         image, features, _, resume = self._forward(latent, feature_layer, stop_at_feature)
         return Synthesis(image, features, resume)
+
+    def synthesize_window(self, latent: Latent, layer: str, window: Window | None) -> Synthesis:
+        """Only the cells ``window`` depends on: block by block down from ``layer``, each block
+        computes the part of its map the block above reads (:mod:`..window`), until that part is
+        the whole map; the blocks below that run whole, and no ToRGB runs. Each cell computed is
+        the number the whole pass gives there (``tests/test_stylegan_window.py``), so gradients
+        are the whole pass's too. ``resume`` renders the frame with one whole inference pass."""
+        plan = None if window is None else self._window_plan(layer, window)
+        if plan is None:
+            return self.synthesize(latent, layer, stop_at_feature=True)
+        start, boxes, entry = plan
+        stages, fp16, noise = self._stages(latent)
+        x = None
+        for (name, block), rows in stages[:start]:
+            x, _ = self._enter(name, block, rows, x, None, latent, fp16, noise)
+        x, box = crop(x, entry), entry
+        for (name, block), rows in stages[start:len(boxes) + start]:
+            x = self._block_window(block, rows, x, box, boxes[name], fp16, noise)
+            box = boxes[name]
+            if name in latent.offsets:
+                x = x + crop(latent.offsets[name], box).to(x.dtype)
+        features = place(x, box, self.layer(layer).hw).float()
+        frozen = latent.detach()
+        return Synthesis(None, features, lambda: self._forward(frozen, None, False)[0])
+
+    def _window_plan(self, layer: str, window: Window) -> tuple[int, dict[str, Window], Window] | None:
+        """(index of the first block computed in part, the part of each such block's activation by
+        block name, the part of the whole block below it that the first one reads), or ``None``
+        when the window needs the whole feature map or the architecture has no plan ('resnet')."""
+        blocks = self.synthesis.blocks()
+        index = [name for name, _ in blocks].index(self.layer(layer).name)
+        hw = _block_hw(blocks[index][1])
+        box = window.clipped(hw)
+        if box.covers(hw) or index == 0 or blocks[index][1].architecture == "resnet":
+            return None
+        boxes: dict[str, Window] = {}
+        for i in range(index, 0, -1):
+            name, block = blocks[i]
+            boxes[name] = box
+            read = conv_input(box, block.conv1.weight.shape[-1])
+            box = up_conv_input(read, block.conv0.weight.shape[-1], tuple(block.conv0.resample_filter.shape))
+            if i == 1 or box.covers(_block_hw(blocks[i - 1][1])):
+                return i, dict(reversed(boxes.items())), box
+        return None
+
+    @staticmethod
+    def _block_window(block, rows: Tensor, x: Tensor, box_in: Window, box_out: Window, fp16: bool,
+                      noise: dict) -> Tensor:
+        """Block ``block``'s activation on ``box_out`` from the previous one on ``box_in`` (zero
+        outside its map); zero outside this block's map, as a whole pass's padding reads it."""
+        hw = _block_hw(block)
+        x = x.to(torch.float16 if (fp16 and block.use_fp16) else torch.float32)
+        first, second = rows.unbind(dim=1)[:2]
+        up = box_in.doubled()
+        y = zero_outside(block.conv0(x, first, window=up, **noise), up, hw)
+        read = conv_input(box_out, block.conv1.weight.shape[-1])
+        y = y[..., read.top - up.top:read.bottom - up.top, read.left - up.left:read.right - up.left]
+        y = zero_outside(block.conv1(y, second, window=read, **noise), read, hw)
+        return y[..., box_out.top - read.top:box_out.bottom - read.top, box_out.left - read.left:box_out.right - read.left]
 
     def offset_shape(self, name: str) -> tuple[int, int, int] | None:
         base, _, part = name.partition(":")

@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..window import Window, crop
 from .ops import (activation_gain, bias_act, conv2d_up2, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
 
@@ -189,9 +190,12 @@ class SynthesisLayer(nn.Module):
         return noise
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: str = "const", gain: float = 1.0,
-                noise_seed: int | None = None) -> Tensor:
+                noise_seed: int | None = None, window: Window | None = None) -> Tensor:
         """``noise_mode`` ``random`` draws fresh maps, from ``noise_seed`` when given (reproducible,
-        the same map for every batch row), else from torch's global generator per call."""
+        the same map for every batch row), else from torch's global generator per call.
+
+        ``x`` may be a part of the input map (:mod:`dragwalk.models.window`); ``window`` then
+        says which cells of this layer's output the result covers, and the noise is read there."""
         styles = self.affine(w.float())
         noise = None
         if self.use_noise and noise_mode == "random" and noise_seed is not None:
@@ -201,6 +205,8 @@ class SynthesisLayer(nn.Module):
                                 device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
+        if noise is not None and window is not None:
+            noise = crop(noise, window)
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up == 2,
                              f=self.resample_filter, noise=noise)
         clamp = None if self.conv_clamp is None else self.conv_clamp * gain

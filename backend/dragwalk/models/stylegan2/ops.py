@@ -18,7 +18,8 @@ weights produce, so they are facts to match, not choices):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import weakref
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -125,21 +126,46 @@ def conv2d_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1) -> Tensor:
     the same as upsampling with the FIR first and convolving after.
     """
     out_ch, in_per_group, kh, kw = weight.shape
-    fh, fw = f.shape
     if kh == 1 and kw == 1:
         return F.conv2d(upsample2d(x, f), weight, groups=groups)
     # conv_transpose2d wants [in, out/groups, k, k]
     w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
     w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
     x = F.conv_transpose2d(x, layout_like(w, x), stride=2, groups=groups)
-    # after the transposed conv the result is (k-1) samples too long; pad so the FIR lands
-    # the output on the doubled grid (this is where the format's padding conventions go)
+    return upfirdn2d(x, f, padding=_up2_fir_padding(kh, kw, f), gain=4)
+
+
+def _up2_fir_padding(kh: int, kw: int, f: Tensor) -> tuple[int, int, int, int]:
+    """After the stride-2 transposed convolution the result is (k-1) samples too long; this
+    padding lands the FIR's output on the doubled grid (where the format's conventions go)."""
+    fh, fw = f.shape
     pad = kw // 2
-    px0 = pad + (fw + 1) // 2 - (kw - 1)
-    px1 = pad + (fw - 2) // 2 - (kw - 2)
-    py0 = pad + (fh + 1) // 2 - (kh - 1)
-    py1 = pad + (fh - 2) // 2 - (kh - 2)
-    return upfirdn2d(x, f, padding=(px0, px1, py0, py1), gain=4)
+    return (pad + (fw + 1) // 2 - (kw - 1), pad + (fw - 2) // 2 - (kw - 2),
+            pad + (fh + 1) // 2 - (kh - 1), pad + (fh - 2) // 2 - (kh - 2))
+
+
+#: id(weight) -> (a weak reference to it, {form: (version, value)}); see :func:`derived`
+_DERIVED: dict[int, tuple[weakref.ref, dict[str, tuple[tuple, Tensor]]]] = {}
+
+
+def derived(weight: Tensor, form: str, make: Callable[[Tensor], Tensor]) -> Tensor:
+    """``make(weight)``, kept while ``weight`` lives unchanged (remade after an in-place change, a
+    move or a cast). A weight being trained (pivotal tuning's private copy) gets a fresh,
+    differentiable result every call. Why: these forms cost a pass over the whole weight,
+    which on a drag step's small window is more than the convolution."""
+    if weight.requires_grad:
+        return make(weight)
+    entry = _DERIVED.get(id(weight))
+    if entry is None or entry[0]() is not weight:
+        key = id(weight)
+        entry = (weakref.ref(weight, lambda _, key=key: _DERIVED.pop(key, None)), {})
+        _DERIVED[key] = entry
+    version = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
+    held = entry[1].get(form)
+    if held is None or held[0] != version:
+        held = (version, make(weight.detach()))
+        entry[1][form] = held
+    return held[1]
 
 
 def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,
@@ -153,6 +179,8 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
+    if demodulate and x.dtype == torch.float32 and x.shape[-2] * x.shape[-1] < out_ch * kh * kw:
+        return _modulate_activations(x, weight, styles, up, f, noise)
     if x.dtype == torch.float16 and demodulate:
         # fp16 guard: rescale before multiplying; demodulation cancels both factors
         weight = weight * (1 / math.sqrt(in_ch * kh * kw)
@@ -170,6 +198,37 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     else:
         x = F.conv2d(x, w, padding=kh // 2, groups=n)
     x = x.reshape(n, out_ch, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f: Tensor | None,
+                          noise: Tensor | None) -> Tensor:
+    """:func:`modulated_conv2d` (demodulated, fp32) with the styles on the activations: scale the
+    input channels, convolve with the shared weight, scale each output channel by its
+    demodulation factor ``(sum_i styles_i^2 * sum_k weight_oik^2 + 1e-8)^-1/2``. The same
+    numbers to float rounding, since the convolution is linear.
+
+    Why: the weight form builds ``[N, O, I, k, k]`` modulated kernels (2.4 M values per sample for
+    a 512-channel layer) and, in a backward pass, their gradients. On a small map (a drag step's
+    window, the first blocks) those element-wise passes cost more than the convolution; this
+    form's extra work scales with the map instead (chosen when ``H * W < O * k * k``)."""
+    n, in_ch = styles.shape
+    out_ch, _, kh, kw = weight.shape
+    s = styles.float()
+    x = x * s.reshape(n, in_ch, 1, 1)
+    if up:
+        assert f is not None, "an upsampling conv needs its FIR filter"
+        # conv2d_up2's transposed convolution wants [in, out, k, k]; x is [N, in, h, w] here
+        w = derived(weight, "transposed", lambda t: t.float().transpose(0, 1).contiguous())
+        x = F.conv_transpose2d(x, layout_like(w, x), stride=2)
+        x = upfirdn2d(x, f, padding=_up2_fir_padding(kh, kw, f), gain=4)
+    else:
+        x = F.conv2d(x, layout_like(weight.float(), x), padding=kh // 2)
+    energy = derived(weight, "energy", lambda t: t.float().square().sum(dim=[2, 3]).t().contiguous())
+    demod = (s.square() @ energy + 1e-8).rsqrt()
+    x = x * demod.reshape(n, out_ch, 1, 1)
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x

@@ -80,6 +80,10 @@ class StyleGAN3Generator(StyleGAN2Generator):
             if name not in self._crop:
                 raise ValueError(f"{self.name}: unknown offset {name!r} (a layer name other than 'image')")
 
+    #: StyleGAN3's layers are not StyleGAN2's blocks: the whole map, as every model by default
+    synthesize_window = Generator.synthesize_window
+    computes_windows = False
+
     def synthesize(self, latent: Latent, feature_layer: str | None = None,
                    stop_at_feature: bool = False) -> Synthesis:
         if feature_layer is not None:

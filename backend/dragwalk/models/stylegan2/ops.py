@@ -57,12 +57,16 @@ def bias_act(x: Tensor, bias: Tensor | None = None, act: str = "linear", gain: f
     slope = ACTIVATIONS[act][0]
     if bias is not None:
         x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
+    # once x is this function's own tensor, and nothing will differentiate it (a frame), the
+    # rest runs in place: a 256 px layer's map is 16 MB, and each pass over it counts
+    own = bias is not None and not (torch.is_grad_enabled() and x.requires_grad)
     if act != "linear":
-        x = F.leaky_relu(x, slope) if slope > 0 else F.relu(x)
+        x = (F.leaky_relu(x, slope, inplace=own) if slope > 0 else F.relu(x, inplace=own))
+        own = own or not (torch.is_grad_enabled() and x.requires_grad)
     if g != 1:
-        x = x * g
+        x = x.mul_(g) if own else x * g
     if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
+        x = x.clamp_(-clamp, clamp) if own else x.clamp(-clamp, clamp)
     return x
 
 
@@ -103,9 +107,13 @@ def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
         x = F.conv_transpose2d(x, layout_like(k[None, None].repeat(c, 1, 1, 1), x), stride=up, groups=c)
         x = F.pad(x, [px0 - fw + 1, px1 + up - fw, py0 - fh + 1, py1 + up - fh])
     else:
-        x = F.pad(x, [px0, px1, py0, py1])  # negative values crop
         k = k if flip_filter else k.flip([0, 1])
-        x = F.conv2d(x, layout_like(k[None, None].repeat(c, 1, 1, 1), x), groups=c)
+        kernel = layout_like(k[None, None].repeat(c, 1, 1, 1), x)
+        if px0 == px1 >= 0 and py0 == py1 >= 0:
+            # the convolution's own zero padding: no padded copy of a (large) map
+            x = F.conv2d(x, kernel, padding=(py0, px0), groups=c)
+        else:
+            x = F.conv2d(F.pad(x, [px0, px1, py0, py1]), kernel, groups=c)  # negative values crop
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x

@@ -1,9 +1,11 @@
 """``dragwalk bench step``: one DragGAN step three ways on the same network, side by side.
 
 * ``headless``: the project's step without a frame (``DragRun.step()``): a forward pass
-  that stops at the feature layer, loss on the feature map at its own size, backward;
+  that stops at the feature layer, loss on the feature map at its own size, backward; on the
+  CPU a StyleGAN2 computes only the cells the step reads (``Generator.synthesize_window``);
 * ``editor``: the project's step with a frame (``DragRun.step(render=True)``), as the
-  editor runs it: the same, plus the rest of the network in inference mode;
+  editor runs it: the same, plus the frame in inference mode (the rest of the network, or
+  with a window, one whole pass);
 * ``reference``: the structure of the official DragGAN step, written here from the paper:
   one full forward with autograd (image and features), the features resized bilinearly
   to the image, point tracking by L2 nearest neighbour in a window of that map, motion

@@ -140,18 +140,22 @@ def test_a_windowed_drag_ends_where_a_whole_map_drag_ends(sg128, monkeypatch):
     torch.testing.assert_close(windowed.latent.code, whole.latent.code, rtol=0, atol=1e-4 * moved)
 
 
-@pytest.mark.parametrize("params", [{}, {"smooth": 1, "patch": 4, "r2": 10}], ids=["paper", "blur+patch"])
-def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, params):
-    """Every feature position DragGAN's tracking and loss read in a step (recorded from
+@pytest.mark.parametrize("method, params", [("draggan", {}), ("draggan", {"smooth": 1, "patch": 4, "r2": 10}),
+                                            ("template", {"r1": 8})],
+                         ids=["draggan", "draggan-blur-patch", "template"])
+def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, method, params):
+    """Every feature position a step's tracking and loss read (recorded from
     ``features.sample``) reads the same numbers from the run's windowed map as from the whole
-    map, after the feature blur: the method's box (:meth:`DragGAN.reads`) holds its reads, and the
-    run's window holds that box's cells and the blur's reach."""
+    map, after the feature blur: the method's box (:meth:`DragGAN.reads`, which Template and the
+    warp's refinement inherit) holds its reads, and the run's window holds that box's cells and
+    the blur's reach."""
     from dragwalk.drag import features as fx
 
     g = sg128
     run = DragRun(g, g.convert(g.sample(6), "w+"), [[40.0, 50.0], [100.0, 90.0]], [[60.0, 41.0], [93.0, 99.0]],
-                  config=DragConfig(method="draggan", lr=0.01, params=params))
+                  config=DragConfig(method=method, lr=0.01, params=params))
     run.step()
+    assert not run.done
     latent, smooth = run.variables.latent().detach(), int(run.method.values["smooth"])
     whole = fx.binomial_blur(g.synthesize(latent, run.feature_layer, stop_at_feature=True).features, smooth)
     part = fx.binomial_blur(g.synthesize_window(latent, run.feature_layer, run._window()).features, smooth)

@@ -127,11 +127,11 @@ def test_a_windowed_drag_ends_where_a_whole_map_drag_ends(sg128, monkeypatch):
     handles, targets = [[40.0, 50.0], [90.0, 70.0]], [[52.0, 44.0], [84.0, 80.0]]
     config = DragConfig(method="draggan", max_steps=6, lr=0.01, params={"r2": 8})
     windowed = DragRun(g, start, handles, targets, config=config)
-    assert windowed._window() is not None
+    assert windowed.window() is not None
     steps_a = [windowed.step() for _ in range(6)]
     monkeypatch.setattr(g, "computes_windows", False)
     whole = DragRun(g, start, handles, targets, config=config)
-    assert whole._window() is None
+    assert whole.window() is None
     steps_b = [whole.step() for _ in range(6)]
     assert max(abs(a - b) for sa, sb in zip(steps_a, steps_b) for p, q in zip(sa.handles, sb.handles)
                for a, b in zip(p, q)) < 1e-3
@@ -158,7 +158,7 @@ def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, met
     assert not run.done
     latent, smooth = run.variables.latent().detach(), int(run.method.values["smooth"])
     whole = fx.binomial_blur(g.synthesize(latent, run.feature_layer, stop_at_feature=True).features, smooth)
-    part = fx.binomial_blur(g.synthesize_window(latent, run.feature_layer, run._window()).features, smooth)
+    part = fx.binomial_blur(g.synthesize_window(latent, run.feature_layer, run.window()).features, smooth)
     assert float((part == 0).float().mean()) > 0.3          # much of the map was never computed
     reads, sample = [], fx.sample
     monkeypatch.setattr(fx, "sample", lambda f, points, res: reads.append(points.detach()) or sample(f, points, res))
@@ -178,11 +178,11 @@ def test_no_window_where_the_step_reads_the_whole_map(sg128):
     mask = torch.zeros(128, 128)
     mask[30:70, 30:70] = 1
     masked = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], mask=mask, config=DragConfig(method="draggan"))
-    assert masked._window() is None
+    assert masked.window() is None
     free = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], config=DragConfig(method="freedrag"))
-    assert free._window() is None
+    assert free.window() is None
     plain = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], config=DragConfig(method="draggan"))
-    assert plain._window() is not None
+    assert plain.window() is not None
 
 
 @pytest.mark.parametrize("up", [False, True])
@@ -221,3 +221,22 @@ def test_a_weight_changed_in_place_is_read_again(sg128):
     fresh = copy.deepcopy(layer)          # a new weight tensor: nothing derived from it is held
     torch.testing.assert_close(layer(x, w), fresh(x, w), rtol=0, atol=1e-6)
     assert not torch.allclose(layer(x, w), before, atol=1e-3)
+
+
+def test_windowed_runs_are_not_batched(sg128):
+    """A windowed step alone costs a fraction of a whole-map pass shared by a batch, so such runs
+    have no batch key (the server's scheduler steps them alone) and ``step_together`` steps them
+    one after the other: exactly what stepping each does."""
+    from dragwalk.drag.batch import batch_key, step_together
+
+    g = sg128
+    make = lambda seed: DragRun(g, g.convert(g.sample(seed), "w+"), [[40.0, 50.0]], [[52.0, 44.0]],
+                                config=DragConfig(method="draggan", lr=0.01))
+    together, alone = [make(1), make(2)], [make(1), make(2)]
+    assert [batch_key(run) for run in together] == [None, None]
+    for _ in range(2):
+        step_together(together, render=True)
+        for run in alone:
+            run.step(render=True)
+    for a, b in zip(together, alone):
+        assert torch.equal(a.latent.code, b.latent.code) and a.handles == b.handles

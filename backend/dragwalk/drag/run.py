@@ -334,7 +334,7 @@ class DragRun:
         latent = self.variables.latent()
         # autograd covers the layers up to the features only, and there only what the step reads
         with self.autocast():
-            out = self.generator.synthesize_window(latent, self.feature_layer, self._window())
+            out = self.generator.synthesize_window(latent, self.feature_layer, self.window())
         loss = self.advance(latent, out.features.float())
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -346,7 +346,7 @@ class DragRun:
                 self.keep_frame(owned(out.resume()))
         return self.report(render)
 
-    def _window(self) -> Window | None:
+    def window(self) -> Window | None:
         """The feature cells this step reads (tracking, then the loss), or ``None`` for all of them.
 
         All of them for models that compute whole maps anyway, when the mask term reads the

@@ -45,24 +45,33 @@ def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+def _differentiated(x: Tensor) -> bool:
+    """Whether autograd will differentiate through ``x`` (so it must not be overwritten)."""
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def bias_act(x: Tensor, bias: Tensor | None = None, act: str = "linear", gain: float | None = None,
-             clamp: float | None = None) -> Tensor:
+             clamp: float | None = None, scratch: bool = False) -> Tensor:
     """Add a per-channel bias (dim 1), apply the activation, multiply by gain, clamp.
 
     ``gain`` defaults to the activation's own gain; ``clamp`` (the pickle's
     ``conv_clamp``) bounds the output to ``[-clamp, clamp]`` after the gain, which keeps
     fp16 layers from overflowing.
+
+    When nothing will differentiate the result (a frame), the work runs in place once ``x`` is
+    this function's own tensor, or from the start with ``scratch`` (the caller's temporary): a
+    256 px layer's map is 16 MB, and each pass over it counts.
     """
     g = activation_gain(act) if gain is None else float(gain)  # also validates ``act``
     slope = ACTIVATIONS[act][0]
+    own = scratch and not _differentiated(x)
     if bias is not None:
-        x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
-    # once x is this function's own tensor, and nothing will differentiate it (a frame), the
-    # rest runs in place: a 256 px layer's map is 16 MB, and each pass over it counts
-    own = bias is not None and not (torch.is_grad_enabled() and x.requires_grad)
+        b = bias.to(x.dtype).reshape([1, -1] + [1] * (x.dim() - 2))
+        x = x.add_(b) if own else x + b
+        own = not _differentiated(x)
     if act != "linear":
         x = (F.leaky_relu(x, slope, inplace=own) if slope > 0 else F.relu(x, inplace=own))
-        own = own or not (torch.is_grad_enabled() and x.requires_grad)
+        own = not _differentiated(x)
     if g != 1:
         x = x.mul_(g) if own else x * g
     if clamp is not None and clamp >= 0:
@@ -207,7 +216,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
         x = F.conv2d(x, w, padding=kh // 2, groups=n)
     x = x.reshape(n, out_ch, *x.shape[2:])
     if noise is not None:
-        x = x + noise.to(x.dtype)
+        x = x + noise.to(x.dtype) if _differentiated(x) else x.add_(noise.to(x.dtype))
     return x
 
 
@@ -236,7 +245,8 @@ def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f
         x = F.conv2d(x, layout_like(weight.float(), x), padding=kh // 2)
     energy = derived(weight, "energy", lambda t: t.float().square().sum(dim=[2, 3]).t().contiguous())
     demod = (s.square() @ energy + 1e-8).rsqrt()
-    x = x * demod.reshape(n, out_ch, 1, 1)
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    if _differentiated(x) or _differentiated(demod):
+        x = x * demod.reshape(n, out_ch, 1, 1)
+        return x if noise is None else x + noise.to(x.dtype)
+    x = x.mul_(demod.reshape(n, out_ch, 1, 1))
+    return x if noise is None else x.add_(noise.to(x.dtype))

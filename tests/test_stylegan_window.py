@@ -240,3 +240,18 @@ def test_windowed_runs_are_not_batched(sg128):
             run.step(render=True)
     for a, b in zip(together, alone):
         assert torch.equal(a.latent.code, b.latent.code) and a.handles == b.handles
+
+
+def test_weight_forms_made_in_inference_mode_serve_a_drag_after():
+    """A first image rendered under ``torch.inference_mode`` (as a caller of the Python API may)
+    makes the weights' derived forms; a drag's autograd must still be able to save them."""
+    torch.manual_seed(7)
+    g = StyleGAN2Generator(z_dim=32, w_dim=32, img_resolution=64, mapping_kwargs={"num_layers": 2},
+                           synthesis_kwargs={"channel_base": 512, "channel_max": 32}).eval().requires_grad_(False)
+    latent = g.convert(g.sample(0), "w+")
+    with torch.inference_mode():
+        g.render(latent)
+    run = DragRun(g, latent, [[20.0, 20.0]], [[30.0, 25.0]], config=DragConfig(method="draggan"))
+    for _ in range(2):
+        run.step(render=True)
+    assert run.step_count == 2

@@ -180,7 +180,8 @@ def derived(weight: Tensor, form: str, make: Callable[[Tensor], Tensor]) -> Tens
     version = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
     held = entry[1].get(form)
     if held is None or held[0] != version:
-        held = (version, make(weight.detach()))
+        with torch.inference_mode(False):   # made in a frame's inference pass, read by drags' autograd
+            held = (version, make(weight.detach()))
         entry[1][form] = held
     return held[1]
 

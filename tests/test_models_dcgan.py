@@ -79,6 +79,23 @@ def test_a_transposed_convolution_as_a_matrix_product_is_torchs_convolution(gene
     torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-5)
 
 
+def test_a_frame_in_inference_mode_leaves_the_weight_forms_usable_by_a_drag(generator):
+    """The matrix-product blocks keep a copy of their weight in patch layout, made on first use. A
+    first image rendered under ``torch.inference_mode`` (a caller of the Python API may) must not
+    make that copy an inference tensor, which a drag's autograd could not save."""
+    import copy
+
+    from dragwalk.drag import DragConfig, DragRun
+
+    fresh = copy.deepcopy(generator)             # new weight tensors: nothing derived from them yet
+    with torch.inference_mode():
+        fresh.render(fresh.sample(0))
+    run = DragRun(fresh, fresh.sample(0), [[20.0, 20.0]], [[24.0, 25.0]], config=DragConfig(method="draggan"))
+    for _ in range(2):
+        run.step(render=True)
+    assert run.step_count == 2
+
+
 def test_stop_at_feature_skips_later_blocks(generator):
     calls: list[int] = []
     hooks = [b.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, b in enumerate(generator.blocks)]

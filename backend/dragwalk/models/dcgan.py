@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
+from .weight_forms import derived
 
 
 #: batches at least this large run the first block as one matrix product (see UpBlock._convolve)
@@ -68,19 +69,12 @@ class UpBlock(nn.Module):
         self.conv = nn.ConvTranspose2d(in_channels, out_channels, 4, stride, padding, bias=False)
         self.norm = None if last else nn.BatchNorm2d(out_channels)
         self.last = last
-        self._patches: tuple[tuple, Tensor] | None = None
 
     def patch_weight(self) -> Tensor:
         """The weight as ``[C_out * k * k, C_in]``, contiguous, for :func:`transposed_as_matmul`;
-        made once per weight tensor (a copy, re-made if the weight is replaced or changed). A
-        weight being trained (pivotal tuning's private copy) gets its differentiable view."""
-        weight = self.conv.weight
-        if weight.requires_grad:
-            return weight.flatten(1).t()
-        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
-        if self._patches is None or self._patches[0] != key:
-            self._patches = (key, weight.detach().flatten(1).t().contiguous())
-        return self._patches[1]
+        made once per weight tensor (:func:`~dragwalk.models.weight_forms.derived`; a weight
+        being trained, pivotal tuning's private copy, gets a differentiable one per call)."""
+        return derived(self.conv.weight, "patches", lambda t: t.flatten(1).t().contiguous())
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._convolve(x)

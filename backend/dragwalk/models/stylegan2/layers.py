@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..window import Window, crop
-from .ops import (activation_gain, bias_act, conv2d_up2, derived, modulated_conv2d, normalize_2nd_moment,
+from ..weight_forms import derived
+from .ops import (activation_gain, bias_act, conv2d_up2, modulated_conv2d, normalize_2nd_moment,
                   setup_filter, upsample2d)
 
 DEFAULT_FILTER = (1, 3, 3, 1)

@@ -18,12 +18,13 @@ weights produce, so they are facts to match, not choices):
 from __future__ import annotations
 
 import math
-import weakref
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..weight_forms import derived
 
 #: (slope, default gain) of the activations the format names
 ACTIVATIONS: dict[str, tuple[float, float]] = {
@@ -161,29 +162,6 @@ def _up2_fir_padding(kh: int, kw: int, f: Tensor) -> tuple[int, int, int, int]:
             pad + (fh + 1) // 2 - (kh - 1), pad + (fh - 2) // 2 - (kh - 2))
 
 
-#: id(weight) -> (a weak reference to it, {form: (version, value)}); see :func:`derived`
-_DERIVED: dict[int, tuple[weakref.ref, dict[str, tuple[tuple, Tensor]]]] = {}
-
-
-def derived(weight: Tensor, form: str, make: Callable[[Tensor], Tensor]) -> Tensor:
-    """``make(weight)``, kept while ``weight`` lives unchanged (remade after an in-place change, a
-    move or a cast). A weight being trained (pivotal tuning's private copy) gets a fresh,
-    differentiable result every call. Why: these forms cost a pass over the whole weight,
-    which on a drag step's small window is more than the convolution."""
-    if weight.requires_grad:
-        return make(weight)
-    entry = _DERIVED.get(id(weight))
-    if entry is None or entry[0]() is not weight:
-        key = id(weight)
-        entry = (weakref.ref(weight, lambda _, key=key: _DERIVED.pop(key, None)), {})
-        _DERIVED[key] = entry
-    version = (weight._version, weight.data_ptr(), weight.device, weight.dtype)
-    held = entry[1].get(form)
-    if held is None or held[0] != version:
-        with torch.inference_mode(False):   # made in a frame's inference pass, read by drags' autograd
-            held = (version, make(weight.detach()))
-        entry[1][form] = held
-    return held[1]
 
 
 def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,

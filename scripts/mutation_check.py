@@ -55,6 +55,7 @@ M = [
  ("stylegan2 ops overwrite maps autograd still needs", "backend/dragwalk/models/stylegan2/ops.py", "    return torch.is_grad_enabled() and x.requires_grad", "    return False", "tests/test_stylegan_window.py -k 'windowed_features or windowed_drag'"),
  ("windowed runs share a whole-map batch", "backend/dragwalk/drag/batch.py", "    if run.window() is not None:\n        return None\n", "", "tests/test_stylegan_window.py -k batched"),
  ("derived weight forms made as inference tensors", "backend/dragwalk/models/weight_forms.py", "        with torch.inference_mode(False):   # made in a frame's inference pass, read by drags' autograd\n", "        if True:\n", "tests/test_stylegan_window.py -k inference tests/test_models_dcgan.py -k inference_mode"),
+ ("semantic bench: the control row shifts the wrong way", "backend/dragwalk/bench/drag_semantic.py", "    grid = torch.stack([(xs - float(shift[0]) + 0.5)", "    grid = torch.stack([(xs + float(shift[0]) + 0.5)", "tests/test_drag_cli.py -k control"),
  # ---- issue 17: the maths of the direction methods, caches, the house, model loading
  ("template: anchor's stop-gradient removed (anchor < 1)", "backend/dragwalk/drag/template.py", "        current = fx.sample(features.detach(), q, self.ctx.image_hw)", "        current = fx.sample(features, q, self.ctx.image_hw)", "tests/test_drag_methods.py"),
  ("sefa: smallest eigenvalue first", "backend/dragwalk/directions/sefa.py", "    order = torch.argsort(values, descending=True)", "    order = torch.argsort(values)", "tests/test_directions_oracles.py"),

@@ -120,3 +120,23 @@ def test_bench_drag_semantic_measures_what_users_see(tmp_path):
     assert ideal["edits"] == warp["edits"] and ideal["converged"] is None
     assert ideal["motion"] > 0.8 and ideal["far"] < 0.5
     assert "(ideal image warp)" in result.stdout
+    # the control row: the whole image shifted by the drag's mean motion keeps every shape
+    rigid = data["reference"]["whole image shifted"]
+    assert rigid["edits"] == warp["edits"] and rigid["converged"] is None
+    assert rigid["identity_1"] < 0.2 and "(whole image shifted)" in result.stdout
+
+
+def test_the_control_row_shifts_the_whole_image_by_the_mean_motion():
+    """``whole image shifted`` moves every pixel by the drag's mean motion: checked against numpy
+    slicing for a whole-pixel shift (edges repeat)."""
+    import numpy as np
+
+    from dragwalk.bench.drag_semantic import rigid_shift
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    handles, targets = np.array([[10.0, 10.0], [20.0, 30.0]]), np.array([[13.0, 8.0], [21.0, 30.0]])
+    moved = rigid_shift(None, image, handles, targets)                  # mean motion (+2, -1)
+    assert moved.shape == image.shape and moved.dtype == np.uint8
+    np.testing.assert_array_equal(moved[:-1, 2:], image[1:, :-2])       # out[y, x] = in[y + 1, x - 2]
+    np.testing.assert_array_equal(moved[:-1, :2], np.repeat(image[1:, :1], 2, axis=1))
+

@@ -67,6 +67,11 @@ def crop(x: Tensor, box: Window) -> Tensor:
     return F.pad(x, (-box.left, box.right - width, -box.top, box.bottom - height))
 
 
+def part(x: Tensor, at: Window, box: Window) -> Tensor:
+    """Cells ``box`` of a map ``x`` that covers ``at`` (``box`` inside ``at``)."""
+    return x[..., box.top - at.top:box.bottom - at.top, box.left - at.left:box.right - at.left]
+
+
 def place(x: Tensor, box: Window, hw: tuple[int, int]) -> Tensor:
     """A ``box``-sized map (inside the map) put back on a whole ``hw`` map of zeros."""
     return F.pad(x, (box.left, hw[1] - box.right, box.top, hw[0] - box.bottom))
@@ -78,8 +83,8 @@ def zero_outside(x: Tensor, box: Window, hw: tuple[int, int]) -> Tensor:
     if box.within(hw):
         return x
     inner = box.clipped(hw)
-    kept = x[..., inner.top - box.top:inner.bottom - box.top, inner.left - box.left:inner.right - box.left]
-    return F.pad(kept, (inner.left - box.left, box.right - inner.right, inner.top - box.top, box.bottom - inner.bottom))
+    return F.pad(part(x, box, inner),
+                 (inner.left - box.left, box.right - inner.right, inner.top - box.top, box.bottom - inner.bottom))
 
 
 def conv_input(box: Window, kernel: int) -> Window:

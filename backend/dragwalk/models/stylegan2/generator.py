@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
-from ..window import Window, conv_input, crop, place, up_conv_input, zero_outside
+from ..window import Window, conv_input, crop, part, place, up_conv_input, zero_outside
 from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 #: DragGAN optimises the first six rows of w+
@@ -315,9 +315,8 @@ class StyleGAN2Generator(Generator):
         up = box_in.doubled()
         y = zero_outside(block.conv0(x, first, window=up, **noise), up, hw)
         read = conv_input(box_out, block.conv1.weight.shape[-1])
-        y = y[..., read.top - up.top:read.bottom - up.top, read.left - up.left:read.right - up.left]
-        y = zero_outside(block.conv1(y, second, window=read, **noise), read, hw)
-        return y[..., box_out.top - read.top:box_out.bottom - read.top, box_out.left - read.left:box_out.right - read.left]
+        y = zero_outside(block.conv1(part(y, up, read), second, window=read, **noise), read, hw)
+        return part(y, read, box_out)
 
     def offset_shape(self, name: str) -> tuple[int, int, int] | None:
         base, _, part = name.partition(":")

@@ -162,8 +162,6 @@ def _up2_fir_padding(kh: int, kw: int, f: Tensor) -> tuple[int, int, int, int]:
             pad + (fh + 1) // 2 - (kh - 1), pad + (fh - 2) // 2 - (kh - 2))
 
 
-
-
 def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,
                      up: bool = False, f: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
     """StyleGAN2's style-modulated convolution, one grouped conv for the whole batch.
@@ -171,7 +169,8 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     Each sample ``i`` convolves with ``weight * styles[i]`` (scaling input channels);
     with ``demodulate`` each output channel of that kernel is rescaled to unit norm,
     which replaces AdaIN's instance normalisation. ``noise`` is added after the conv.
-    ``x`` ``[N, I, H, W]``, ``weight`` ``[O, I, k, k]``, ``styles`` ``[N, I]``.
+    ``x`` ``[N, I, H, W]``, ``weight`` ``[O, I, k, k]``, ``styles`` ``[N, I]``. Small fp32 maps
+    take the equivalent activation form (:func:`_modulate_activations`).
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape

@@ -141,14 +141,14 @@ def test_a_windowed_drag_ends_where_a_whole_map_drag_ends(sg128, monkeypatch):
 
 
 @pytest.mark.parametrize("method, params", [("draggan", {}), ("draggan", {"smooth": 1, "patch": 4, "r2": 10}),
-                                            ("template", {"r1": 8})],
-                         ids=["draggan", "draggan-blur-patch", "template"])
+                                            ("template", {"r1": 8}), ("freedrag", {"sub_steps": 1})],
+                         ids=["draggan", "draggan-blur-patch", "template", "freedrag-line-search"])
 def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, method, params):
     """Every feature position a step's tracking and loss read (recorded from
     ``features.sample``) reads the same numbers from the run's windowed map as from the whole
     map, after the feature blur: the method's box (:meth:`DragGAN.reads`, which Template and the
-    warp's refinement inherit) holds its reads, and the run's window holds that box's cells and
-    the blur's reach."""
+    warp's refinement inherit; FreeDrag's own, with a line search in this step) holds its reads,
+    and the run's window holds that box's cells and the blur's reach."""
     from dragwalk.drag import features as fx
 
     g = sg128
@@ -163,26 +163,30 @@ def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, met
     reads, sample = [], fx.sample
     monkeypatch.setattr(fx, "sample", lambda f, points, res: reads.append(points.detach()) or sample(f, points, res))
     handles, targets = run._handles.clone(), run._targets
+    box = run.method.reads(handles, targets)          # before tracking moves the method's state
     moved = run.method.track(whole, handles, targets)
     run.method.loss(whole, moved, targets, torch.ones(2, dtype=torch.bool))
     assert len(reads) >= 3
+    inside = torch.cat([p.reshape(-1, 2) for p in reads])
+    assert box[0] <= float(inside[:, 0].min()) and float(inside[:, 0].max()) <= box[2]
+    assert box[1] <= float(inside[:, 1].min()) and float(inside[:, 1].max()) <= box[3]
     for points in reads:
         torch.testing.assert_close(sample(part, points, 128), sample(whole, points, 128), rtol=0, atol=1e-5)
 
 
 def test_no_window_where_the_step_reads_the_whole_map(sg128):
     """The mask term compares every cell with the first frame, so a masked drag computes the
-    whole map; FreeDrag says nothing of where it reads, so neither does its run."""
+    whole map; so does a drag whose method does not say where it reads."""
     g = sg128
     start = g.convert(g.sample(4), "w+")
     mask = torch.zeros(128, 128)
     mask[30:70, 30:70] = 1
     masked = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], mask=mask, config=DragConfig(method="draggan"))
     assert masked.window() is None
-    free = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], config=DragConfig(method="freedrag"))
-    assert free.window() is None
     plain = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]], config=DragConfig(method="draggan"))
     assert plain.window() is not None
+    plain.method.reads = lambda handles, targets: None          # a method that cannot say
+    assert plain.window() is None
 
 
 @pytest.mark.parametrize("up", [False, True])

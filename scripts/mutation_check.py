@@ -92,7 +92,7 @@ M = [
  ("settings: batch ignores them", [
    ("backend/dragwalk/drag/batch.py", "tuple(latent.code.shape[1:]),\n            latent.settings)", "tuple(latent.code.shape[1:]))"),
    ("backend/dragwalk/drag/batch.py", "        if latent.settings != first.settings:\n            raise", "        if False:\n            raise")],
-  "", "", "tests/test_server_stylegan.py -k two_sessions"),
+  "", "", "tests/test_stylegan_window.py -k other_settings"),
  ("seeded noise ignores its seed", "backend/dragwalk/models/stylegan2/layers.py", "    gen = torch.Generator(device=\"cpu\").manual_seed(int(seed) * 64 + int(index))", "    gen = torch.Generator(device=\"cpu\").manual_seed(int(index))", "tests/test_stylegan2.py -k noise"),
  ("non-square: points bounded by the height alone", "backend/dragwalk/drag/points.py", "            if not (0 <= x <= width - 1 and 0 <= y <= height - 1):", "            if not (0 <= x <= height - 1 and 0 <= y <= height - 1):", "tests/test_nonsquare.py"),
  ("non-square: grid normalised by the width on both axes", "backend/dragwalk/drag/features.py", "    scale = torch.tensor([2.0 / width, 2.0 / height], dtype=points.dtype, device=points.device)", "    scale = torch.tensor([2.0 / width, 2.0 / width], dtype=points.dtype, device=points.device)", "tests/test_nonsquare.py"),

@@ -259,3 +259,20 @@ def test_weight_forms_made_in_inference_mode_serve_a_drag_after():
     for _ in range(2):
         run.step(render=True)
     assert run.step_count == 2
+
+
+def test_whole_map_runs_with_other_settings_never_share_a_batch(sg128, monkeypatch):
+    """Where runs are batched (whole maps: a mask, a model without windows, an accelerator), a
+    batch renders with one noise mode and class, so runs whose settings differ get different
+    keys and ``step_together`` refuses them; with equal settings they share one."""
+    from dragwalk.drag.batch import batch_key, step_together
+
+    g = sg128
+    monkeypatch.setattr(g, "computes_windows", False)
+    make = lambda settings: DragRun(g, g.convert(g.sample(1, settings=settings), "w+"), [[40.0, 50.0]],
+                                    [[52.0, 44.0]], config=DragConfig(method="draggan"))
+    plain, noisy = make(Settings()), make(Settings(noise_mode="random", noise_seed=3))
+    assert batch_key(plain) is not None and batch_key(plain) != batch_key(noisy)
+    with pytest.raises(ValueError, match="cannot share a batch"):
+        step_together([plain, noisy])
+    assert batch_key(plain) == batch_key(make(Settings()))

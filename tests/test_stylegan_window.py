@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dragwalk.drag import DragConfig, DragRun
-from dragwalk.models.base import Latent, Settings
+from dragwalk.models.base import Settings
 from dragwalk.models.stylegan2 import StyleGAN2Generator
 from dragwalk.models.stylegan2.ops import conv2d_up2, modulated_conv2d, setup_filter
 from dragwalk.models.window import Window, conv_input, crop, feature_window, up_conv_input, zero_outside
@@ -44,8 +44,9 @@ def _random_boxes(n: int, hw: tuple[int, int], seed: int, longest: int = 20):
 
 @pytest.mark.parametrize("taps", [[1, 3, 3, 1], [1, 1], [1, 2, 1], [1, 3, 3, 3, 3, 1]])
 def test_an_upsampling_convolution_reads_exactly_the_window_it_is_given(taps):
-    """On the input part :func:`up_conv_input` names (zeros outside the map), PyTorch's whole
-    upsampling convolution gives the same numbers in the box; one row fewer on any side does not."""
+    """On the input part :func:`up_conv_input` names (zeros outside the map), the upsampling
+    convolution gives the numbers it gives on the whole input, in the box; one row fewer on any
+    side does not."""
     torch.manual_seed(1)
     f = setup_filter(taps)
     x, w = torch.randn(1, 3, 9, 7), torch.randn(4, 3, 3, 3)

@@ -177,7 +177,8 @@ def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, met
 
 def test_no_window_where_the_step_reads_the_whole_map(sg128):
     """The mask term compares every cell with the first frame, so a masked drag computes the
-    whole map; so does a drag whose method does not say where it reads."""
+    whole map; so does a drag whose method does not say where it reads. Features read from the
+    image itself take the whole pass, window or not."""
     g = sg128
     start = g.convert(g.sample(4), "w+")
     mask = torch.zeros(128, 128)
@@ -188,6 +189,9 @@ def test_no_window_where_the_step_reads_the_whole_map(sg128):
     assert plain.window() is not None
     plain.method.reads = lambda handles, targets: None          # a method that cannot say
     assert plain.window() is None
+    on_image = DragRun(g, start, [[40.0, 50.0]], [[52.0, 44.0]],
+                       config=DragConfig(method="draggan", feature_layer="image"))
+    assert on_image.window() is not None and on_image.step(render=True).image is not None
 
 
 @pytest.mark.parametrize("up", [False, True])

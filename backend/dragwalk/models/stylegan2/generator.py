@@ -287,9 +287,13 @@ class StyleGAN2Generator(Generator):
     def _window_plan(self, layer: str, window: Window) -> tuple[int, dict[str, Window], Window] | None:
         """(index of the first block computed in part, the part of each such block's activation by
         block name, the part of the whole block below it that the first one reads), or ``None``
-        when the window needs the whole feature map or the architecture has no plan ('resnet')."""
+        when the window needs the whole feature map, the layer is the image, or the architecture
+        has no plan ('resnet')."""
         blocks = self.synthesis.blocks()
-        index = [name for name, _ in blocks].index(self.layer(layer).name)
+        names = [name for name, _ in blocks]
+        if self.layer(layer).name not in names:          # the image: its pass is the whole network
+            return None
+        index = names.index(layer)
         hw = _block_hw(blocks[index][1])
         box = window.clipped(hw)
         if box.covers(hw) or index == 0 or blocks[index][1].architecture == "resnet":

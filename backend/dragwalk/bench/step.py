@@ -242,7 +242,7 @@ def _live_step(run, render: bool) -> None:
 
 def measure_batch(generator, layer: str, n: int, steps: int, method: str = "draggan") -> dict:
     """Total drag steps per second of ``n`` drags, one by one against all in one batch."""
-    from ..drag.batch import step_together
+    from ..drag.batch import batch_key, step_together
 
     alone = [_drag_run(generator, layer, seed=s, method=method) for s in range(n)]
     together = [_drag_run(generator, layer, seed=s, method=method) for s in range(n)]
@@ -250,7 +250,8 @@ def measure_batch(generator, layer: str, n: int, steps: int, method: str = "drag
              "batched": lambda: step_together(together, render=True)}
     times = time_interleaved(kinds, generator.device, steps)
     rate = {k: n / statistics.median(v) for k, v in times.items()}
-    return {"sessions": n, "steps_per_s": rate, "batched_over_one_by_one": rate["batched"] / rate["one by one"]}
+    return {"sessions": n, "steps_per_s": rate, "batched_over_one_by_one": rate["batched"] / rate["one by one"],
+            "windowed": batch_key(together[0]) is None}
 
 
 def profile_editor(generator, layer: str, steps: int, method: str = "draggan") -> str:
@@ -373,7 +374,8 @@ def format_result(r: dict) -> str:
         b = r["batch"]
         rates = ", ".join(f"{k} {v:.1f}" for k, v in b["steps_per_s"].items())
         lines.append(f"{b['sessions']} drags, total editor steps/s: {rates}; "
-                     f"batched / one by one: {b['batched_over_one_by_one']:.2f}x")
+                     f"batched / one by one: {b['batched_over_one_by_one']:.2f}x"
+                     + (" (these drags compute windows, so they step alone: not batched)" if b.get("windowed") else ""))
     return "\n".join(lines)
 
 

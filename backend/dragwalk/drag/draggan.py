@@ -84,10 +84,7 @@ class DragGAN(DragMethod):
         """Tracking reads the window (``n`` px each way) and the patch around it; the loss then
         reads the disc and one step around the tracked handle, which is at most ``n + 0.5`` px
         from where it was (sub-pixel refinement adds up to half a pixel)."""
-        reach = self.n_window + 0.5 + max(self.values["patch"], self.r1 + self.values["step"])
-        x0, y0 = handles.min(dim=0).values.tolist()
-        x1, y1 = handles.max(dim=0).values.tolist()
-        return x0 - reach, y0 - reach, x1 + reach, y1 + reach
+        return fx.box_around(handles, self.n_window + 0.5 + max(self.values["patch"], self.r1 + self.values["step"]))
 
     def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
         assert self.templates is not None, "start() must run before track()"

@@ -44,6 +44,14 @@ def sample(features: Tensor, points: Tensor, resolution: int | Sequence[int]) ->
     return out[0, :, 0].transpose(0, 1).reshape(*shape, features.shape[1])
 
 
+def box_around(points: Tensor, reach: float) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)``: the bounding box of ``points`` (``[K, 2]`` image px) grown by ``reach``
+    px each way (what a method reads around its points, :meth:`DragMethod.reads`)."""
+    x0, y0 = points.min(dim=0).values.tolist()
+    x1, y1 = points.max(dim=0).values.tolist()
+    return x0 - reach, y0 - reach, x1 + reach, y1 + reach
+
+
 def disc_offsets(radius: float, spacing: float = 1.0, device: torch.device | str = "cpu") -> Tensor:
     """Integer-lattice offsets (times ``spacing``) within a disc of ``radius`` image px: ``[M, 2]``.
 

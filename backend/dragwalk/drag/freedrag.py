@@ -102,11 +102,7 @@ class FreeDrag(DragMethod):
     def reads(self, handles: Tensor, targets: Tensor) -> tuple[float, float, float, float]:
         """The template grid around each position, and the line search's candidates, which lie
         within ``d_max`` of it (backtracking included); the loss reads where the search ended."""
-        position = handles if self.position is None else self.position
-        reach = self.d_max + self.spacing
-        x0, y0 = position.min(dim=0).values.tolist()
-        x1, y1 = position.max(dim=0).values.tolist()
-        return x0 - reach, y0 - reach, x1 + reach, y1 + reach
+        return fx.box_around(handles if self.position is None else self.position, self.d_max + self.spacing)
 
     def track(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
         assert self.position is not None, "start() must run before track()"

@@ -350,9 +350,9 @@ class DragRun:
         """The feature cells this step reads (tracking, then the loss), or ``None`` for all of them.
 
         All of them for models that compute whole maps anyway, when the mask term reads the
-        whole map, when the method cannot say
-        (:meth:`DragMethod.reads`), and on accelerators, whose steps at editor sizes are bound
-        by kernel launches rather than arithmetic (windows add launches; not measured on a GPU).
+        whole map, when the method cannot say (:meth:`DragMethod.reads`), and on accelerators,
+        whose steps at editor sizes are bound by kernel launches rather than arithmetic (windows
+        add launches; not measured on a GPU).
         The margin holds the feature blur's reach and a cell for rounding at the box's edge."""
         if (not self.generator.computes_windows or self.device.type != "cpu"
                 or (self._keep is not None and self.lambda_mask > 0)):

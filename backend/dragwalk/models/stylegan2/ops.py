@@ -136,30 +136,32 @@ def upsample2d(x: Tensor, f: Tensor, up: int = 2) -> Tensor:
     return upfirdn2d(x, f, up=up, padding=padding, gain=up ** 2)
 
 
-def conv2d_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1) -> Tensor:
+def conv2d_up2(x: Tensor, weight: Tensor, f: Tensor, groups: int = 1, transposed: Tensor | None = None) -> Tensor:
     """A ``k x k`` convolution that doubles the size: transposed conv (stride 2), then the FIR.
 
     ``weight`` is ``[out, in/groups, k, k]``. The kernel acts as a true convolution
     here (the format's convention for its upsampling layers). For ``k = 1`` this is
-    the same as upsampling with the FIR first and convolving after.
+    the same as upsampling with the FIR first and convolving after. ``transposed`` is the
+    weight already in the ``[in, out/groups, k, k]`` layout the transposed convolution wants,
+    when the caller keeps one (a fixed weight's, :func:`~dragwalk.models.weight_forms.derived`).
     """
     out_ch, in_per_group, kh, kw = weight.shape
     if kh == 1 and kw == 1:
         return F.conv2d(upsample2d(x, f), weight, groups=groups)
-    # conv_transpose2d wants [in, out/groups, k, k]
-    w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
-    w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
+    w = transposed
+    if w is None:
+        w = weight.reshape(groups, out_ch // groups, in_per_group, kh, kw).transpose(1, 2)
+        w = w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
     x = F.conv_transpose2d(x, layout_like(w, x), stride=2, groups=groups)
-    return upfirdn2d(x, f, padding=_up2_fir_padding(kh, kw, f), gain=4)
-
-
-def _up2_fir_padding(kh: int, kw: int, f: Tensor) -> tuple[int, int, int, int]:
-    """After the stride-2 transposed convolution the result is (k-1) samples too long; this
-    padding lands the FIR's output on the doubled grid (where the format's conventions go)."""
+    # after the transposed conv the result is (k-1) samples too long; pad so the FIR lands
+    # the output on the doubled grid (this is where the format's padding conventions go)
     fh, fw = f.shape
     pad = kw // 2
-    return (pad + (fw + 1) // 2 - (kw - 1), pad + (fw - 2) // 2 - (kw - 2),
-            pad + (fh + 1) // 2 - (kh - 1), pad + (fh - 2) // 2 - (kh - 2))
+    px0 = pad + (fw + 1) // 2 - (kw - 1)
+    px1 = pad + (fw - 2) // 2 - (kw - 2)
+    py0 = pad + (fh + 1) // 2 - (kh - 1)
+    py1 = pad + (fh - 2) // 2 - (kh - 2)
+    return upfirdn2d(x, f, padding=(px0, px1, py0, py1), gain=4)
 
 
 def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True,
@@ -210,15 +212,13 @@ def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f
     window, the first blocks) those element-wise passes cost more than the convolution; this
     form's extra work scales with the map instead (chosen when ``H * W < O * k * k``)."""
     n, in_ch = styles.shape
-    out_ch, _, kh, kw = weight.shape
+    out_ch, _, kh, _ = weight.shape
     s = styles.float()
     x = x * s.reshape(n, in_ch, 1, 1)
     if up:
         assert f is not None, "an upsampling conv needs its FIR filter"
-        # conv2d_up2's transposed convolution wants [in, out, k, k]; x is [N, in, h, w] here
-        w = derived(weight, "transposed", lambda t: t.float().transpose(0, 1).contiguous())
-        x = F.conv_transpose2d(x, layout_like(w, x), stride=2)
-        x = upfirdn2d(x, f, padding=_up2_fir_padding(kh, kw, f), gain=4)
+        x = conv2d_up2(x, weight, f, transposed=derived(weight, "transposed",
+                                                        lambda t: t.float().transpose(0, 1).contiguous()))
     else:
         x = F.conv2d(x, layout_like(weight.float(), x), padding=kh // 2)
     energy = derived(weight, "energy", lambda t: t.float().square().sum(dim=[2, 3]).t().contiguous())

@@ -57,18 +57,20 @@ def test_truncation_scales_z(generator):
     assert torch.allclose(z07, 0.7 * z1)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("block", [1, 2])
-def test_a_transposed_convolution_as_a_matrix_product_is_torchs_convolution(generator, block):
-    """The small-input blocks run as a matrix product and a fold; forward and input gradient must
-    be PyTorch's own ``conv_transpose2d`` (an independent implementation) to float rounding."""
+def test_a_transposed_convolution_as_a_matrix_product_is_torchs_convolution(generator, block, batch):
+    """The small-input blocks run as a matrix product and a fold (one sample, or a batch's
+    samples side by side as columns); forward and input gradient must be PyTorch's own
+    ``conv_transpose2d`` (an independent implementation) to float rounding."""
     import torch.nn.functional as F
 
     from dragwalk.models.dcgan import transposed_as_matmul
 
     weight = generator.blocks[block].conv.weight
     side = 4 * 2 ** (block - 1)
-    x = torch.randn(3, weight.shape[0], side, side, generator=torch.Generator().manual_seed(block)).relu()
-    grad = torch.randn(3, weight.shape[1], 2 * side, 2 * side, generator=torch.Generator().manual_seed(9))
+    x = torch.randn(batch, weight.shape[0], side, side, generator=torch.Generator().manual_seed(block)).relu()
+    grad = torch.randn(batch, weight.shape[1], 2 * side, 2 * side, generator=torch.Generator().manual_seed(9))
     outs = []
     for fn in (transposed_as_matmul, lambda v, w, s, p: F.conv_transpose2d(v, w, stride=s, padding=p)):
         v = x.clone().requires_grad_(True)

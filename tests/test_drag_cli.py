@@ -140,3 +140,24 @@ def test_the_control_row_shifts_the_whole_image_by_the_mean_motion():
     np.testing.assert_array_equal(moved[:-1, 2:], image[1:, :-2])       # out[y, x] = in[y + 1, x - 2]
     np.testing.assert_array_equal(moved[:-1, :2], np.repeat(image[1:, :1], 2, axis=1))
 
+
+
+def test_semantic_faces_need_only_the_dragged_features_inside():
+    """The default protocol takes faces whose eyes, brows, nose and mouth lie the margin inside; the
+    first protocol (all 68 landmarks inside) refuses this model's typical face, whose chin sits at
+    the bottom edge, and takes a later, smaller one."""
+    from dragwalk.bench.drag_semantic import INSIDE, find_faces
+    from dragwalk.bench.semantic import CHIN
+    from dragwalk.faces import face_analyzer
+    from dragwalk.models.registry import load_model
+
+    generator, analyzer = load_model(), face_analyzer()
+    assert CHIN not in INSIDE["features"] and {19, 24, 30, 37, 44, 48, 54, 57} <= set(INSIDE["features"])
+    typical = find_faces(generator, analyzer, 1, 5000, 4.0)[0]
+    small = find_faces(generator, analyzer, 1, 5000, 4.0, inside=INSIDE["all68"])[0]
+    features = typical["face"].landmarks[list(INSIDE["features"])]
+    assert (features >= 4.0).all() and (features <= 59.0).all()
+    whole = typical["face"].landmarks
+    assert (whole < 4.0).any() or (whole > 59.0).any()           # the first protocol refuses it
+    assert small["seed"] > typical["seed"]
+    assert (small["face"].landmarks >= 4.0).all() and (small["face"].landmarks <= 59.0).all()

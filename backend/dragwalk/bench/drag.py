@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faces", type=int, default=6, help="--semantic: faces (or latents) to edit (default 6)")
     parser.add_argument("--margin", type=float, default=4.0,
                         help="--semantic: landmarks at least this many px (at 64 px) inside the image")
+    parser.add_argument("--inside", choices=("features", "all68"), default="features",
+                        help="--semantic: which landmarks must lie --margin inside: the eyes, brows, nose and "
+                             "mouth the drags move (default), or all 68 (the first protocol: only rare, small "
+                             "faces fit, since this model frames the chin at the bottom edge)")
     parser.add_argument("--random-stylegan2", type=int, default=0, metavar="RES",
                         help="--semantic: a StyleGAN2 of this resolution with seeded random weights "
                              "(random 3-5 px drags, no face measures) instead of --model")

@@ -34,10 +34,12 @@ class SemanticDrag:
     motion: tuple[tuple[float, float], ...]
 
 
+#: the chin's landmark (iBUG 8)
+CHIN = 8
 SEMANTIC_DRAGS: tuple[SemanticDrag, ...] = (
     SemanticDrag("smile", (48, 54), ((-2.0, -2.5), (2.0, -2.5))),
     SemanticDrag("open_mouth", (57,), ((0.0, 4.0),)),
-    SemanticDrag("chin_down", (8,), ((0.0, 4.0),)),
+    SemanticDrag("chin_down", (CHIN,), ((0.0, 4.0),)),
     SemanticDrag("nose_turned", (30,), ((3.0, 0.0),)),
     SemanticDrag("brows_up", (19, 24), ((0.0, -3.0), (0.0, -3.0))),
     SemanticDrag("eyes_wider", (37, 44), ((0.0, -3.0), (0.0, -3.0))),

@@ -41,11 +41,14 @@ def test_resume_renders_what_a_full_forward_renders_stylegan2(sg32):
     blocks = [info.name for info in sg32.layers if info.name != "image"]
     base = sg32.convert(sg32.sample(2), "w+")
     latent = _with_offsets(sg32, base, [blocks[1], blocks[1] + ":rgb", blocks[2]])
-    full_image = sg32.render(latent)
+    with torch.no_grad():
+        full_image = sg32.render(latent)
     for layer in blocks:
         part = sg32.synthesize(latent, layer, stop_at_feature=True)
         with torch.no_grad():
-            torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
+            # float rounding only: on the CPU a frame runs channels-last and the pass up to the
+            # feature layer (with autograd) does not, so their sums run in other orders
+            torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-5)
     # an offset changes the resumed image: the continuation reads the latent's offsets
     plain = sg32.synthesize(base, blocks[1], stop_at_feature=True)
     with torch.no_grad():
@@ -58,7 +61,7 @@ def test_resume_renders_what_a_full_forward_renders_stylegan2(sg32):
         mutable.code.add_(0.5)
         for value in mutable.offsets.values():
             value.add_(0.5)
-        torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-6)
+        torch.testing.assert_close(part.resume(), full_image, rtol=0, atol=1e-5)
 
 
 def _count_saved(run: DragRun, render: bool) -> tuple[int, object]:

@@ -270,3 +270,34 @@ def test_fp16_blocks_compute_in_half_precision_close_to_fp32(tmp_path):
     assert half.dtype == torch.float32
     assert (half - full).abs().max() < 0.02 * full.abs().max()
     assert (half - full).abs().max() > 0  # it really ran in another precision
+
+
+def test_a_cpu_frame_runs_channels_last_and_renders_the_reference_image(tmp_path, monkeypatch):
+    """Frames (no autograd) on the CPU run channels-last, for speed: the image must still be the
+    independent reference's (written from the format, tests/stylegan_pickles.py), and ToRGB's
+    1x1 convolution, a product over the pixels there, must be PyTorch's convolution."""
+    from dragwalk.models.stylegan2 import generator as sg2
+
+    kw = sp.full_kwargs(img_resolution=32, synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    data, tensors = sp.network_pickle(kw, tmp_path / "marker", keys=("G_ema",), seed=5)
+    model = build_generator(generator_record(read_network_pickle(data)), "cl-frame")
+    latent = model.sample(3)
+    layouts = []
+    last = model.synthesis.blocks()[-1][1]
+    hook = last.torgb.register_forward_pre_hook(lambda _, args: layouts.append(ops.channels_last(args[0])))
+    with torch.no_grad():
+        frame = model.render(latent)
+        monkeypatch.setattr(sg2, "FRAMES_CHANNELS_LAST", False)
+        plain = model.render(latent)
+    hook.remove()
+    assert layouts == [True, False]
+    reference = sp.reference_synthesis(tensors, kw, model.ws(latent)).clamp(-1, 1)
+    assert reference.std() > 0.05
+    assert (frame - reference).abs().max() < 1e-3
+    torch.testing.assert_close(frame, plain, rtol=0, atol=1e-5)
+    # the 1x1 product over a channels-last map against PyTorch's convolution
+    x = torch.randn(1, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    weight, styles = torch.randn(3, 8, 1, 1), torch.rand(1, 8) + 0.5
+    expected = torch.nn.functional.conv2d(x.contiguous(), weight * styles.reshape(1, 8, 1, 1))
+    torch.testing.assert_close(ops.modulated_conv2d(x, weight, styles, demodulate=False), expected,
+                               rtol=1e-5, atol=1e-5)

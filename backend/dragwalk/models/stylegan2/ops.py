@@ -88,12 +88,27 @@ def setup_filter(taps: Sequence[float] | Tensor) -> Tensor:
     return f / f.sum()
 
 
+def channels_last(x: Tensor) -> bool:
+    """Whether ``x`` is a 4-D map stored channels-last (NHWC) and not also plain (NCHW)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def layout_like(weight: Tensor, x: Tensor) -> Tensor:
     """``weight`` in ``x``'s memory layout: a convolution keeps channels-last (NHWC, see
     :mod:`dragwalk.runtime`) only when input and kernel both have it."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if channels_last(x):
         return weight.contiguous(memory_format=torch.channels_last)
     return weight
+
+
+def fixed_like(weight: Tensor, x: Tensor, form: str = "", make=lambda t: t) -> Tensor:
+    """``make(weight)`` (a form of a fixed weight, kept by :func:`derived` under ``form``) in
+    ``x``'s memory layout, the channels-last copy kept too: a channels-last frame
+    (:data:`dragwalk.models.stylegan2.generator.FRAMES_CHANNELS_LAST`) then copies no weight."""
+    if channels_last(x):
+        return derived(weight, form + "@channels_last",
+                       lambda t: make(t).contiguous(memory_format=torch.channels_last))
+    return derived(weight, form, make) if form else weight
 
 
 def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
@@ -183,6 +198,8 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
         weight = weight * (1 / math.sqrt(in_ch * kh * kw)
                            / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if n == 1 and x.dtype == torch.float32:
+        weight = fixed_like(weight, x)      # a channels-last base gives channels-last products
     w = weight.float().unsqueeze(0) * styles.float().reshape(n, 1, in_ch, 1, 1)
     if demodulate:
         w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
@@ -192,6 +209,10 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     if up:
         assert f is not None, "an upsampling conv needs its FIR filter"
         x = conv2d_up2(x, w, f, groups=n)
+    elif kh == kw == 1 and n == 1 and channels_last(x):
+        # a 1x1 conv (ToRGB) on a channels-last map is a product over its pixels; the CPU
+        # convolution first copied the whole map to NCHW for its 3 output channels (3x its cost)
+        x = F.linear(x.permute(0, 2, 3, 1), w.reshape(out_ch, in_ch)).permute(0, 3, 1, 2)
     else:
         x = F.conv2d(x, w, padding=kh // 2, groups=n)
     x = x.reshape(n, out_ch, *x.shape[2:])
@@ -217,10 +238,10 @@ def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f
     x = x * s.reshape(n, in_ch, 1, 1)
     if up:
         assert f is not None, "an upsampling conv needs its FIR filter"
-        x = conv2d_up2(x, weight, f, transposed=derived(weight, "transposed",
-                                                        lambda t: t.float().transpose(0, 1).contiguous()))
+        x = conv2d_up2(x, weight, f, transposed=fixed_like(weight, x, "transposed",
+                                                           lambda t: t.float().transpose(0, 1).contiguous()))
     else:
-        x = F.conv2d(x, layout_like(weight.float(), x), padding=kh // 2)
+        x = F.conv2d(x, fixed_like(weight, x, "float", lambda t: t.float()), padding=kh // 2)
     energy = derived(weight, "energy", lambda t: t.float().square().sum(dim=[2, 3]).t().contiguous())
     demod = (s.square() @ energy + 1e-8).rsqrt()
     if _differentiated(x) or _differentiated(demod):

@@ -193,3 +193,17 @@ def test_every_method_runs_as_an_iterator(generator, latent, method):
 def test_binomial_blur_removes_the_checkerboard():
     checker = torch.tensor([[(-1.0) ** (x + y) for x in range(8)] for y in range(8)])[None, None]
     assert fx.binomial_blur(checker, 1)[..., 1:-1, 1:-1].abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("passes", [1, 2])
+def test_binomial_blur_is_the_separable_filter_with_edges_repeated(passes):
+    """The blur against scipy: [1, 2, 1] / 4 along each axis, the edge value repeated outside."""
+    from scipy import ndimage
+
+    x = torch.randn(1, 3, 9, 7, generator=torch.Generator().manual_seed(passes))
+    expected = x[0].numpy().astype("float64")
+    for _ in range(passes):
+        for axis in (1, 2):
+            expected = ndimage.correlate1d(expected, [0.25, 0.5, 0.25], axis=axis, mode="nearest")
+    torch.testing.assert_close(fx.binomial_blur(x, passes)[0].double(), torch.from_numpy(expected),
+                               rtol=0, atol=1e-6)

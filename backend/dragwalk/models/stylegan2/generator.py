@@ -40,9 +40,9 @@ FEATURE_BLOCK = 6
 RGB_SUFFIX = ":rgb"
 #: frames (passes without autograd) of one fp32 latent on the CPU run channels-last (NHWC): the
 #: CPU convolutions then skip a layout reorder around every call, and the fixed weights keep a
-#: channels-last copy (``ops.fixed_like``). A 256 px FFHQ-layout frame: 318 -> 261 ms at 2
-#: threads (interleaved). Drag steps (autograd on small windows) stay NCHW, where channels-last
-#: was slower; accelerators keep the runtime's layout (``--channels-last``).
+#: channels-last copy (``ops.fixed_like``). A 256 px FFHQ-layout frame: 275 -> 231 ms at 2
+#: threads (interleaved in one process). Drag steps (autograd on small windows) stay NCHW, where
+#: channels-last was slower; accelerators keep the runtime's layout (``--channels-last``).
 FRAMES_CHANNELS_LAST = True
 
 

@@ -272,13 +272,16 @@ def test_fp16_blocks_compute_in_half_precision_close_to_fp32(tmp_path):
     assert (half - full).abs().max() > 0  # it really ran in another precision
 
 
-def test_a_cpu_frame_runs_channels_last_and_renders_the_reference_image(tmp_path, monkeypatch):
+@pytest.mark.parametrize("architecture", ["skip", "orig", "resnet"])
+def test_a_cpu_frame_runs_channels_last_and_renders_the_reference_image(tmp_path, monkeypatch, architecture):
     """Frames (no autograd) on the CPU run channels-last, for speed: the image must still be the
-    independent reference's (written from the format, tests/stylegan_pickles.py), and ToRGB's
-    1x1 convolution, a product over the pixels there, must be PyTorch's convolution."""
+    independent reference's (written from the format, tests/stylegan_pickles.py), in every
+    architecture, and ToRGB's 1x1 convolution, a product over the pixels there, must be
+    PyTorch's convolution."""
     from dragwalk.models.stylegan2 import generator as sg2
 
-    kw = sp.full_kwargs(img_resolution=32, synthesis_kwargs=dict(channel_base=512, channel_max=32))
+    kw = sp.full_kwargs(img_resolution=32, synthesis_kwargs=dict(channel_base=512, channel_max=32,
+                                                                 architecture=architecture))
     data, tensors = sp.network_pickle(kw, tmp_path / "marker", keys=("G_ema",), seed=5)
     model = build_generator(generator_record(read_network_pickle(data)), "cl-frame")
     latent = model.sample(3)

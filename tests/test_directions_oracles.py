@@ -179,6 +179,25 @@ def test_dplase_learns_more_variation_than_random_and_more_with_training(generat
     assert var[90] > 1.3 * random, (var, random)
 
 
+def test_dplase_loss_is_the_papers_objective_written_in_numpy():
+    """-a sum_j |D_j|^2 + b sum_{j != h} (D_j . D_h)^2 + c |G G^T - I|^2, averaged over the batch,
+    computed with numpy loops over the pairs, against the code's one Gram matrix per sample."""
+    from dragwalk.directions.dplase import WEIGHTS, dplase_loss
+
+    rng = np.random.default_rng(4)
+    deltas, gamma = rng.normal(size=(5, 3, 11)), rng.normal(size=(5, 7))
+    a, b, c = WEIGHTS
+    total = 0.0
+    for s in range(deltas.shape[1]):
+        d = deltas[:, s]
+        variation = sum(float(d[j] @ d[j]) for j in range(5))
+        correlation = sum(float(d[j] @ d[h]) ** 2 for j in range(5) for h in range(5) if j != h)
+        total += -a * variation + b * correlation
+    expected = total / deltas.shape[1] + c * float(((gamma @ gamma.T - np.eye(5)) ** 2).sum())
+    got = dplase_loss(torch.from_numpy(deltas), torch.from_numpy(gamma))
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
 def test_dplase_stop_rule_waits_for_the_objective_to_flatten():
     from dragwalk.directions.dplase import WINDOW, CHECK, converged
 

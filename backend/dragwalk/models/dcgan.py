@@ -47,14 +47,11 @@ def transposed_as_matmul(x: Tensor, weight: Tensor, stride: int, padding: int,
     n, c, h, w = x.shape
     k = weight.shape[-1]
     patches = weight.flatten(1).t() if patches is None else patches
-    if n == 1:
-        cols = torch.matmul(patches, x.flatten(2))                    # [1, C_out * k * k, h * w]
-    else:
-        # the samples side by side as columns of one product: the weight is read once, where a
-        # batched product reads it once per sample (8 drags' 512 -> 256 block: 13 -> 4-6 ms on
-        # 2 threads); each column's sums are the ones the sample alone gets
-        side = torch.mm(patches, x.permute(1, 0, 2, 3).reshape(c, n * h * w))
-        cols = side.view(-1, n, h * w).permute(1, 0, 2)              # [N, C_out * k * k, h * w]
+    # the samples side by side as the columns of one product: the weight is read once, where a
+    # batched product reads it once per sample (8 drags' 512 -> 256 block: 13 -> 4-6 ms on 2
+    # threads), and each column's sums are the ones the sample alone gets
+    side = torch.mm(patches, x.permute(1, 0, 2, 3).reshape(c, n * h * w))
+    cols = side.view(-1, n, h * w).permute(1, 0, 2)                  # [N, C_out * k * k, h * w]
     size = ((h - 1) * stride - 2 * padding + k, (w - 1) * stride - 2 * padding + k)
     return F.fold(cols, size, k, stride=stride, padding=padding)
 

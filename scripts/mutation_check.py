@@ -107,6 +107,12 @@ M = [
  ("runtime: precision ignored", "backend/dragwalk/runtime.py", "    if precision == \"fp32\":\n        return contextlib.nullcontext()", "    if True:\n        return contextlib.nullcontext()", "tests/test_runtime.py -k bf16"),
  ("runtime: channels-last not applied", "backend/dragwalk/runtime.py", "        generator.to(memory_format=torch.channels_last)\n", "        pass\n", "tests/test_runtime.py -k channels_last"),
  ("dcgan: matrix product for every batch", "backend/dragwalk/models/dcgan.py", "            if n >= MATMUL_BATCH:", "            if n >= 1:", "tests/test_drag_step.py -k batched"),
+ ("faces: detection under the shared lock", "backend/dragwalk/faces.py", "        with self._detector() as detector:\n            rects = (detector(big, upsample)", "        with self._detector() as detector, self._lock:\n            rects = (detector(big, upsample)", "tests/test_directions.py -k detected_in_parallel"),
+ ("scoring: one thread whatever threads says", "backend/dragwalk/directions/scorers.py", "    if threads > 1 and len(images) > 1:", "    if False:", "tests/test_directions.py -k detected_in_parallel"),
+ ("dcgan first block: the folded norm's shift in the wrong order", "backend/dragwalk/models/dcgan.py", "        y = torch.addmm(shift.repeat_interleave(taps), x.flatten(1), weight)", "        y = torch.addmm(shift.repeat(taps), x.flatten(1), weight)", "tests/test_models_dcgan.py -k first_block"),
+ ("dcgan first block: the norm's scale left out of the fold", "backend/dragwalk/models/dcgan.py", "        weight = (conv.weight * scale[None, :, None, None]).flatten(1)       # [C_in, C_out * k * k]", "        weight = conv.weight.flatten(1)", "tests/test_models_dcgan.py -k first_block"),
+ ("dplase: the Gram's backward without its transpose term", "backend/dragwalk/directions/dplase.py", "        return (grad + grad.transpose(1, 2)) @ x", "        return grad @ x", "tests/test_directions_oracles.py -k papers_objective"),
+ ("dplase: slices of another layout than the endpoints'", "backend/dragwalk/directions/dplase.py", "    return (base[:, None] - rest.view(batch, k, -1)) / rest.shape[-1] ** 0.5", "    return (base[:, None] - rest.view(k, batch, -1).transpose(0, 1)) / rest.shape[-1] ** 0.5", "tests/test_directions_oracles.py -k dplase"),
 ]
 only = sys.argv[1:] 
 for name, path, old, new, tests in M:

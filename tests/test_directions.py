@@ -238,6 +238,51 @@ def test_pipelined_scoring_gives_each_face_its_own_scores_in_order(generator):
     assert np.isfinite(got["mouth_open"]).sum() >= 2          # faces were found, not all NaN
 
 
+def test_faces_are_detected_in_parallel_and_scored_as_one_thread_scores_them(generator, monkeypatch):
+    """Scoring runs dlib's detector (most of a face's cost) on two threads at once, each with its own
+    detector: two detections must be inside dlib together (a barrier both have to reach), and the
+    scores must be those one thread gives, in order."""
+    import threading
+
+    from dragwalk.directions.scorers import score_images
+    from dragwalk.faces import face_analyzer
+
+    analyzer = face_analyzer()
+    with torch.no_grad():
+        images = generator.render(generator.sample_codes(6, seed=78))
+    serial = score_images(images, threads=1)
+
+    barrier = threading.Barrier(2, timeout=10)
+    inside: list[int] = []
+
+    class Meeting:
+        """A detector whose first two calls wait for each other (a lock around them never meets)."""
+
+        def __init__(self, detector):
+            self.detector = detector
+
+        def __call__(self, *args):
+            inside.append(threading.get_ident())
+            if len(inside) <= 2:
+                barrier.wait()
+            return self.detector(*args)
+
+    while True:                       # detectors made by earlier tests: not this test's wrappers
+        try:
+            analyzer._idle.get_nowait()
+        except Exception:
+            break
+    make = analyzer._dlib.get_frontal_face_detector
+    monkeypatch.setattr(analyzer, "_dlib", type("Dlib", (), {
+        "get_frontal_face_detector": staticmethod(lambda: Meeting(make())),
+        "rectangle": analyzer._dlib.rectangle}))
+    parallel = score_images(images, threads=2)
+    assert len(set(inside[:2])) == 2 and not barrier.broken
+    for name, values in serial.items():
+        np.testing.assert_array_equal(parallel[name], values)
+    assert np.isfinite(serial["mouth_open"]).sum() >= 2
+
+
 @pytest.mark.slow
 def test_person_tags_give_a_direction(generator):
     from dragwalk.directions.labelled import scored_samples

@@ -179,23 +179,66 @@ def test_dplase_learns_more_variation_than_random_and_more_with_training(generat
     assert var[90] > 1.3 * random, (var, random)
 
 
+def _papers_dplase_objective(deltas: np.ndarray, gamma: np.ndarray) -> float:
+    """-a sum_j |D_j|^2 + b sum_{j != h} (D_j . D_h)^2 averaged over the samples of ``deltas
+    [B, k, F]``, + c |G G^T - I|^2: numpy loops over the pairs."""
+    from dragwalk.directions.dplase import WEIGHTS
+
+    a, b, c = WEIGHTS
+    k = deltas.shape[1]
+    total = 0.0
+    for d in deltas:
+        variation = sum(float(d[j] @ d[j]) for j in range(k))
+        correlation = sum(float(d[j] @ d[h]) ** 2 for j in range(k) for h in range(k) if j != h)
+        total += -a * variation + b * correlation
+    return total / deltas.shape[0] + c * float(((gamma @ gamma.T - np.eye(k)) ** 2).sum())
+
+
 def test_dplase_loss_is_the_papers_objective_written_in_numpy():
-    """-a sum_j |D_j|^2 + b sum_{j != h} (D_j . D_h)^2 + c |G G^T - I|^2, averaged over the batch,
-    computed with numpy loops over the pairs, against the code's one Gram matrix per sample."""
-    from dragwalk.directions.dplase import WEIGHTS, dplase_loss
+    """The code's one Gram matrix per sample (and its one-product backward) against the objective
+    written with numpy loops, and its gradient against numpy's central differences."""
+    from dragwalk.directions.dplase import dplase_loss
 
     rng = np.random.default_rng(4)
-    deltas, gamma = rng.normal(size=(5, 3, 11)), rng.normal(size=(5, 7))
-    a, b, c = WEIGHTS
-    total = 0.0
-    for s in range(deltas.shape[1]):
-        d = deltas[:, s]
-        variation = sum(float(d[j] @ d[j]) for j in range(5))
-        correlation = sum(float(d[j] @ d[h]) ** 2 for j in range(5) for h in range(5) if j != h)
-        total += -a * variation + b * correlation
-    expected = total / deltas.shape[1] + c * float(((gamma @ gamma.T - np.eye(5)) ** 2).sum())
-    got = dplase_loss(torch.from_numpy(deltas), torch.from_numpy(gamma))
-    assert float(got) == pytest.approx(expected, rel=1e-9)
+    deltas, gamma = rng.normal(size=(3, 5, 11)) * 0.3, rng.normal(size=(5, 7))
+    d = torch.from_numpy(deltas).requires_grad_(True)
+    got = dplase_loss(d, torch.from_numpy(gamma))
+    assert float(got.detach()) == pytest.approx(_papers_dplase_objective(deltas, gamma), rel=1e-9)
+    got.backward()
+    # the gradient does not depend on gamma; orthonormal rows keep the differences' rounding small
+    rows = np.linalg.qr(rng.normal(size=(7, 5)))[0].T
+    h, numeric = 1e-6, np.zeros_like(deltas)
+    for index in np.ndindex(deltas.shape):
+        up, down = deltas.copy(), deltas.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (_papers_dplase_objective(up, rows) - _papers_dplase_objective(down, rows)) / (2 * h)
+    np.testing.assert_allclose(d.grad.numpy(), numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_dplase_changes_pair_each_sample_with_its_own_endpoints():
+    """``D[b, j] = (G1(z0_b) - G1(z_dp)) / sqrt(F)`` with ``z_dp`` the end of ``z0_b + eps_jb g_j`` on
+    ``z0_b``'s shell, written with numpy loops, for a small nonlinear ``G1``."""
+    from dragwalk.directions.dplase import endpoint_changes
+
+    rng = np.random.default_rng(5)
+    lift = rng.normal(size=(6, 9))
+    z0, gamma, eps = rng.normal(size=(4, 6)), rng.normal(size=(3, 6)), rng.normal(size=(3, 4, 1))
+
+    def g1(z):
+        return torch.tanh(z @ torch.from_numpy(lift))
+
+    got = endpoint_changes(g1, torch.from_numpy(z0), torch.from_numpy(eps), torch.from_numpy(gamma)).numpy()
+    assert got.shape == (4, 3, 9)
+    for b in range(4):
+        for j in range(3):
+            moved = z0[b] + eps[j, b, 0] * gamma[j]
+            moved = moved * np.linalg.norm(z0[b]) / np.linalg.norm(moved)
+            expected = (np.tanh(z0[b] @ lift) - np.tanh(moved @ lift)) / np.sqrt(9)
+            np.testing.assert_allclose(got[b, j], expected, rtol=1e-10, atol=1e-12)
+    base = g1(torch.from_numpy(z0))
+    np.testing.assert_allclose(endpoint_changes(g1, torch.from_numpy(z0), torch.from_numpy(eps),
+                                                torch.from_numpy(gamma), base).numpy(), got, rtol=1e-12)
 
 
 def test_dplase_stop_rule_waits_for_the_objective_to_flatten():

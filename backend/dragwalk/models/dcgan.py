@@ -81,10 +81,38 @@ class UpBlock(nn.Module):
         return derived(self.conv.weight, "patches", lambda t: t.flatten(1).t().contiguous())
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._folds_norm(x):
+            return self._first_with_norm(x)
         x = self._convolve(x)
         if self.last:
             return torch.tanh(x)
         return torch.relu(self.norm(x))
+
+    def _folds_norm(self, x: Tensor) -> bool:
+        """Whether this pass is the first block over a sample batch with batch norm in eval mode:
+        GANSpace, SFVQ and DP-LaSE run it over thousands of samples, and DP-LaSE also backward."""
+        conv, norm = self.conv, self.norm
+        return (norm is not None and not norm.training and norm.running_var is not None
+                and x.shape[0] >= MATMUL_BATCH and x.shape[-2:] == (1, 1)
+                and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.weight.is_contiguous())
+
+    def _first_with_norm(self, x: Tensor) -> Tensor:
+        """``relu(norm(conv(x)))`` of a ``1 x 1`` input as one product with a bias: eval-mode batch
+        norm is ``scale * y + shift`` per channel, so it folds into the weight's columns and the
+        bias. Its own pass over the ``[N, 512, 4, 4]`` map and that pass's backward (the largest
+        item of a DP-LaSE iteration) are gone; the same numbers to float rounding."""
+        conv, norm = self.conv, self.norm
+        assert norm is not None and norm.running_var is not None and norm.running_mean is not None
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias
+        taps = conv.weight.shape[-2] * conv.weight.shape[-1]
+        weight = (conv.weight * scale[None, :, None, None]).flatten(1)       # [C_in, C_out * k * k]
+        y = torch.addmm(shift.repeat_interleave(taps), x.flatten(1), weight)
+        return torch.relu_(y).view(x.shape[0], *conv.weight.shape[1:])
 
     def _convolve(self, x: Tensor) -> Tensor:
         """The transposed convolution, in the form that is fastest on CPU for this input; every

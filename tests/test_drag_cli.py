@@ -126,6 +126,25 @@ def test_bench_drag_semantic_measures_what_users_see(tmp_path):
     assert rigid["identity_1"] < 0.2 and "(whole image shifted)" in result.stdout
 
 
+def test_bench_drag_semantic_on_a_random_stylegan2_draws_the_reference_rows(tmp_path, capsys):
+    """Without faces the bench still draws each latent's own image moved by the warp's field and
+    shifted whole, so the warp's motion can be read against what the measure allows there."""
+    report = tmp_path / "random.json"
+    result = run_main(capsys, "bench", "drag", "--semantic", "--random-stylegan2", "32", "--faces", "1",
+                      "--methods", "warp", "--threads", "1", "--json", str(report), "--no-progress",
+                      "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    warp = data["methods"]["warp"]
+    for name in ("ideal image warp", "whole image shifted"):
+        row = data["reference"][name]
+        assert row["edits"] == warp["edits"] > 0 and row["converged"] is None and row["agree"] is None
+        assert f"({name})" in result.stdout
+    ideal, rigid = data["reference"]["ideal image warp"], data["reference"]["whole image shifted"]
+    assert ideal["motion"] > 0.2 and ideal["far"] < rigid["far"]
+    assert all(e["agree"] for e in data["edits"]["warp"])
+
+
 def test_the_control_row_shifts_the_whole_image_by_the_mean_motion():
     """``whole image shifted`` moves every pixel by the drag's mean motion: checked against numpy
     slicing for a whole-pixel shift (edges repeat)."""

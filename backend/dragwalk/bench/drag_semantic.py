@@ -38,7 +38,7 @@ distance it shows are the measures' own noise on these faces.
 
 On a model without faces (a StyleGAN2 with random weights, ``--random-stylegan2 RES``)
 the drags are random 3-5 px (scaled) motions at 1, 2 and 5 points in the middle of the
-image; the face columns are then empty.
+image; the face columns are then empty, and the reference rows move each latent's own image.
 """
 
 from __future__ import annotations
@@ -244,20 +244,29 @@ def measure_face_edit(generator, analyzer, face: dict, drag, config=None, refere
             "agree": None if out["converged"] is None else out["converged"] == arrived}
 
 
-def measure_random_edit(generator, latent, name: str, handles, targets, config) -> dict[str, Any]:
+def measure_random_edit(generator, latent, name: str, handles, targets, config=None,
+                        reference=None) -> dict[str, Any]:
+    """One random drag, run with ``config`` or drawn by a ``reference`` of :data:`REFERENCES`."""
     from ..drag import METHODS
+    from ..drag.warp import WarpDrag
     from ..imaging import to_uint8
 
     res = generator.resolution
     with torch.no_grad():
         before = to_uint8(generator.render(latent))
-    out = run_edit(generator, latent, handles, targets, config)
+    if reference is not None:
+        nan = float("nan")
+        out = {"image": reference(generator, before, handles, targets), "steps": 0, "wall_s": nan,
+               "first_frame_ms": nan, "ms_per_step": nan, "converged": None, "reason": None}
+    else:
+        out = run_edit(generator, latent, handles, targets, config)
     image = out.pop("image")
     shares = content_motion(before, image, handles, targets)
-    stop = METHODS[config.method].default_stop_distance(res, len(handles))
+    stop = METHODS[config.method if config is not None else WarpDrag.name].default_stop_distance(res, len(handles))
+    arrived = independent_arrival(shares, handles, targets, stop, res)
     return {**out, "drag": name, "points": len(handles), "motion": float(np.mean(shares)),
             "motion_min": float(np.min(shares)), "far": far_change(before, image, handles, targets),
-            "agree": out["converged"] == independent_arrival(shares, handles, targets, stop, res)}
+            "arrived": arrived, "agree": None if out["converged"] is None else out["converged"] == arrived}
 
 
 def summarise(edits: list[dict[str, Any]]) -> dict[str, Any]:
@@ -332,6 +341,10 @@ def run_semantic(args, generator, configs: dict[str, Any]) -> dict[str, Any]:
             edits = [measure_random_edit(generator, lat, name, h, t, config)
                      for lat, drags in subjects_list for name, h, t in drags]
             methods[spec], edits_out[spec] = summarise(edits), edits
+        drawn = {name: [measure_random_edit(generator, lat, drag, h, t, reference=draw)
+                        for lat, drags in subjects_list for drag, h, t in drags]
+                 for name, draw in REFERENCES.items()}
+        reference = {"reference": {name: summarise(e) for name, e in drawn.items()}, "reference_edits": drawn}
     else:
         from ..faces import face_analyzer
 

@@ -113,6 +113,9 @@ M = [
  ("dcgan first block: the norm's scale left out of the fold", "backend/dragwalk/models/dcgan.py", "        weight = (conv.weight * scale[None, :, None, None]).flatten(1)       # [C_in, C_out * k * k]", "        weight = conv.weight.flatten(1)", "tests/test_models_dcgan.py -k first_block"),
  ("dplase: the Gram's backward without its transpose term", "backend/dragwalk/directions/dplase.py", "        return (grad + grad.transpose(1, 2)) @ x", "        return grad @ x", "tests/test_directions_oracles.py -k papers_objective"),
  ("dplase: slices of another layout than the endpoints'", "backend/dragwalk/directions/dplase.py", "    return (base[:, None] - rest.view(batch, k, -1)) / rest.shape[-1] ** 0.5", "    return (base[:, None] - rest.view(k, batch, -1).transpose(0, 1)) / rest.shape[-1] ** 0.5", "tests/test_directions_oracles.py -k dplase"),
+ ("precompute: a paused computation never steps aside for a page", "backend/dragwalk/server/precompute.py", "                while self.busy() and not self._stop.is_set() and not someone_waits():", "                while self.busy() and not self._stop.is_set():", "tests/test_precompute.py -k never_waits"),
+ ("progress: a page blocked on a shared lock is not counted as waiting", "backend/dragwalk/directions/progress.py", "        counted = not in_background()", "        counted = False", "tests/test_precompute.py -k never_waits"),
+ ("scored samples: no lock, so two requests score twice", "backend/dragwalk/directions/labelled.py", "    with acquire(lock):\n        if path.is_file():", "    if True:\n        if path.is_file():", "tests/test_directions.py -k scored_once"),
 ]
 only = sys.argv[1:] 
 for name, path, old, new, tests in M:

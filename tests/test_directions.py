@@ -283,6 +283,37 @@ def test_faces_are_detected_in_parallel_and_scored_as_one_thread_scores_them(gen
     assert np.isfinite(serial["mouth_open"]).sum() >= 2
 
 
+def test_faces_asked_for_twice_at_once_are_scored_once(generator, tmp_path, monkeypatch):
+    """InterFaceGAN and LSD (different sets) asked at the same moment share one scoring and one
+    file write: the second request waits for the first and reads its scores."""
+    import threading
+    import time as clock
+
+    from dragwalk.directions import scorers
+    from dragwalk.directions.labelled import scored_samples
+
+    calls = []
+
+    def slow_scores(gen, latents, batch=64):
+        calls.append(threading.get_ident())
+        clock.sleep(0.5)                          # long enough for the other request to arrive
+        return {name: np.full(latents.batch, float(len(calls))) for name in scorers.SCORERS}
+
+    monkeypatch.setattr(scorers, "score_latents", slow_scores)
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(scored_samples(generator, 12, 3, root=tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(calls) == 1 and len(results) == 2
+    for name in scorers.SCORERS:
+        np.testing.assert_array_equal(results[0][1][name], results[1][1][name])
+    assert torch.equal(results[0][0], results[1][0])
+    assert [p.name for p in tmp_path.rglob("*.npz")] == ["scored-z-12-3.npz"]    # no temporary left
+
+
 @pytest.mark.slow
 def test_person_tags_give_a_direction(generator):
     from dragwalk.directions.labelled import scored_samples

@@ -65,6 +65,45 @@ def test_it_waits_while_the_worker_is_busy(tiny, tmp_path):
     assert all(s["state"] == "ready" for s in job.summary()["models"]["tiny"].values())
 
 
+@pytest.mark.parametrize("held, asked", [
+    # the very set the background computes (the cache's per-key lock)
+    ({"dplase": {"k": 2, "iters": 400, "batch": 4, "refine": False, "time_limit": None, "tol": 0}},
+     ("dplase", {"k": 2, "iters": 400, "batch": 4, "refine": False, "time_limit": None, "tol": 0})),
+    # another set built on what the background holds (GANSpace's PCA, which SFVQ shares)
+    ({"ganspace": {"num": 4, "samples": 600}}, ("sfvq", {"bits": 2, "samples": 600, "pcs": 4})),
+])
+def test_a_page_never_waits_for_a_computation_paused_for_drags(tiny, tmp_path, held, asked):
+    """Drags pause the background in the middle of a computation, holding its locks; a page that
+    asks for what it holds must get its set while the drags go on (the background steps aside and
+    reads the page's result after), not when the drags end."""
+    import threading
+
+    calls, busy = [0], [False]
+
+    def worker_busy() -> bool:           # drags start once the background is under way
+        calls[0] += 1
+        return busy[0] or calls[0] > 3
+
+    cache = DirectionCache(tmp_path)
+    job = Precompute([("tiny", tiny)], cache, busy=worker_busy, methods=held, nice=0).start()
+    (name,) = held
+    _wait_until(lambda: job.summary()["models"]["tiny"][name]["state"] == "paused")
+    busy[0] = True                                                  # the drags go on
+    got: dict = {}
+    page = threading.Thread(target=lambda: got.update(set=cache.get(tiny, asked[0], **asked[1])), daemon=True)
+    page.start()
+    page.join(30)
+    assert not page.is_alive(), "the page waited for a computation the drags paused"
+    assert got["set"].method == asked[0] and len(got["set"]) > 0
+    _wait_until(lambda: job.summary()["models"]["tiny"][name].get("yielded"))
+    busy[0], calls[0] = False, -10 ** 9
+    assert job.wait(60)
+    entry = job.summary()["models"]["tiny"][name]
+    assert entry["state"] == "ready" and entry["yielded"]
+    if asked[0] == name:           # the background took the page's set, not a second computation
+        assert cache.get(tiny, *held, **held[name]) is got["set"]
+
+
 def test_stop_cancels_a_long_computation_and_writes_nothing(tiny, tmp_path):
     long = {"dplase": {"k": 2, "iters": 5000, "batch": 4, "refine": False, "time_limit": None}}
     job = Precompute([("tiny", tiny)], DirectionCache(tmp_path), busy=lambda: False, methods=long, nice=0).start()

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..home import dragwalk_home
 from ..models.base import Generator
+from . import progress
 from .base import DirectionSet, model_fingerprint
 from .labelled import model_dir
 from .methods import check_method, compute_directions, input_hashes, resolved_params
@@ -77,7 +78,7 @@ class DirectionCache:
                 self._sets.move_to_end(key)
                 return hit
             key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # one computation per key, however many callers wait for it
+        with progress.acquire(key_lock):  # one computation per key, however many callers wait for it
             with self._lock:
                 hit = self._sets.get(key)
             if hit is not None:

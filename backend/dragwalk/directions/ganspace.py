@@ -19,7 +19,7 @@ from torch import Tensor
 from ..models.base import Generator
 from .base import DirectionSet, edit_space, features, layer_range, normalize_rows, sample_space
 from .pca import PCA, Source, streamed_pca, tensor_source
-from .progress import checkpoint
+from .progress import acquire, checkpoint
 
 #: samples per chunk of activations: 256 x 8192 floats (8 MB) on the default model
 CHUNK = 256
@@ -69,7 +69,7 @@ def _shared_pca(generator: Generator, layer: str, n: int, k: int, seed: int) -> 
     key = (layer, n, seed, k)
     with _recent_lock:
         lock = _key_locks.setdefault((id(generator), *key), threading.Lock())
-    with lock:
+    with acquire(lock):
         with _recent_lock:
             hit = _recent.get(generator, {}).get(key)
         if hit is not None:

@@ -7,7 +7,9 @@ every supervised method and attribute then reuses the same file.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,19 @@ from torch import Tensor
 from ..home import dragwalk_home
 from ..models.base import Generator
 from .base import edit_space, sample_space
+from .progress import acquire
 from .scorers import SCORERS, check_attribute
 
 
 def model_dir(root: Path, model: str) -> Path:
     """A file-system-safe folder for one model's files under ``root``."""
     return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", model).strip("._")[:80]
+
+
+#: one lock per scored-samples file: InterFaceGAN and LSD (different sets, so different cache
+#: keys) asked at once score the faces once, and never write the same file together
+_file_locks: dict[Path, threading.Lock] = {}
+_file_locks_lock = threading.Lock()
 
 
 def scored_samples(generator: Generator, samples: int = 1000, seed: int = 0,
@@ -35,23 +44,26 @@ def scored_samples(generator: Generator, samples: int = 1000, seed: int = 0,
     space = edit_space(generator)
     folder = model_dir(root or dragwalk_home() / "directions", generator.name)
     path = folder / f"scored-{space}-{int(samples)}-{int(seed)}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            if all(name in data.files for name in SCORERS):
-                return torch.from_numpy(data["codes"]), {name: data[name] for name in SCORERS}
-    from .scorers import score_latents
-    from ..models.base import Latent
+    with _file_locks_lock:
+        lock = _file_locks.setdefault(path.resolve(), threading.Lock())
+    with acquire(lock):
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as data:
+                if all(name in data.files for name in SCORERS):
+                    return torch.from_numpy(data["codes"]), {name: data[name] for name in SCORERS}
+        from .scorers import score_latents
+        from ..models.base import Latent
 
-    codes = sample_space(generator, int(samples), int(seed) + 7919, space).cpu()
-    latent = Latent(space, codes.to(generator.device))
-    if space == "w" and "w+" in generator.latent_spaces:
-        latent = generator.convert(latent, "w+")
-    scores = score_latents(generator, latent)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, codes=codes.numpy(), **scores)
-    tmp.replace(path)
-    return codes, scores
+        codes = sample_space(generator, int(samples), int(seed) + 7919, space).cpu()
+        latent = Latent(space, codes.to(generator.device))
+        if space == "w" and "w+" in generator.latent_spaces:
+            latent = generator.convert(latent, "w+")
+        scores = score_latents(generator, latent)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")   # another process may score too
+        np.savez(tmp, codes=codes.numpy(), **scores)
+        tmp.replace(path)
+        return codes, scores
 
 
 def as_codes(codes: Any, dim: int) -> Tensor:

@@ -1,4 +1,5 @@
-"""A checkpoint the long direction computations call between units of work.
+"""A checkpoint the long direction computations call between units of work, and the locks
+they share.
 
 A method's loops (chunks of activations, SFVQ batches, DP-LaSE iterations) call
 :func:`checkpoint`. By default it does nothing. A caller that runs a computation in the
@@ -6,6 +7,15 @@ background (the server's start-up precomputation, ``server/precompute.py``) inst
 its own thread with :func:`hooked`: the hook can pause the computation while interactive work
 runs, and raise to cancel it at shutdown. The hook is per thread, so a computation a page asked
 for, in another thread, is never slowed or stopped by it.
+
+A page can still need what the background is computing: the same set (the cache's per-key
+lock), GANSpace's activation PCA that SFVQ shares, the scored faces InterFaceGAN and LSD share.
+Waiting for a background computation paused for drags would make the page wait for the drags
+to end. So those locks are taken with :func:`acquire`, which counts a thread as waiting while it
+is blocked, and a background hook asks :func:`someone_waits` at its checkpoints: when a page waits
+for a paused computation, the background gives it up (its locks are released as the exception
+unwinds), the page computes at its own priority, and the background takes the result from the
+cache after.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 _local = threading.local()
+_waiting_lock = threading.Lock()
+_waiting = 0
 
 
 def checkpoint() -> None:
@@ -33,3 +45,35 @@ def hooked(hook: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         _local.hook = previous
+
+
+def in_background() -> bool:
+    """Whether this thread runs under a hook (a background computation)."""
+    return getattr(_local, "hook", None) is not None
+
+
+@contextmanager
+def acquire(lock: threading.Lock) -> Iterator[None]:
+    """Hold ``lock`` for the block. A thread without a hook (a page's request) that has to wait
+    for it counts as waiting meanwhile (:func:`someone_waits`), so a background holder steps aside."""
+    global _waiting
+    if not lock.acquire(blocking=False):
+        counted = not in_background()
+        if counted:
+            with _waiting_lock:
+                _waiting += 1
+        try:
+            lock.acquire()
+        finally:
+            if counted:
+                with _waiting_lock:
+                    _waiting -= 1
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def someone_waits() -> int:
+    """How many foreground threads are blocked on a lock taken with :func:`acquire`."""
+    return _waiting

@@ -16,9 +16,16 @@ It must not cost interactive work anything:
 * ``--no-precompute-directions`` / ``DRAGWALK_PRECOMPUTE_DIRECTIONS=0`` switch it off (the test
   harness does).
 
+A page that asks for what the background holds (the same set, GANSpace's PCA that SFVQ shares,
+the scored faces InterFaceGAN and LSD share) waits for it while it runs, which is sooner than
+starting over, but never for a pause: when drags pause the background while a page waits, the
+background gives the computation up (``yielded``), the page computes it at its own priority beside
+the drags, and the background then reads the result (``directions.progress``).
+
 ``GET /api/directions/ready`` shows its progress: per model and method, ``queued``, ``running``,
-``paused`` (waiting for the worker), ``ready`` (with the seconds it took and whether it came from
-disk), ``failed`` (with the reason) or ``cancelled``.
+``paused`` (waiting for the worker), ``yielded`` (a page is computing it), ``ready`` (with the
+seconds it took, whether it came from disk, and ``yielded`` when a page computed it), ``failed``
+(with the reason) or ``cancelled``.
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ PAUSE_POLL = 0.05
 
 class Cancelled(Exception):
     """Raised at a checkpoint when the precomputation is stopped."""
+
+
+class Yielded(Exception):
+    """Raised at a checkpoint when a page waits for a lock this computation holds (the same set,
+    or what two methods share): the page computes it at its own priority instead."""
 
 
 class Precompute:
@@ -108,20 +120,26 @@ class Precompute:
 
     # ------------------------------------------------------------ the thread
     def _run(self) -> None:
-        from ..directions.progress import hooked
+        from ..directions.progress import hooked, someone_waits
 
         _set_nice(self.nice)
         current: dict[str, Any] = {}
 
         def checkpoint() -> None:
+            # a page waiting for what this holds waits while it runs (no drags: the set is ready
+            # sooner than the page could start over), but never for a pause
             if self._stop.is_set():
                 raise Cancelled
             if self.busy():
+                if someone_waits():
+                    raise Yielded
                 current["state"] = "paused"
-                while self.busy() and not self._stop.is_set():
+                while self.busy() and not self._stop.is_set() and not someone_waits():
                     time.sleep(PAUSE_POLL)
                 if self._stop.is_set():
                     raise Cancelled
+                if someone_waits():
+                    raise Yielded
                 current["state"] = "running"
 
         try:
@@ -134,17 +152,31 @@ class Precompute:
         except Cancelled:
             for entries in self.status.values():
                 for entry in entries.values():
-                    if entry["state"] in ("queued", "running", "paused"):
+                    if entry["state"] in ("queued", "running", "paused", "yielded"):
                         entry["state"] = "cancelled"
         finally:
             self.finished = time.monotonic()
 
     def _one(self, generator: Any, method: str, params: dict[str, Any], entry: dict[str, Any]) -> None:
+        from ..directions.progress import someone_waits
+
         began = time.perf_counter()
         on_disk = self.cache.on_disk(generator, method, **params)
         entry.update(state="running", from_disk=on_disk)
         try:
-            dset = self.cache.get(generator, method, **params)
+            while True:
+                try:
+                    dset = self.cache.get(generator, method, **params)
+                    break
+                except Yielded:
+                    # a page waits for what this held: let it take the lock, then read its result
+                    # (the cache's lock holds this thread while the page computes)
+                    entry.update(state="yielded", yielded=True)
+                    while someone_waits() and not self._stop.is_set():
+                        time.sleep(PAUSE_POLL)
+                    if self._stop.is_set():
+                        raise Cancelled from None
+                    entry["state"] = "running"
         except Cancelled:
             raise
         except Exception as exc:    # one method failing (no dlib, a model without faces) is not fatal

@@ -146,8 +146,9 @@ COMMON_ERRORS = ("unauthorized", "forbidden", "internal")
 class SetProgress(_Open):
     """One direction set of the start-up precomputation."""
 
-    state: Literal["queued", "running", "paused", "ready", "failed", "cancelled"]
+    state: Literal["queued", "running", "paused", "yielded", "ready", "failed", "cancelled"]
     from_disk: Optional[bool] = None
+    yielded: Optional[bool] = None
     seconds: Optional[float] = None
     count: Optional[int] = None
     truncated: Optional[bool] = None

@@ -230,7 +230,8 @@ export function backgroundText(s, method) {
   switch (entry?.state) {
     case "ready": return "Found in the background: opens at once with the default settings.";
     case "running": return "Being found in the background: Find directions with the default settings waits for it.";
-    case "paused": return "Being found in the background (paused while drags run).";
+    case "paused": return "Being found in the background (paused while drags run): Find directions finds it now.";
+    case "yielded": return "Being found for a request: Find directions waits for it.";
     case "queued": return "Queued to be found in the background.";
     default: return "";
   }

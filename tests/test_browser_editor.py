@@ -507,7 +507,7 @@ def test_the_panel_says_which_sets_the_server_finds_in_the_background(server, br
     answers = [
         {"enabled": True, "running": True, "seconds": 3.0,
          "models": {"digiface-dcgan64": {"sefa": {"state": "ready", "seconds": 0.4}, "ganspace": {"state": "paused"},
-                                         "sfvq": {"state": "queued"}}}},
+                                         "sfvq": {"state": "queued"}, "dplase": {"state": "yielded"}}}},
         {"enabled": True, "running": False, "seconds": 9.0,
          "models": {"digiface-dcgan64": {"sefa": {"state": "ready"}, "ganspace": {"state": "ready"},
                                          "sfvq": {"state": "failed", "error": "boom"}}}},
@@ -529,6 +529,9 @@ def test_the_panel_says_which_sets_the_server_finds_in_the_background(server, br
     method, note = pg.get_by_test_id("dir-method"), pg.get_by_test_id("dir-note")
     method.select_option("ganspace")
     expect(note).to_contain_text("paused while drags run")
+    expect(note).to_contain_text("finds it now")           # a request does not wait for the pause
+    method.select_option("dplase")
+    expect(note).to_contain_text("Being found for a request")
     method.select_option("sefa")
     expect(note).to_contain_text("opens at once")
     method.select_option("sfvq")

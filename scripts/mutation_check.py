@@ -116,6 +116,8 @@ M = [
  ("precompute: a paused computation never steps aside for a page", "backend/dragwalk/server/precompute.py", "                while self.busy() and not self._stop.is_set() and not someone_waits():", "                while self.busy() and not self._stop.is_set():", "tests/test_precompute.py -k never_waits"),
  ("progress: a page blocked on a shared lock is not counted as waiting", "backend/dragwalk/directions/progress.py", "        counted = not in_background()", "        counted = False", "tests/test_precompute.py -k never_waits"),
  ("scored samples: no lock, so two requests score twice", "backend/dragwalk/directions/labelled.py", "    with acquire(lock):\n        if path.is_file():", "    if True:\n        if path.is_file():", "tests/test_directions.py -k scored_once"),
+ ("precompute: runs on while a page computes a set", "backend/dragwalk/server/precompute.py", "        return bool(self.busy()) or pages_computing() > 0", "        return bool(self.busy())", "tests/test_precompute.py -k pauses_while"),
+ ("compute_directions: a page's computation not marked", "backend/dragwalk/directions/methods.py", "    with progress.computing():          # a page's computation: the background search pauses for it\n        result = module.compute(generator, **merged, **inputs)", "    if True:\n        result = module.compute(generator, **merged, **inputs)", "tests/test_precompute.py -k pauses_while"),
 ]
 only = sys.argv[1:] 
 for name, path, old, new, tests in M:

@@ -104,6 +104,26 @@ def test_a_page_never_waits_for_a_computation_paused_for_drags(tiny, tmp_path, h
         assert cache.get(tiny, *held, **held[name]) is got["set"]
 
 
+def test_it_pauses_while_a_page_computes_a_set(tiny, tmp_path, monkeypatch):
+    """A page's own computation (any set, in its own thread) gets the cores: the background search
+    pauses while one runs, and goes on after it; ``compute_directions`` marks a page's computation."""
+    from dragwalk.directions import compute_directions, progress, sefa
+
+    long = {"dplase": {"k": 2, "iters": 5000, "batch": 4, "refine": False, "time_limit": None, "tol": 0}}
+    job = Precompute([("tiny", tiny)], DirectionCache(tmp_path), busy=lambda: False, methods=long, nice=0).start()
+    state = lambda: job.summary()["models"]["tiny"]["dplase"]["state"]       # noqa: E731
+    _wait_until(lambda: state() == "running")
+    with progress.computing():
+        _wait_until(lambda: state() == "paused", timeout=30)
+    _wait_until(lambda: state() == "running", timeout=30)
+    seen = []
+    original = sefa.compute
+    monkeypatch.setattr(sefa, "compute", lambda *a, **k: (seen.append(progress.pages_computing()), original(*a, **k))[1])
+    compute_directions(tiny, "sefa", num=2)
+    assert seen == [1] and progress.pages_computing() == 0
+    assert job.stop(timeout=10)
+
+
 def test_stop_cancels_a_long_computation_and_writes_nothing(tiny, tmp_path):
     long = {"dplase": {"k": 2, "iters": 5000, "batch": 4, "refine": False, "time_limit": None}}
     job = Precompute([("tiny", tiny)], DirectionCache(tmp_path), busy=lambda: False, methods=long, nice=0).start()

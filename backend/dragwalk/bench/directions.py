@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=3, help="directions per method in the locality table")
     parser.add_argument("--startup", action="store_true",
                         help="only: when is every set ready after `dragwalk serve` starts, and after a second start")
+    parser.add_argument("--asked", action="store_true",
+                        help="with --startup: per method, how long a page that asks for the set the moment "
+                             "the server serves waits, with the background search and without it")
     parser.add_argument("--times", action="store_true",
                         help="only: each set the server precomputes, timed at its defaults in the start-up "
                              "order on a fresh home (what shared work saves is in the figures)")

@@ -7,6 +7,10 @@ fresh ``DRAGWALK_HOME`` with the background precomputation on, polls ``GET /api/
 every 0.1 s and prints when each set became ready (seconds since the process was spawned) and what
 its computation took; then it stops the server and starts it again on the same home, where every
 set comes from disk.
+
+With ``--asked`` it then measures what a page sees: for each method, on a fresh home, a request for
+the set the moment the server serves, with the background search running and on a server without
+it (the set's own computation); the difference is what the page waited for the background.
 """
 
 from __future__ import annotations
@@ -63,9 +67,54 @@ def _one_start(args: argparse.Namespace, home: Path, label: str, limit: float) -
     return {"serving": serving, **seen}
 
 
+def _ask(base: str, method: str, limit: float) -> float:
+    """Seconds until ``compute_directions`` of ``method`` (its defaults, as the page sends it) is
+    answered, asked over HTTP in a new session."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=limit) as client:
+        session = client.post("/api/sessions", json={"seed": 1}).json()
+        began = time.monotonic()
+        reply = client.post(f"/api/sessions/{session['id']}/commands",
+                            json={"type": "compute_directions", "method": method, "params": {}})
+        took = time.monotonic() - began
+    if reply.status_code != 200 or reply.json()["reply"].get("type") != "directions":
+        raise RuntimeError(f"{method}: {reply.status_code} {reply.text[:200]}")
+    return took
+
+
+def _asked_at_start(args: argparse.Namespace, limit: float) -> dict[str, Any]:
+    """Per method, a page that asks for the set the moment the server serves: how long it waits
+    with the background search running, against the same request on a server without it (the
+    set's own computation there). Each on a fresh home."""
+    from .server import _start_server
+    from ..server.precompute import ORDER
+
+    out: dict[str, Any] = {}
+    print("asked at start (a page asks the moment the server serves; fresh home each):")
+    for method in ORDER:
+        row = {}
+        for label, precompute in (("alone", False), ("with the background search", True)):
+            with tempfile.TemporaryDirectory(prefix="dragwalk-asked-") as tmp:
+                proc, base = _start_server(args, Path(tmp), precompute=precompute)
+                try:
+                    row[label] = _ask(base, method, limit)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+        row["waited_extra"] = row["with the background search"] - row["alone"]
+        out[method] = row
+        print(f"  {method:13s} alone {row['alone']:6.1f} s, with the background search "
+              f"{row['with the background search']:6.1f} s (extra {row['waited_extra']:+.1f} s)")
+    return out
+
+
 def run_startup(args: argparse.Namespace, limit: float = 900.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dragwalk-startup-") as tmp:
         home = Path(tmp)
         first = _one_start(args, home, "first start (empty cache)", limit)
         second = _one_start(args, home, "second start (disk cache)", limit)
-    return {"first": first, "second": second}
+    figures: dict[str, Any] = {"first": first, "second": second}
+    if getattr(args, "asked", False):
+        figures["asked"] = _asked_at_start(args, limit)
+    return figures

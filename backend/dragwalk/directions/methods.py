@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import __version__
 from ..models.base import Generator
+from . import progress
 from .base import VERSION, DirectionSet, model_fingerprint
 from .ranges import check_params
 
@@ -138,7 +139,8 @@ def compute_directions(generator: Generator, method: str, **params: Any) -> Dire
     if METHODS[method]["needs_mask"] and "mask" not in inputs:
         raise ValueError(f"{method} needs a region mask (mask=H x W array, 1 = region)")
     module = importlib.import_module(f"dragwalk.directions.{method}")
-    result = module.compute(generator, **merged, **inputs)
+    with progress.computing():          # a page's computation: the background search pauses for it
+        result = module.compute(generator, **merged, **inputs)
     result.provenance = {"method": method, "params": merged, "inputs": input_hashes(params),
                          "model": generator.name, "model_hash": model_fingerprint(generator),
                          "dragwalk": __version__, "format_version": VERSION}

@@ -11,16 +11,19 @@ It must not cost interactive work anything:
 
 * it runs in its own thread at the lowest CPU priority (``nice 19`` for that thread and the
   threads it starts), and between units of work (``directions.progress.checkpoint``) it waits
-  while the compute worker has jobs (drags, inversions);
+  while the compute worker has jobs (drags, inversions) or a page computes a direction set
+  (``directions.progress.computing``: the priority alone did not keep it off the page's cores,
+  nor off Python's lock);
 * :meth:`Precompute.stop` cancels it at the next checkpoint (shutdown);
 * ``--no-precompute-directions`` / ``DRAGWALK_PRECOMPUTE_DIRECTIONS=0`` switch it off (the test
   harness does).
 
-A page that asks for what the background holds (the same set, GANSpace's PCA that SFVQ shares,
-the scored faces InterFaceGAN and LSD share) waits for it while it runs, which is sooner than
-starting over, but never for a pause: when drags pause the background while a page waits, the
-background gives the computation up (``yielded``), the page computes it at its own priority beside
-the drags, and the background then reads the result (``directions.progress``).
+A page that asks for the very set the background is computing waits for it while it runs, which
+is sooner than starting over, but never for a pause: when the background is paused (for drags, or
+for a page's own computation, which may need what the background holds: GANSpace's PCA that SFVQ
+shares, the scored faces InterFaceGAN and LSD share) and a page waits for one of its locks, the
+background gives the computation up (``yielded``), the page computes it at its own priority, and
+the background then reads the result (``directions.progress``).
 
 ``GET /api/directions/ready`` shows its progress: per model and method, ``queued``, ``running``,
 ``paused`` (waiting for the worker), ``yielded`` (a page is computing it), ``ready`` (with the
@@ -119,6 +122,12 @@ class Precompute:
                 "seconds": round((self.finished or time.monotonic()) - self.started, 3)}
 
     # ------------------------------------------------------------ the thread
+    def _busy(self) -> bool:
+        """Interactive work waits: the worker has jobs, or a page computes a direction set."""
+        from ..directions.progress import pages_computing
+
+        return bool(self.busy()) or pages_computing() > 0
+
     def _run(self) -> None:
         from ..directions.progress import hooked, someone_waits
 
@@ -130,11 +139,11 @@ class Precompute:
             # sooner than the page could start over), but never for a pause
             if self._stop.is_set():
                 raise Cancelled
-            if self.busy():
+            if self._busy():
                 if someone_waits():
                     raise Yielded
                 current["state"] = "paused"
-                while self.busy() and not self._stop.is_set() and not someone_waits():
+                while self._busy() and not self._stop.is_set() and not someone_waits():
                     time.sleep(PAUSE_POLL)
                 if self._stop.is_set():
                     raise Cancelled

@@ -83,9 +83,9 @@ def someone_waits() -> int:
 @contextmanager
 def computing() -> Iterator[None]:
     """Mark the block as a computation a page waits for (no-op under a hook). The background
-    search pauses while one runs (:func:`pages_computing`): a lower CPU priority alone did not
-    keep it off the page's cores, nor off Python's lock between its operations (DP-LaSE asked at
-    server start took 50 s beside the search against 35 s without it)."""
+    search pauses while one runs (:func:`pages_computing`), so the page has the cores to itself:
+    at nice 19 the search still runs on a core the page leaves idle and takes Python's lock
+    between its operations."""
     global _computing
     if in_background():
         yield

@@ -12,8 +12,8 @@ It must not cost interactive work anything:
 * it runs in its own thread at the lowest CPU priority (``nice 19`` for that thread and the
   threads it starts), and between units of work (``directions.progress.checkpoint``) it waits
   while the compute worker has jobs (drags, inversions) or a page computes a direction set
-  (``directions.progress.computing``: the priority alone did not keep it off the page's cores,
-  nor off Python's lock);
+  (``directions.progress.computing``: at nice 19 it would still run on a core the page leaves
+  idle, and take Python's lock between its operations);
 * :meth:`Precompute.stop` cancels it at the next checkpoint (shutdown);
 * ``--no-precompute-directions`` / ``DRAGWALK_PRECOMPUTE_DIRECTIONS=0`` switch it off (the test
   harness does).

@@ -104,6 +104,28 @@ def test_a_page_never_waits_for_a_computation_paused_for_drags(tiny, tmp_path, h
         assert cache.get(tiny, *held, **held[name]) is got["set"]
 
 
+def test_a_page_waiting_for_another_pages_lock_does_not_stop_the_search(tiny, tmp_path):
+    """Between two sets the search holds nothing: a page blocked on a lock another page holds is
+    no reason to give anything up, and the search goes on once the worker is free."""
+    import threading
+
+    from dragwalk.directions import progress
+
+    busy, held = [True], threading.Lock()
+    held.acquire()                                         # "another page" holds it
+    blocked = threading.Thread(target=lambda: progress.acquire(held).__enter__(), daemon=True)
+    blocked.start()
+    _wait_until(lambda: progress.someone_waits() == 1)
+    job = Precompute([("tiny", tiny)], DirectionCache(tmp_path), busy=lambda: busy[0], methods=SMALL, nice=0).start()
+    _wait_until(lambda: job.summary()["models"]["tiny"]["sefa"]["state"] == "paused")
+    busy[0] = False
+    assert job.wait(120)
+    assert all(s["state"] == "ready" for s in job.summary()["models"]["tiny"].values())
+    held.release()
+    blocked.join(10)
+    _wait_until(lambda: progress.someone_waits() == 0)
+
+
 def test_it_pauses_while_a_page_computes_a_set(tiny, tmp_path, monkeypatch):
     """A page's own computation (any set, in its own thread) gets the cores: the background search
     pauses while one runs, and goes on after it; ``compute_directions`` marks a page's computation."""

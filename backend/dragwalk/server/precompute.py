@@ -134,29 +134,33 @@ class Precompute:
         _set_nice(self.nice)
         current: dict[str, Any] = {}
 
-        def checkpoint() -> None:
+        def pause_while_busy(holding: bool) -> None:
             # a page waiting for what this holds waits while it runs (no drags: the set is ready
-            # sooner than the page could start over), but never for a pause
+            # sooner than the page could start over), but never for a pause; between two sets
+            # nothing is held, and a page waiting for another page's lock is no reason to yield
             if self._stop.is_set():
                 raise Cancelled
             if self._busy():
-                if someone_waits():
+                if holding and someone_waits():
                     raise Yielded
                 current["state"] = "paused"
-                while self._busy() and not self._stop.is_set() and not someone_waits():
+                while self._busy() and not self._stop.is_set() and not (holding and someone_waits()):
                     time.sleep(PAUSE_POLL)
                 if self._stop.is_set():
                     raise Cancelled
-                if someone_waits():
+                if holding and someone_waits():
                     raise Yielded
                 current["state"] = "running"
+
+        def checkpoint() -> None:
+            pause_while_busy(holding=True)
 
         try:
             with hooked(checkpoint):
                 for name, generator in self.generators:
                     for method, params in self.methods.items():
                         current = self.status[name][method]
-                        checkpoint()
+                        pause_while_busy(holding=False)
                         self._one(generator, method, params, current)
         except Cancelled:
             for entries in self.status.values():

@@ -86,3 +86,20 @@ def test_bench_server_runs_and_reports(tmp_path):
     assert figures["one_session"]["steps"] >= 1 and figures["one_session"]["frames"] >= 1
     assert len(figures["concurrent"]["steps"]) == 2 and min(figures["concurrent"]["steps"]) >= 1
     assert "slowest share" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_asked_at_start_times_a_pages_request_with_and_without_the_search(monkeypatch, capsys):
+    """`bench directions --startup --asked` for one method: two real servers (the background search
+    on and off), a page's request answered on each, and what it waited beside the search printed."""
+    import argparse
+
+    from dragwalk.bench import startup
+    from dragwalk.server import precompute
+
+    monkeypatch.setattr(precompute, "ORDER", ("sefa",))
+    figures = startup._asked_at_start(argparse.Namespace(device="cpu", model=None), limit=120)
+    row = figures["sefa"]
+    assert 0 < row["alone"] < 60 and 0 < row["with the background search"] < 60
+    assert row["waited_extra"] == pytest.approx(row["with the background search"] - row["alone"])
+    assert "sefa" in capsys.readouterr().out

@@ -49,6 +49,8 @@ log = logging.getLogger("dragwalk.server")
 #: the second follows the first: SFVQ reads GANSpace's activation PCA (``ganspace.activation_basis``),
 #: LSD InterFaceGAN's scored faces (``labelled.scored_samples``), each then costing about a second
 ORDER = ("sefa", "ganspace", "sfvq", "interfacegan", "lsd", "dplase")
+#: the set whose computation does the work another reads (so the second's own seconds leave it out)
+SHARES_WORK_OF = {"sfvq": "ganspace", "lsd": "interfacegan"}
 #: parameters the background run overrides: DP-LaSE without its time limit (a run cut short is never
 #: stored, and at nice 19 on a busy machine it would be cut short); the limit is not part of the
 #: cache key (``directions.cache.BUDGETS``), so the page's default request finds this set

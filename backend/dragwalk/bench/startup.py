@@ -3,9 +3,8 @@ direction set the page offers ready, and how fast is a second start (disk cache)
 
 Issue 16's target: on the default model every method is ready <= 5 s after server start plus its
 first background computation, and a second start takes <= 1 s. Each set's line says how long it
-``waited`` beyond its own computation after the server served (:func:`waited`), and flags a wait
-over :data:`WAIT_BOUND`. The bench starts a real server on a
-fresh ``DRAGWALK_HOME`` with the background precomputation on, polls ``GET /api/directions/ready``
+``waited`` beyond its own computation after the server served, and flags a wait over
+:data:`WAIT_BOUND`. The bench starts a real server on a fresh ``DRAGWALK_HOME`` with the background precomputation on, polls ``GET /api/directions/ready``
 every 0.1 s and prints when each set became ready (seconds since the process was spawned) and what
 its computation took; then it stops the server and starts it again on the same home, where every
 set comes from disk.
@@ -46,14 +45,6 @@ def _watch(base: str, spawned: float, limit: float) -> dict[str, Any]:
 WAIT_BOUND = 5.0
 
 
-def waited(ready_at: float, serving: float, computation: float) -> float:
-    """Seconds a set waited beyond its own computation after the server served (the sets before it
-    in the queue, the thread's start): ``ready_at - serving - computation``. A set that reads work
-    another one's computation did (``precompute.SHARES_WORK_OF``: SFVQ GANSpace's PCA, LSD the scored
-    faces) counts that computation as its own."""
-    return ready_at - serving - computation
-
-
 def _one_start(args: argparse.Namespace, home: Path, label: str, limit: float) -> dict[str, Any]:
     from ..server.precompute import SHARES_WORK_OF
     from .server import _start_server
@@ -75,10 +66,13 @@ def _one_start(args: argparse.Namespace, home: Path, label: str, limit: float) -
             extra = " from disk" if entry.get("from_disk") else ""
             extra += f" ({entry.get('error')})" if entry["state"] == "failed" else ""
             if at is not None and took is not None:
+                # waited: beyond its own computation after the server served (the sets before it
+                # in the queue); a set that reads work another's computation did (SFVQ GANSpace's
+                # PCA, LSD the scored faces) counts that computation as its own
                 shared = methods.get(SHARES_WORK_OF.get(method, ""), {}).get("seconds") or 0.0
-                wait = waited(at, serving, float(took) + float(shared))
-                entry["waited"] = wait
-                extra += f", waited {wait:.1f} s{' (over ' + str(WAIT_BOUND) + ' s)' if wait > WAIT_BOUND else ''}"
+                wait = entry["waited"] = at - serving - float(took) - float(shared)
+                over = f" (over {WAIT_BOUND:g} s)" if wait > WAIT_BOUND else ""
+                extra += f", waited {wait:.1f} s{over}"
             print(f"  {model} {method:13s} {entry['state']:9s} ready at {at if at is None else round(at, 1)} s, "
                   f"computation {took} s{extra}")
     all_ready = max(seen["ready_at"].values()) if seen["ready_at"] else None
@@ -107,8 +101,8 @@ def _asked_at_start(args: argparse.Namespace, limit: float) -> dict[str, Any]:
     """Per method, a page that asks for the set the moment the server serves: how long it waits
     with the background search running, against the same request on a server without it (the
     set's own computation there). Each on a fresh home."""
-    from .server import _start_server
     from ..server.precompute import ORDER
+    from .server import _start_server
 
     out: dict[str, Any] = {}
     print("asked at start (a page asks the moment the server serves; fresh home each):")

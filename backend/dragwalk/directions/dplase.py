@@ -130,7 +130,7 @@ class ProbeObjective:
     def __init__(self, g1: Callable[[Tensor], Tensor], dim: int, k: int, eps_max: float, seed: int,
                  probe: int = 32) -> None:
         gen = torch.Generator().manual_seed(seed + 104729)
-        self.g1, self.k, self.dim = g1, k, dim
+        self.g1 = g1
         self.z0 = torch.randn(probe, dim, generator=gen)
         self.eps = (torch.rand(k, probe, 1, generator=gen) * 2 - 1) * eps_max
         with torch.no_grad():

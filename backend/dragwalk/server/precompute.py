@@ -143,8 +143,6 @@ class Precompute:
             if self._stop.is_set():
                 raise Cancelled
             if self._busy():
-                if holding and someone_waits():
-                    raise Yielded
                 current["state"] = "paused"
                 while self._busy() and not self._stop.is_set() and not (holding and someone_waits()):
                     time.sleep(PAUSE_POLL)

@@ -26,6 +26,7 @@ from ..models.window import Window, feature_window
 from ..runtime import autocast, check_precision, grad_scaler, owned
 from . import features as fx
 from . import field as fd
+from . import match
 from .config import DragConfig
 from .method import METHODS, DragMethod, MethodContext, model_defaults
 from .points import Point, validate_mask, validate_points
@@ -171,15 +172,18 @@ class DragRun:
         out = []
         for k in range(1, frames):
             with torch.no_grad():
-                out.append(self.generator.render(self._warped(latent, features, field * (k / frames))).detach())
+                out.append(self.generator.render(self._warped(latent, features, field, k / frames)).detach())
         return out
 
-    def _warped(self, latent: Latent, features: Tensor, field: Tensor | None = None) -> Latent:
+    def _warped(self, latent: Latent, features: Tensor, field: Tensor | None = None,
+                strength: float = 1.0) -> Latent:
         """``latent`` (whose feature-layer activation is ``features``) with that layer warped so
-        each handle's content sits at its target.
+        each handle's content sits at its target (``strength`` of the way along ``field``, when
+        given: an animation's in-between frame).
 
         Everything the network reads after that layer (:meth:`Generator.carried`) is
-        warped with the method's field; the differences become additive offsets.
+        warped with the method's field, then matched to the image (:meth:`_matched`); the
+        differences become additive offsets.
         """
         with torch.no_grad():
             carried = self.generator.carried(latent, self.feature_layer, features)
@@ -187,8 +191,28 @@ class DragRun:
                 field, moved = self._corrected_field(latent, carried)
                 self._warp = (latent, features, field)
             else:
+                field = field * strength
                 moved = fd.warp_all(carried, field, self.generator.image_size)
-        return latent.rerouted(carried, moved)
+        return latent.rerouted(carried, self._matched(latent, moved, field, strength))
+
+    def _matched(self, latent: Latent, moved: dict[str, Tensor], field: Tensor,
+                 strength: float) -> dict[str, Tensor]:
+        """``moved`` fitted so the rendered image is the first frame moved by the method's field
+        on the image grid (:mod:`.match`; the method parameter ``match`` bounds the iterations,
+        0 = as warped)."""
+        iterations = int(self.method.values.get("match", 0))
+        if iterations == 0:
+            return moved
+        keep = None if self._keep is None else 1.0 - self.mask
+        image_field = self.method.field(self._origin_handles, self._targets, keep, size=self.generator.image_size)
+        target = match.image_target(self._origin_image, image_field * strength)
+        where = match.support(field, None if self._keep is None else 1.0 - self._keep)
+
+        def render(maps: dict[str, Tensor]) -> Tensor:
+            with self.autocast():
+                return self.generator.render_carried(latent, self.feature_layer, maps)
+
+        return match.matched(render, moved, target, where, iterations)
 
     def _corrected_field(self, latent: Latent, carried: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The method's field, corrected against the rendered image, and ``carried`` warped by it.

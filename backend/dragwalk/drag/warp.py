@@ -9,13 +9,17 @@ difference is stored as an additive offset on that layer, which every latent can
 and the rest of the network renders the moved content: one forward pass, no
 optimisation, and the editor can show it the moment a target is set.
 
-The network renders a warped map with its own judgement, and thin, faint parts (a brow
-on a 64 px face) come out short of where the field put them. So the warp is
-closed-loop (``correct`` rounds, :meth:`~dragwalk.drag.run.DragRun._corrected_field`):
-render the layers after the warped one, find each handle's patch in the image with the
-same check that decides "converged", and aim the field past the target by the shortfall.
-On the default model's held-out semantic drags this moved content 0.83 -> 0.90 of the way
-and dlib's landmark error 0.52 -> 0.43 of no edit (docs/ARCHITECTURE.md, "Drag").
+A feature map is coarser than the image, and the network renders a warped map with its
+own judgement: thin, faint parts (a brow on a 64 px face) come out blurred and short of
+where the field put them. Two remedies, each a parameter whose default belongs to the model:
+
+* ``match``: fit the warped map so the layers after it render the first frame moved by the
+  same field on the image's own grid (:mod:`.match`). On the default model (one linear layer
+  after its map) the held-out semantic drags then moved content 0.88 -> 0.96 of the way,
+  what a perfect image warp scores (docs/ARCHITECTURE.md, "Drag").
+* ``correct``: closed-loop rounds (:meth:`~dragwalk.drag.run.DragRun._corrected_field`) that
+  render the layers after the warped map, find each handle's patch in the image with the
+  same check that decides "converged", and aim the field past the target by the shortfall.
 
 After the warp the run goes on like :class:`~dragwalk.drag.template.TemplateDrag`: the
 tracker looks for each handle's first-frame patch, and where the content is not at
@@ -56,6 +60,10 @@ class WarpDrag(TemplateDrag):
                          "extra renders that aim the field past a target by the shortfall the image "
                          "check finds (the network draws thin parts short of the warp); 0 = open loop",
                          integer=True),
+        "match": Param(0.0, 0.0, 200.0, "Image match iterations",
+                       "L-BFGS iterations that fit the warped map so the network renders the first frame "
+                       "moved by the same field on the image grid (a coarse map, resampled, draws thin "
+                       "parts blurred and short); 0 = off", integer=True),
         "field": Param(0.0, 0.0, 1.0, "Field shape (0 = RBF, 1 = MLS)",
                        "0: Gaussian RBF interpolation of the motions; 1: moving least squares "
                        "(similarity), which turns and scales a part as a whole between several points",

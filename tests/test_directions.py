@@ -169,6 +169,21 @@ def test_bad_method_and_params_are_refused(generator):
         compute_directions(generator, "reds", mask=np.zeros((64, 64)))
 
 
+def test_region_parameters_that_would_do_nothing_are_refused():
+    """REDs over the code (offsets "none") has no channels, realism, face screen...: setting one
+    is refused by name, not silently ignored; at their defaults, or with offsets on, they pass."""
+    from dragwalk.directions.methods import resolved_params
+
+    for name, value in [("channels", 8), ("keep_face", True), ("realism", 0.0), ("joint", True),
+                        ("dilate", 2), ("edges", 0.0)]:
+        with pytest.raises(ValueError, match=f"{name} only act.*offsets is 'none'"):
+            resolved_params("reds", {"offsets": "none", name: value})
+        assert resolved_params("reds", {"offsets": "auto", name: value})[name] == value
+    assert resolved_params("reds", {"offsets": "none", "channels": 4})["offsets"] == "none"
+    with pytest.raises(ValueError, match="keep_face"):
+        resolved_params("reds", {"offsets": None, "keep_face": True})
+
+
 def test_cache_hit_is_fast_identical_and_persistent(generator, tmp_path):
     cache = DirectionCache(tmp_path)
     first = cache.get(generator, "sfvq", bits=3, samples=1000)

@@ -2,7 +2,8 @@
 
 ``METHODS`` is plain JSON-friendly data (the server can send it as is):
 ``name -> {label, description, params: {name: default}, needs_mask, needs_labels,
-needs_latent, walk_kinds, cacheable}``. Methods live in their own modules; this
+needs_latent, walk_kinds, cacheable}``, and ``only_with: {switch: [parameters]}`` where
+parameters act only with a switch on. Methods live in their own modules; this
 file only knows their names and defaults.
 """
 
@@ -22,6 +23,9 @@ from .ranges import check_params
 
 #: per-request inputs (not parameters: they are not part of a cache key by value)
 INPUTS = ("latent", "mask", "codes", "labels")
+#: values of a switch (``only_with``) under which the parameters it governs do nothing: a request
+#: that sets one of those to anything but its default is refused, never silently ignored
+SWITCHED_OFF = (None, "none", "")
 
 METHODS: dict[str, dict[str, Any]] = {
     "sefa": {
@@ -57,6 +61,8 @@ METHODS: dict[str, dict[str, Any]] = {
         "params": {"num": 8, "beta_f": 0.99, "beta_c": 0.999, "solver": "generalized",
                    "layers": None, "seed": 0, "offsets": "auto", "joint": False, "channels": 4,
                    "dilate": 0, "realism": 10.0, "edges": 1.0, "keep_face": False},
+        # these shape the directions over an activation's offsets; over the code they do nothing
+        "only_with": {"offsets": ["joint", "channels", "dilate", "realism", "edges", "keep_face"]},
         "needs_mask": True, "needs_labels": False, "needs_latent": True,
         "walk_kinds": ["linear", "curved"], "cacheable": False,
     },
@@ -111,6 +117,12 @@ def resolved_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
                          f"(known: {', '.join(info['params'])})")
     merged = dict(info["params"])
     merged.update(check_params(method, {k: v for k, v in params.items() if k not in INPUTS}))
+    for switch, dependent in info.get("only_with", {}).items():
+        if merged[switch] in SWITCHED_OFF:
+            ignored = [k for k in dependent if k in params and params[k] != info["params"][k]]
+            if ignored:
+                raise ValueError(f"{method}: {', '.join(ignored)} only act(s) with {switch} set, and "
+                                 f"{switch} is {merged[switch]!r}")
     return merged
 
 

@@ -78,6 +78,7 @@ M = [
  ("sefa: identity basis", "backend/dragwalk/directions/sefa.py", "    values, vectors = torch.linalg.eigh(a @ a.T)", "    values, vectors = torch.linalg.eigh(a @ a.T)[0], torch.eye(a.shape[0], dtype=a.dtype)", "tests/test_directions_oracles.py"),
  ("sefa: no sign convention", "backend/dragwalk/directions/sefa.py", "signed_rows(vectors[:, order].T)", "(-vectors[:, order].T)", "tests/test_directions_oracles.py"),
  ("ganspace: random orthonormal basis", "backend/dragwalk/directions/pca.py", "    ritz = basis @ top\n", "    ritz = torch.linalg.qr(torch.randn(basis.shape[0], top.shape[1], generator=torch.Generator().manual_seed(1)))[0]\n", "tests/test_directions_oracles.py -k 'ganspace or streamed'"),
+ ("reds: a parameter that does nothing over the code passes silently", "backend/dragwalk/directions/methods.py", "        if merged[switch] in SWITCHED_OFF:", "        if False:", "tests/test_directions.py -k region_parameters"),
  ("reds: generalised problem without A_f", "backend/dragwalk/directions/rayleigh.py", "    c = inv @ a_c @ inv.T", "    c = a_c", "tests/test_directions_oracles.py"),
  ("dplase: variation term's sign flipped", "backend/dragwalk/directions/dplase.py", "    return -a * variation + b * correlation + c * orthogonality", "    return a * variation + b * correlation + c * orthogonality", "tests/test_directions_oracles.py"),
  ("sfvq: curve never trained", "backend/dragwalk/directions/sfvq.py", "                opt.step()", "                pass", "tests/test_directions_oracles.py"),

@@ -60,7 +60,7 @@ class WarpDrag(TemplateDrag):
                          "extra renders that aim the field past a target by the shortfall the image "
                          "check finds (the network draws thin parts short of the warp); 0 = open loop",
                          integer=True),
-        "match": Param(0.0, 0.0, 200.0, "Image match iterations",
+        "match": Param(0.0, 0.0, 50.0, "Image match iterations",
                        "L-BFGS iterations that fit the warped map so the network renders the first frame "
                        "moved by the same field on the image grid (a coarse map, resampled, draws thin "
                        "parts blurred and short); 0 = off", integer=True),

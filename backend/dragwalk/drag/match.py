@@ -14,12 +14,14 @@ so nothing far from the drag or outside a painted mask can change; the ridge pic
 smallest offset where several render the same image.
 
 On the default model only the last transposed convolution follows the warped map (a
-linear layer, then tanh), so any image near the start is within reach and 20 iterations
-land on the image-grid warp: on its 12 tuning faces the content moved 0.878 -> 0.948 of the
-way (the image-grid warp itself: 0.953), dlib's landmark error 0.59 -> 0.53 of no edit, and
-the change far from the points stayed at 0.4/255 (docs/ARCHITECTURE.md, "Drag"). On a deep
-remainder (StyleGAN2 renders three or more blocks after its feature layer) every iteration
-is a pass through them, so the method's default is off and a model turns it on.
+linear layer, then tanh; a cell holds 64 values for the 2 x 2 pixels of 3 colours it
+draws), so 20 iterations land on the image-grid warp: on its 12 tuning faces the content
+moved 0.878 -> 0.948 of the way (the image-grid warp itself: 0.953), dlib's landmark error
+0.59 -> 0.53 of no edit, and the change far from the points stayed at 0.4/255
+(docs/ARCHITECTURE.md, "Drag"). After a StyleGAN2's feature layer one to three blocks
+render (256 to 1024 px), each iteration a pass through them, and on random weights the
+matched warp moved content less far than the feature warp by the patch measure, so the
+method's default is off and a model turns it on.
 """
 
 from __future__ import annotations

@@ -91,10 +91,15 @@ class UpBlock(nn.Module):
     def _folds_norm(self, x: Tensor) -> bool:
         """Whether this pass is the first block over a sample batch with batch norm in eval mode:
         GANSpace, SFVQ and DP-LaSE run it over thousands of samples, and DP-LaSE also backward."""
-        conv, norm = self.conv, self.norm
+        norm = self.norm
         return (norm is not None and not norm.training and norm.running_var is not None
-                and x.shape[0] >= MATMUL_BATCH and x.shape[-2:] == (1, 1)
-                and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.weight.is_contiguous())
+                and x.shape[0] >= MATMUL_BATCH and self._from_a_point(x) and self.conv.weight.is_contiguous())
+
+    def _from_a_point(self, x: Tensor) -> bool:
+        """Whether this is the first block's ``1 x 1`` input (stride 1, no padding): each output pixel
+        is then one column of the weight, and the convolution is a matrix product."""
+        conv = self.conv
+        return x.shape[-2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
 
     def _first_with_norm(self, x: Tensor) -> Tensor:
         """``relu(norm(conv(x)))`` of a ``1 x 1`` input as one product with a bias: eval-mode batch
@@ -124,7 +129,7 @@ class UpBlock(nn.Module):
         conv, n = self.conv, x.shape[0]
         if not conv.weight.is_contiguous():         # channels-last weights: the convolution's own layout
             return conv(x)
-        if x.shape[-2:] == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0):
+        if self._from_a_point(x):
             flat, shape = conv.weight.flatten(1), (n, *conv.weight.shape[1:])
             if n >= MATMUL_BATCH:
                 # sample batches (GANSpace and SFVQ run this block over 10k samples several times):

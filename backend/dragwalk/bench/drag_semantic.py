@@ -198,6 +198,14 @@ def run_edit(generator, latent, handles: np.ndarray, targets: np.ndarray, config
             "converged": bool(run.converged), "reason": getattr(run, "reason", None)}
 
 
+def drawn_edit(reference, generator, image: np.ndarray, handles: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """:func:`run_edit`'s record for an edit a reference of :data:`REFERENCES` draws from ``image``:
+    no steps, times or verdict."""
+    nan = float("nan")
+    return {"image": reference(generator, image, handles, targets), "steps": 0, "wall_s": nan,
+            "first_frame_ms": nan, "ms_per_step": nan, "converged": None, "reason": None}
+
+
 def independent_arrival(shares: list[float], handles: np.ndarray, targets: np.ndarray, stop: float,
                         resolution: int) -> bool:
     """Every pair's patch within the verify tolerance of its target, by the bench's own measure."""
@@ -220,9 +228,7 @@ def measure_face_edit(generator, analyzer, face: dict, drag, config=None, refere
     if (targets < 2).any() or (targets > res - 3).any():
         return None
     if reference is not None:
-        nan = float("nan")
-        out = {"image": reference(generator, face["image"], handles, targets), "steps": 0, "wall_s": nan,
-               "first_frame_ms": nan, "ms_per_step": nan, "converged": None, "reason": None}
+        out = drawn_edit(reference, generator, face["image"], handles, targets)
     else:
         out = run_edit(generator, face["latent"], handles, targets, config)
     image = out.pop("image")
@@ -255,9 +261,7 @@ def measure_random_edit(generator, latent, name: str, handles, targets, config=N
     with torch.no_grad():
         before = to_uint8(generator.render(latent))
     if reference is not None:
-        nan = float("nan")
-        out = {"image": reference(generator, before, handles, targets), "steps": 0, "wall_s": nan,
-               "first_frame_ms": nan, "ms_per_step": nan, "converged": None, "reason": None}
+        out = drawn_edit(reference, generator, before, handles, targets)
     else:
         out = run_edit(generator, latent, handles, targets, config)
     image = out.pop("image")

@@ -56,7 +56,7 @@ class DirectionCache:
         self.memory = int(memory)
         self._sets: OrderedDict[str, DirectionSet] = OrderedDict()
         self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks = progress.KeyedLocks()
 
     def path(self, generator: Generator, method: str, **params: Any) -> Path:
         """Where the set for these arguments is (or would be) stored."""
@@ -77,8 +77,7 @@ class DirectionCache:
             if hit is not None:
                 self._sets.move_to_end(key)
                 return hit
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with progress.acquire(key_lock):  # one computation per key, however many callers wait for it
+        with self._key_locks.hold(key):  # one computation per key, however many callers wait for it
             with self._lock:
                 hit = self._sets.get(key)
             if hit is not None:

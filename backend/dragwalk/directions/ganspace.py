@@ -19,7 +19,7 @@ from torch import Tensor
 from ..models.base import Generator
 from .base import DirectionSet, edit_space, features, layer_range, normalize_rows, sample_space
 from .pca import PCA, Source, streamed_pca, tensor_source
-from .progress import acquire, checkpoint
+from .progress import KeyedLocks, checkpoint
 
 #: samples per chunk of activations: 256 x 8192 floats (8 MB) on the default model
 CHUNK = 256
@@ -30,7 +30,7 @@ SHARED_COMPONENTS = 80
 #: per generator, the last activation PCA: ``{(layer, n, seed, k): (pca, codes)}`` (about 10 MB)
 _recent: "weakref.WeakKeyDictionary[Generator, dict[tuple, tuple[PCA, Tensor]]]" = weakref.WeakKeyDictionary()
 _recent_lock = threading.Lock()
-_key_locks: dict[tuple, threading.Lock] = {}
+_key_locks = KeyedLocks()
 
 
 def pca(data: Tensor, k: int, seed: int = 0) -> PCA:
@@ -67,9 +67,7 @@ def _shared_pca(generator: Generator, layer: str, n: int, k: int, seed: int) -> 
     """The PCA for ``(layer, n, seed, k)``: the generator's last one if it matches, else computed
     (one computation per key however many threads ask: the page's request joins the background's)."""
     key = (layer, n, seed, k)
-    with _recent_lock:
-        lock = _key_locks.setdefault((id(generator), *key), threading.Lock())
-    with acquire(lock):
+    with _key_locks.hold((id(generator), *key)):
         with _recent_lock:
             hit = _recent.get(generator, {}).get(key)
         if hit is not None:

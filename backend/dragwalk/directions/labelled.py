@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import Tensor
 from ..home import dragwalk_home
 from ..models.base import Generator
 from .base import edit_space, sample_space
-from .progress import acquire
+from .progress import KeyedLocks
 from .scorers import SCORERS, check_attribute
 
 
@@ -31,8 +30,7 @@ def model_dir(root: Path, model: str) -> Path:
 
 #: one lock per scored-samples file: InterFaceGAN and LSD (different sets, so different cache
 #: keys) asked at once score the faces once, and never write the same file together
-_file_locks: dict[Path, threading.Lock] = {}
-_file_locks_lock = threading.Lock()
+_file_locks = KeyedLocks()
 
 
 def scored_samples(generator: Generator, samples: int = 1000, seed: int = 0,
@@ -44,9 +42,7 @@ def scored_samples(generator: Generator, samples: int = 1000, seed: int = 0,
     space = edit_space(generator)
     folder = model_dir(root or dragwalk_home() / "directions", generator.name)
     path = folder / f"scored-{space}-{int(samples)}-{int(seed)}.npz"
-    with _file_locks_lock:
-        lock = _file_locks.setdefault(path.resolve(), threading.Lock())
-    with acquire(lock):
+    with _file_locks.hold(path.resolve()):
         if path.is_file():
             with np.load(path, allow_pickle=False) as data:
                 if all(name in data.files for name in SCORERS):

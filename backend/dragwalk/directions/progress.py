@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Hashable, Iterator
 
 _local = threading.local()
 _waiting_lock = threading.Lock()
@@ -73,6 +73,23 @@ def acquire(lock: threading.Lock) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+class KeyedLocks:
+    """One lock per key (a cache key, a file), made on first use and taken with :func:`acquire`:
+    one computation per key however many threads ask, and a page that waits on a key the
+    background holds counts as waiting. The locks are never removed (a few per model)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with acquire(lock):
+            yield
 
 
 def someone_waits() -> int:

@@ -20,9 +20,15 @@ All three drag the same handle towards the same far target (so none arrives) wit
 same radii and learning rate (``--method`` times another method's steps as headless and
 editor, with the model's settings for it), and the kinds run interleaved, one step each in turn, so
 load on the machine hits them alike. Printed: the median ms per step of each, the ratio
-of the reference to each, and peak memory per step: the resident set's high-water mark
-(``VmHWM``, reset before each kind's steps through ``/proc/self/clear_refs``) over the
-resident set before them on CPU (with freed heap memory handed back first), ``torch.cuda.max_memory_allocated`` on a GPU.
+of the reference to each, and peak memory per step, two ways:
+
+* ``peak MB``: the most tensor memory a step holds at once above what was held before it, the
+  largest of three steps: ``torch.cuda.max_memory_allocated`` on a GPU, and on the CPU the same
+  quantity from the profiler's allocation events (each carries the allocator's running total);
+* ``RSS MB`` (CPU): the resident set's high-water mark (``VmHWM``, reset before each kind's
+  steps through ``/proc/self/clear_refs``) over the resident set before them, with freed heap
+  memory handed back first. It adds what the C allocator keeps of freed memory between the
+  step's allocations, which depends on what the process did before as much as on the step.
 
 ``--variants bf16,fp16+cl,fp16+cl+compile`` adds the headless and editor
 steps under other runtimes (:mod:`dragwalk.runtime`: precision, ``cl`` = channels-last,
@@ -303,7 +309,8 @@ def _release_free_heap() -> None:
 
 
 def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int = 3) -> float:
-    """Memory a step needs above what is held before it: the largest of ``repeats`` steps."""
+    """Tensor memory a step holds at once above what is held before it: the largest of
+    ``repeats`` steps (see the module docstring)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
@@ -312,6 +319,48 @@ def peak_memory_mb(step: Callable[[], None], device: torch.device, repeats: int 
             step()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    return _profiled_peak_mb(step, repeats)
+
+
+def _profiled_peak_mb(step: Callable[[], None], repeats: int) -> float:
+    """:func:`peak_memory_mb` on the CPU, from the profiler's allocation events. One unmeasured
+    step runs first under the profiler: a free of memory allocated before profiling started is
+    not reported (its size is unknown), so the measured steps' frees must find their allocations
+    recorded. ``nan`` where this torch's profiler lacks the (experimental) event tree."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    try:
+        from torch._C._profiler import _EventType
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+            for _ in range(repeats):
+                with record_function("dragwalk measured step"):
+                    step()
+        events = list(_event_tree(prof.profiler.kineto_results.experimental_event_tree()))
+    except (ImportError, AttributeError, RuntimeError):
+        return float("nan")
+    steps = [(e.start_time_ns, e.end_time_ns) for e in events if e.name == "dragwalk measured step"]
+    allocations = sorted((e.start_time_ns, e.extra_fields.alloc_size, e.extra_fields.total_allocated)
+                         for e in events if e.tag == _EventType.Allocation)
+    peak = 0
+    for start, end in steps:
+        inside = [a for a in allocations if start <= a[0] <= end]
+        if inside:
+            before = inside[0][2] - inside[0][1]          # the running total before the first event
+            peak = max(peak, max(total for _, _, total in inside) - before)
+    return peak / 2 ** 20
+
+
+def _event_tree(nodes):
+    for node in nodes:
+        yield node
+        yield from _event_tree(node.children)
+
+
+def peak_rss_mb(step: Callable[[], None], repeats: int = 3) -> float:
+    """The resident set's high-water mark over ``repeats`` steps above the resident set before
+    them (CPU; see the module docstring)."""
     _release_free_heap()
     try:
         with open("/proc/self/clear_refs", "w") as refs:
@@ -353,20 +402,31 @@ def measure(generator, layer: str, steps: int, variants: Sequence = (), method: 
            "threads": torch.get_num_threads(), "steps": steps, "ms": medians, "peak_mb": memory, "all_ms": times}
     if "reference" in medians:
         out["speedup"] = {k: medians["reference"] / medians[k] for k in medians if k != "reference"}
-    out["editor_memory_over_headless"] = memory["editor"] / memory["headless"] if memory["headless"] > 0 else math.nan
+    out["editor_memory_over_headless"] = _ratio(memory["editor"], memory["headless"])
+    if device.type == "cpu":
+        rss = {kind: peak_rss_mb(step) for kind, step in kinds.items()}
+        out["rss_mb"] = rss
+        out["editor_rss_over_headless"] = _ratio(rss["editor"], rss["headless"])
     return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
 
 
 def format_result(r: dict) -> str:
     width = max(11, *(len(k) + 2 for k in r["ms"]))
+    rss = r.get("rss_mb")
     lines = [f"{r.get('method', 'draggan')} step on {r['model']} ({r['resolution']} px, feature layer {r['layer']}, {r['device']}, "
              f"{r['threads']} threads, median of {r['steps']} interleaved steps)",
-             f"{'kind':<{width}}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"]
+             f"{'kind':<{width}}{'ms/step':>9}{'x faster than reference':>26}{'peak MB':>10}"
+             + (f"{'RSS MB':>10}" if rss else "")]
     for kind, ms in r["ms"].items():
         ratio = r.get("speedup", {}).get(kind)
         lines.append(f"{kind:<{width}}{ms:>9.1f}{'' if ratio is None else f'{ratio:.2f}x':>26}"
-                     f"{r['peak_mb'][kind]:>10.1f}")
-    lines.append(f"editor peak memory / headless: {r['editor_memory_over_headless']:.2f}")
+                     f"{r['peak_mb'][kind]:>10.1f}" + (f"{rss[kind]:>10.1f}" if rss else ""))
+    lines.append(f"editor peak memory / headless: {r['editor_memory_over_headless']:.2f} (tensors)"
+                 + (f", {r['editor_rss_over_headless']:.2f} (RSS)" if rss else ""))
     if "frame" in r.get("speedup", {}):
         lines.append(f"bound: a step that renders its frame is at most {r['speedup']['frame']:.2f}x faster than "
                      "the reference (reference / frame)")

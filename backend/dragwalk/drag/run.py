@@ -368,11 +368,13 @@ class DragRun:
         if loss is not None:
             self.optimizer.zero_grad(set_to_none=True)
             self.apply_gradients(loss)
-        if render and out.resume is not None:
+        resume, out, loss = out.resume, None, None
+        if render and resume is not None:
             # a frame is one inference pass of the rest, run once the backward pass has freed
-            # the graph (so the two never hold memory at once), from the state the pass saw
+            # the graph and the feature map is let go (so the two never hold memory at once),
+            # from the state the pass saw
             with torch.no_grad(), self.autocast():
-                self.keep_frame(owned(out.resume()))
+                self.keep_frame(owned(resume()))
         return self.report(render)
 
     def window(self) -> Window | None:

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..base import DragVariables, Generator, LayerInfo, Latent, Settings, Synthesis, seeded_normal
 from ..window import Window, conv_input, crop, part, place, up_conv_input, zero_outside
+from . import bands
 from .layers import NOISE_MODES, FullyConnectedLayer, MappingNetwork, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 #: DragGAN optimises the first six rows of w+
@@ -44,6 +45,9 @@ RGB_SUFFIX = ":rgb"
 #: threads (interleaved in one process). Drag steps (autograd on small windows) stay NCHW, where
 #: channels-last was slower; accelerators keep the runtime's layout (``--channels-last``).
 FRAMES_CHANNELS_LAST = True
+#: the same frames compute their large top blocks a band of rows at a time (:mod:`.bands`), which
+#: bounds a frame's memory by a band's maps
+BANDED_FRAMES = True
 
 
 def _frame_layout(x: Tensor) -> Tensor:
@@ -216,8 +220,14 @@ class StyleGAN2Generator(Generator):
         if feature_layer is not None:
             self.layer(feature_layer)
         stages, fp16, noise = self._stages(latent)
+        names = [name for (name, _), _ in stages]
+        banded = None if stop_at_feature else self._banded_from(
+            stages, names.index(feature_layer) if feature_layer in names else -1)
         x = img = features = skip = None
         for i, ((name, block), rows) in enumerate(stages):
+            if i == banded:
+                img = bands.render_bands(stages, i, x, img, latent.offsets, noise, RGB_SUFFIX)
+                break
             x, skip = self._enter(name, block, rows, x, img, latent, fp16, noise)
             if name == feature_layer:
                 features = x.float()
@@ -260,10 +270,29 @@ class StyleGAN2Generator(Generator):
         """The image from stage ``index``'s ToRGB on, given its activation ``x`` and skip image."""
         (_, block), rows = stages[index]
         img = block.image(x, skip, rows, upsampled=True)
-        for (name, block), rows in stages[index + 1:]:
+        banded = self._banded_from(stages, index)
+        for i, ((name, block), rows) in enumerate(stages[index + 1:], start=index + 1):
+            if i == banded:
+                img = bands.render_bands(stages, i, x, img, latent.offsets, noise, RGB_SUFFIX)
+                break
             x, skip = self._enter(name, block, rows, x, img, latent, fp16, noise)
             img = block.image(x, skip, rows, upsampled=True)
         return img.clamp(-1, 1)
+
+    def _banded_from(self, stages: list, after: int) -> int | None:
+        """The stage from which a pass computes in bands (:mod:`.bands`): only a CPU frame of one
+        fp32 latent (no autograd, no ``torch.func`` transform) of the skip architecture, and only
+        above stage ``after``, whose whole map the caller wants."""
+        rows = stages[0][1]
+        if (not BANDED_FRAMES or torch.is_grad_enabled() or rows.device.type != "cpu" or rows.shape[0] != 1
+                or rows.dtype != torch.float32 or _transformed(rows) or self.half
+                or stages[-1][0][1].architecture != "skip"):
+            return None
+        start = bands.first_banded([block for (_, block), _ in stages])
+        if start is None:
+            return None
+        start = max(start, after + 1)
+        return start if start < len(stages) else None
 
     def _enter(self, name: str, block, rows: Tensor, x: Tensor | None, img: Tensor | None, latent: Latent,
                fp16: bool, noise: dict) -> tuple[Tensor, Tensor | None]:

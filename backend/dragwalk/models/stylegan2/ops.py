@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..weight_forms import derived
+from . import winograd
 
 #: (slope, default gain) of the activations the format names
 ACTIVATIONS: dict[str, tuple[float, float]] = {
@@ -191,7 +192,8 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
-    if demodulate and x.dtype == torch.float32 and x.shape[-2] * x.shape[-1] < out_ch * kh * kw:
+    if demodulate and x.dtype == torch.float32 and (x.shape[-2] * x.shape[-1] < out_ch * kh * kw
+                                                    or (_by_winograd(weight, up) and winograd.applies(x, in_ch))):
         return _modulate_activations(x, weight, styles, up, f, noise)
     if x.dtype == torch.float16 and demodulate:
         # fp16 guard: rescale before multiplying; demodulation cancels both factors
@@ -221,6 +223,11 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
     return x
 
 
+def _by_winograd(weight: Tensor, up: bool) -> bool:
+    """A 3x3 convolution that keeps the size, which a frame may compute by :mod:`.winograd`."""
+    return not up and weight.shape[-2:] == (3, 3)
+
+
 def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f: Tensor | None,
                           noise: Tensor | None) -> Tensor:
     """:func:`modulated_conv2d` (demodulated, fp32) with the styles on the activations: scale the
@@ -240,6 +247,8 @@ def _modulate_activations(x: Tensor, weight: Tensor, styles: Tensor, up: bool, f
         assert f is not None, "an upsampling conv needs its FIR filter"
         x = conv2d_up2(x, weight, f, transposed=fixed_like(weight, x, "transposed",
                                                            lambda t: t.float().transpose(0, 1).contiguous()))
+    elif _by_winograd(weight, up) and winograd.applies(x, in_ch):
+        x = winograd.conv3x3(x, derived(weight, "winograd", winograd.transform_weight))
     else:
         x = F.conv2d(x, fixed_like(weight, x, "float", lambda t: t.float()), padding=kh // 2)
     energy = derived(weight, "energy", lambda t: t.float().square().sum(dim=[2, 3]).t().contiguous())

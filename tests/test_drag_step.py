@@ -116,6 +116,24 @@ def test_bench_step_times_all_three_kinds_on_one_network(sg32, capsys):
     assert f"at most {result['speedup']['frame']:.2f}x" in text
 
 
+def test_bench_step_memory_is_what_a_step_holds_at_once():
+    """The bench's CPU peak counts the tensors a step holds at the same time, above what was held
+    before it: 8 MB held while 4 MB more is made and freed is 12 MB, whatever was held before."""
+    from dragwalk.bench import step as bench
+
+    before = torch.ones(1 << 20)                          # 4 MB held before: not counted
+
+    def step():
+        a = torch.ones(2 << 20)                           # 8 MB
+        b = torch.ones(1 << 20)                           # 4 MB more at once
+        del b
+        c = torch.ones(1 << 19)                           # 2 MB, in the 4 MB freed
+        return float(a[0] + c[0] + before[0])
+
+    peak = bench.peak_memory_mb(step, torch.device("cpu"))
+    assert 11.9 < peak < 12.5
+
+
 def test_bench_step_times_any_method_and_refuses_to_time_an_ended_drag(sg32):
     """``--method``: the headless and editor kinds run that method's own steps; a drag that has
     ended (a warp without refinement steps ends after its first) stops the bench with a reason

@@ -209,6 +209,44 @@ def test_batched_drags_end_where_single_drags_end(generator):
         assert b.converged == a.converged
 
 
+def test_batched_draggan_sessions_track_as_one_batch_and_end_where_single_ones_end(generator, monkeypatch):
+    """DragGAN sessions with the same settings and as many points blur, track and compute their
+    losses as one batch (``advance_together``); each must still end where it ends alone, also
+    when one arrives early, one has a mask, and one with more points (another group) joins."""
+    from dragwalk.drag import DragConfig
+    from dragwalk.drag.batch import step_together
+    from dragwalk.drag.draggan import DragGAN
+
+    mask = torch.zeros(64, 64)
+    mask[18:48, 14:50] = 1
+
+    def runs():
+        specs = [(3, [[30.0, 40.0]], [[30.0, 33.0]], None, 14), (4, [[24.0, 30.0]], [[25.0, 29.0]], None, 14),
+                 (6, [[36.0, 38.0]], [[40.0, 34.0]], mask, 9), (7, [[28.0, 44.0]], [[28.0, 50.0]], None, 14),
+                 (8, [[22.0, 30.0], [42.0, 30.0]], [[20.0, 26.0], [44.0, 26.0]], None, 14)]
+        return [DragRun(generator, generator.sample(seed), h, t, m, DragConfig(method="draggan", max_steps=n))
+                for seed, h, t, m, n in specs]
+
+    sizes = []
+    together_track = DragGAN.track_together
+    monkeypatch.setattr(DragGAN, "track_together", staticmethod(
+        lambda methods, *a: sizes.append(len(methods)) or together_track(methods, *a)))
+    alone, together = runs(), runs()
+    for k in range(16):
+        singles = [run.step(render=k % 2 == 0) for run in alone]
+        batched = step_together(together, render=k % 2 == 0)
+        for a, b in zip(singles, batched):
+            torch.testing.assert_close(torch.tensor(b.handles), torch.tensor(a.handles), rtol=0, atol=1e-4)
+            assert a.done == b.done and a.reason == b.reason and a.step == b.step
+    assert sizes[0] == 4 and min(sizes) < 4                 # one batch of four, smaller once some ended
+    assert all(run.done for run in together) and len({run.step_count for run in together}) > 1
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(b.latent.code, a.latent.code, rtol=0, atol=1e-5)
+        for name, value in a.latent.offsets.items():
+            torch.testing.assert_close(b.latent.offsets[name], value, rtol=0, atol=1e-5)
+        assert b.converged == a.converged
+
+
 def test_batched_step_gives_each_run_its_own_gradient(generator):
     """Zeroing one run's loss must leave it unmoved while the others move (no cross-talk)."""
     from dragwalk.drag.batch import step_together

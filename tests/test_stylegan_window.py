@@ -146,7 +146,7 @@ def test_a_windowed_drag_ends_where_a_whole_map_drag_ends(sg128, monkeypatch):
                          ids=["draggan", "draggan-blur-patch", "template", "freedrag-line-search"])
 def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, method, params):
     """Every feature position a step's tracking and loss read (recorded from
-    ``features.sample``) reads the same numbers from the run's windowed map as from the whole
+    ``features.sample_each``, which ``features.sample`` calls) reads the same numbers from the run's windowed map as from the whole
     map, after the feature blur: the method's box (:meth:`DragGAN.reads`, which Template and the
     warp's refinement inherit; FreeDrag's own, with a line search in this step) holds its reads,
     and the run's window holds that box's cells and the blur's reach."""
@@ -161,8 +161,9 @@ def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, met
     whole = fx.binomial_blur(g.synthesize(latent, run.feature_layer, stop_at_feature=True).features, smooth)
     part = fx.binomial_blur(g.synthesize_window(latent, run.feature_layer, run.window()).features, smooth)
     assert float((part == 0).float().mean()) > 0.3          # much of the map was never computed
-    reads, sample = [], fx.sample
-    monkeypatch.setattr(fx, "sample", lambda f, points, res: reads.append(points.detach()) or sample(f, points, res))
+    reads, sample_each = [], fx.sample_each              # every read, fx.sample's too, goes through it
+    monkeypatch.setattr(fx, "sample_each", lambda f, points, res: reads.append(points.detach())
+                        or sample_each(f, points, res))
     handles, targets = run._handles.clone(), run._targets
     box = run.method.reads(handles, targets)          # before tracking moves the method's state
     moved = run.method.track(whole, handles, targets)
@@ -172,7 +173,7 @@ def test_every_read_of_a_step_sees_the_whole_pass_values(sg128, monkeypatch, met
     assert box[0] <= float(inside[:, 0].min()) and float(inside[:, 0].max()) <= box[2]
     assert box[1] <= float(inside[:, 1].min()) and float(inside[:, 1].max()) <= box[3]
     for points in reads:
-        torch.testing.assert_close(sample(part, points, 128), sample(whole, points, 128), rtol=0, atol=1e-5)
+        torch.testing.assert_close(sample_each(part, points, 128), sample_each(whole, points, 128), rtol=0, atol=1e-5)
 
 
 def test_no_window_where_the_step_reads_the_whole_map(sg128):

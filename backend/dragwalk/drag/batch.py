@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import Hashable, Sequence
 
+
 import torch
+from torch import Tensor
 
 from ..models.base import Latent
 from ..runtime import owned
@@ -62,6 +64,48 @@ def stack_latents(latents: Sequence[Latent]) -> Latent:
     return first.derive(torch.cat([lat.code for lat in latents]), offsets)
 
 
+def advance_together(runs: Sequence[DragRun], latents: Sequence[Latent], raw: Tensor) -> list[Tensor | None]:
+    """:meth:`DragRun.advance` of each run on its slice of the batched feature map ``raw``: the
+    runs whose methods can (:meth:`DragRun.together_key`) blur, track and compute their losses
+    as one batch, each getting the numbers it gets alone; the others one by one.
+
+    Why: a session's tracking and loss are many small operations (about a millisecond on the
+    CPU, dozens of kernel launches on a GPU); for 8 sessions that was as long as the batched
+    forward pass's largest convolution."""
+    # split, not slices: the backward of a split is one concatenation, where each slice's
+    # backward fills a zero tensor the size of the whole batch (8 of them for 8 runs)
+    parts = raw.split(1)
+    groups: dict[Hashable, list[int]] = {}
+    for k, run in enumerate(runs):
+        key = run.together_key()
+        groups.setdefault(("alone", k) if key is None else key, []).append(k)
+    out: list[Tensor | None] = [None] * len(runs)
+    for members in groups.values():
+        if len(members) == 1:
+            k = members[0]
+            out[k] = runs[k].advance(latents[k], parts[k])
+            continue
+        group = [runs[k] for k in members]
+        method = type(group[0].method)
+        features = group[0].blurred(torch.cat([parts[k] for k in members]))
+        points = [run.point_tensors() for run in group]
+        with torch.no_grad():
+            handles = method.track_together([r.method for r in group], features.detach(),
+                                            torch.stack([h for h, _ in points]), torch.stack([t for _, t in points]))
+        active = [run.tracked(latents[k], handles[j]) for j, (k, run) in enumerate(zip(members, group))]
+        moving = [j for j, mask in enumerate(active) if mask is not None]
+        if not moving:
+            continue
+        index = torch.tensor(moving, device=features.device)
+        points = [group[j].point_tensors() for j in moving]
+        losses = method.loss_together([group[j].method for j in moving], features.index_select(0, index),
+                                      torch.stack([h for h, _ in points]), torch.stack([t for _, t in points]),
+                                      [active[j] for j in moving])
+        for j, loss in zip(moving, losses):
+            out[members[j]] = group[j].with_terms(loss, parts[members[j]])
+    return out
+
+
 def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False) -> list[DragStep]:
     """One step of every run in one batched pass; returns each run's :class:`DragStep`.
 
@@ -82,14 +126,8 @@ def step_together(runs: Sequence[DragRun], render: Sequence[bool] | bool = False
         latents = [runs[i].variables.latent() for i in live]
         with runs[live[0]].autocast():
             out = generator.synthesize(stack_latents(latents), layer, stop_at_feature=True)
-        # split, not slices: the backward of a split is one concatenation, where each slice's
-        # backward fills a zero tensor the size of the whole batch (8 of them for 8 runs)
-        features = out.features.float().split(1)
-        losses = []
-        for k, i in enumerate(live):
-            loss = runs[i].advance(latents[k], features[k])
-            if loss is not None:
-                losses.append((runs[i], loss))
+        advanced = advance_together([runs[i] for i in live], latents, out.features.float())
+        losses = [(runs[i], loss) for i, loss in zip(live, advanced) if loss is not None]
         if losses:
             for run, _ in losses:
                 run.optimizer.zero_grad(set_to_none=True)

@@ -90,6 +90,26 @@ class DragGAN(DragMethod):
         assert self.templates is not None, "start() must run before track()"
         return self.best_match(self.match_costs(features, handles), handles)
 
+    def together_key(self):
+        """DragGANs with the same settings track and compute losses as one batch; subclasses
+        (Template, the warp's refinement) track and aim otherwise, so they step alone."""
+        if type(self) is not DragGAN:
+            return None
+        return (DragGAN, tuple(sorted(self.values.items())), self.r1, self.r2, self.ctx.image_hw)
+
+    @staticmethod
+    def track_together(methods, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
+        first = methods[0]
+        templates = torch.stack([m.templates for m in methods])
+        costs = first._costs(features, handles, templates)                       # [B, K, W]
+        return first.best_match(costs.flatten(0, 1), handles.flatten(0, 1)).view_as(handles)
+
+    @staticmethod
+    def loss_together(methods, features: Tensor, handles: Tensor, targets: Tensor, active) -> list[Tensor]:
+        per = methods[0]._handle_losses(features, handles, targets)              # [B, K]
+        return [per[b][mask].sum() if bool(mask.any()) else features[b].sum() * 0
+                for b, mask in enumerate(active)]
+
     def best_match(self, costs: Tensor, handles: Tensor) -> Tensor:
         """The window position of least cost per handle (sub-pixel with ``subpixel``), as new handles."""
         if self.values["subpixel"]:
@@ -101,11 +121,17 @@ class DragGAN(DragMethod):
     def match_costs(self, features: Tensor, handles: Tensor) -> Tensor:
         """Distance (L1 or L2 over channels, see ``distance``) of every window position's features
         to the first-frame template, averaged over the patch: ``[K, W]``."""
-        candidates = handles[:, None, None, :] + self.window[None, :, None, :] + self.patch[None, None]
-        feats = fx.sample(features, candidates, self.ctx.image_hw)  # [K, W, P, C]
-        diff = feats - self.templates[:, None]
-        dist = diff.abs().sum(dim=3) if self.values["distance"] == 1 else diff.norm(dim=3)
-        return dist.mean(dim=2)
+        assert self.templates is not None
+        return self._costs(features, handles[None], self.templates[None])[0]
+
+    def _costs(self, features: Tensor, handles: Tensor, templates: Tensor) -> Tensor:
+        """:meth:`match_costs` of ``B`` maps ``[B, C, h, w]``, handles ``[B, K, 2]`` and templates
+        ``[B, K, P, C]`` -> ``[B, K, W]``."""
+        candidates = handles[:, :, None, None, :] + self.window[None, None, :, None, :] + self.patch[None, None, None]
+        feats = fx.sample_each(features, candidates, self.ctx.image_hw)  # [B, K, W, P, C]
+        diff = feats - templates[:, :, None]
+        dist = diff.abs().sum(dim=4) if self.values["distance"] == 1 else diff.norm(dim=4)
+        return dist.mean(dim=3)
 
     def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
         """``sum_k mean_q |F(q + d_k) - goal_k(q)|`` over the disc ``q`` around each active handle,
@@ -113,15 +139,30 @@ class DragGAN(DragMethod):
         h, t = handles[active], targets[active]
         if h.shape[0] == 0:
             return features.sum() * 0
-        delta = t - h
-        dist = delta.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        q, d = self._disc_and_step(h[None], t[None])
+        return self._terms(features, q, d, self.goal(features, q[0], active)[None])[0].sum()
+
+    def _disc_and_step(self, handles: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The disc around each handle, ``q`` ``[B, K, M, 2]``, and its step ``d`` ``[B, K, 2]``."""
+        delta = targets - handles
+        dist = delta.norm(dim=2, keepdim=True).clamp_min(1e-6)
         d = delta / dist * torch.clamp(dist, max=self.values["step"])
-        q = h[:, None, :] + self.disc[None]                              # [K, M, 2]
-        goal = self.goal(features, q, active)
-        ahead = fx.sample(features, q + d[:, None, :], self.ctx.image_hw)
-        return (ahead - goal).abs().mean(dim=(1, 2)).sum()
+        return handles[:, :, None, :] + self.disc[None, None], d
+
+    def _terms(self, features: Tensor, q: Tensor, d: Tensor, goal: Tensor) -> Tensor:
+        """Each handle's term ``mean_q |F(q + d) - goal(q)|`` on its map: ``[B, K]``."""
+        ahead = fx.sample_each(features, q + d[:, :, None, :], self.ctx.image_hw)
+        return (ahead - goal).abs().mean(dim=(2, 3))
+
+    def _handle_losses(self, features: Tensor, handles: Tensor, targets: Tensor) -> Tensor:
+        """Every handle's term of :meth:`loss` (DragGAN's own goal) for ``B`` maps: ``[B, K]``."""
+        q, d = self._disc_and_step(handles, targets)
+        return self._terms(features, q, d, self._goal_each(features, q))
 
     def goal(self, features: Tensor, q: Tensor, active: Tensor) -> Tensor:
         """What the features one step ahead are pulled onto: DragGAN's *detached* current
         features at ``q``, so only moving the content forward lowers the loss."""
-        return fx.sample(features.detach(), q, self.ctx.image_hw)      # stop-gradient
+        return self._goal_each(features, q[None])[0]
+
+    def _goal_each(self, features: Tensor, q: Tensor) -> Tensor:
+        return fx.sample_each(features.detach(), q, self.ctx.image_hw)      # stop-gradient

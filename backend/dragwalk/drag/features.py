@@ -38,10 +38,17 @@ def sample(features: Tensor, points: Tensor, resolution: int | Sequence[int]) ->
 
     ``features`` is ``[1, C, h, w]``; positions outside the image read the border.
     """
-    shape = points.shape[:-1]
-    grid = to_grid(points.reshape(1, 1, -1, 2).to(features.dtype), resolution)
+    return sample_each(features, points[None], resolution)[0]
+
+
+def sample_each(features: Tensor, points: Tensor, resolution: int | Sequence[int]) -> Tensor:
+    """:func:`sample` of several maps at once: ``features`` ``[B, C, h, w]``, ``points``
+    ``[B, ..., 2]`` (map ``b`` read at ``points[b]``) -> ``[B, ..., C]``. Each map's reads are the
+    ones :func:`sample` makes on it alone (sessions' drags stepped together, :mod:`.batch`)."""
+    batch, shape = points.shape[0], points.shape[1:-1]
+    grid = to_grid(points.reshape(batch, 1, -1, 2).to(features.dtype), resolution)
     out = F.grid_sample(features, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0, :, 0].transpose(0, 1).reshape(*shape, features.shape[1])
+    return out[:, :, 0].transpose(1, 2).reshape(batch, *shape, features.shape[1])
 
 
 def box_around(points: Tensor, reach: float) -> tuple[float, float, float, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Hashable, Sequence
 
 import torch
 from torch import Tensor
@@ -172,6 +172,27 @@ class DragMethod(abc.ABC):
     @abc.abstractmethod
     def loss(self, features: Tensor, handles: Tensor, targets: Tensor, active: Tensor) -> Tensor:
         """Motion-supervision loss for the ``active`` handles (differentiable in ``features``)."""
+
+    def together_key(self) -> Hashable | None:
+        """Methods with equal keys track and compute their losses as one batch when their
+        sessions' drags step together (:mod:`.batch`: :meth:`track_together`,
+        :meth:`loss_together`); ``None`` (the default): this one tracks on its own."""
+        return None
+
+    @staticmethod
+    def track_together(methods: Sequence["DragMethod"], features: Tensor, handles: Tensor,
+                       targets: Tensor) -> Tensor:
+        """:meth:`track` of each method on its map: ``features`` ``[B, C, h, w]``, ``handles`` and
+        ``targets`` ``[B, K, 2]`` -> ``[B, K, 2]``, the numbers each gets alone. Methods whose
+        :meth:`together_key` is not ``None`` override it with one batched computation."""
+        return torch.stack([m.track(features[b:b + 1], handles[b], targets[b]) for b, m in enumerate(methods)])
+
+    @staticmethod
+    def loss_together(methods: Sequence["DragMethod"], features: Tensor, handles: Tensor, targets: Tensor,
+                      active: Sequence[Tensor]) -> list[Tensor]:
+        """:meth:`loss` of each method on its map (shapes as :meth:`track_together`; ``active[b]``
+        is method ``b``'s ``[K]`` mask): one loss per method."""
+        return [m.loss(features[b:b + 1], handles[b], targets[b], active[b]) for b, m in enumerate(methods)]
 
     def reads(self, handles: Tensor, targets: Tensor) -> tuple[float, float, float, float] | None:
         """A box ``(x0, y0, x1, y1)`` in image px holding every position that :meth:`track` and then

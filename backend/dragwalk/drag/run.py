@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Hashable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -135,6 +135,10 @@ class DragRun:
     @property
     def targets(self) -> list[Point]:
         return [tuple(map(float, p)) for p in self._targets.tolist()]  # type: ignore[misc]
+
+    def point_tensors(self) -> tuple[Tensor, Tensor]:
+        """The handles and targets as ``[K, 2]`` tensors, on the run's device (read, not changed)."""
+        return self._handles, self._targets
 
     @property
     def latent(self) -> Latent:
@@ -406,10 +410,30 @@ class DragRun:
         return the loss to minimise, or ``None`` when the run has ended.
         :func:`~dragwalk.drag.batch.step_together` calls this for several runs after one batched
         forward pass."""
-        self.step_count += 1
-        feats = fx.binomial_blur(raw, int(self.method.values["smooth"]))
+        feats = self.blurred(raw)
         with torch.no_grad():
-            self._handles = self.method.track(feats.detach(), self._handles, self._targets)
+            handles = self.method.track(feats.detach(), self._handles, self._targets)
+        active = self.tracked(latent, handles)
+        if active is None:
+            return None
+        return self.with_terms(self.method.loss(feats, self._handles, self._targets, active), raw)
+
+    def blurred(self, raw: Tensor) -> Tensor:
+        """The feature map the method reads: ``raw`` low-passed ``smooth`` times."""
+        return fx.binomial_blur(raw, int(self.method.values["smooth"]))
+
+    def together_key(self) -> Hashable | None:
+        """Runs with equal keys can track and compute their losses as one batch
+        (:func:`~dragwalk.drag.batch.advance_together`): their methods say so, with as many
+        points and the same blur. ``None``: this run advances alone."""
+        key = self.method.together_key()
+        return None if key is None else (key, tuple(self._handles.shape), self.method.values["smooth"])
+
+    def tracked(self, latent: Latent, handles: Tensor) -> Tensor | None:
+        """Count the step, take the tracked ``handles`` (on ``latent``'s features), check arrival and
+        the step budget: the ``[K]`` mask of handles still to move, or ``None`` if the run ended."""
+        self.step_count += 1
+        self._handles = handles
         self._shown = latent.detach()
         self._image = None
         arrived = self.method.arrived(self._handles, self._targets, self.stop_distance) | self._idle
@@ -419,7 +443,11 @@ class DragRun:
         if self.step_count - self._budget_start >= self._budget():
             self._finish("max_steps", tracker_arrived=False)
             return None
-        loss = self.method.loss(feats, self._handles, self._targets, ~arrived)
+        return ~arrived
+
+    def with_terms(self, loss: Tensor, raw: Tensor) -> Tensor:
+        """The method's ``loss`` plus the run's own terms: the mask (on the unblurred map ``raw``)
+        and the spatial offsets' decay."""
         if self._keep is not None and self.lambda_mask > 0:
             loss = loss + self.lambda_mask * fx.mask_term(raw, self._reference, self._keep)
         decay = self.method.values["offset_decay"]

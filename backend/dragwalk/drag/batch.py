@@ -96,9 +96,10 @@ def advance_together(runs: Sequence[DragRun], latents: Sequence[Latent], raw: Te
         moving = [j for j, mask in enumerate(active) if mask is not None]
         if not moving:
             continue
-        index = torch.tensor(moving, device=features.device)
+        if len(moving) < len(group):
+            features = features.index_select(0, torch.tensor(moving, device=features.device))
         points = [group[j].point_tensors() for j in moving]
-        losses = method.loss_together([group[j].method for j in moving], features.index_select(0, index),
+        losses = method.loss_together([group[j].method for j in moving], features,
                                       torch.stack([h for h, _ in points]), torch.stack([t for _, t in points]),
                                       [active[j] for j in moving])
         for j, loss in zip(moving, losses):

@@ -28,9 +28,12 @@ from ..window import Window, _up_range
 #: a block whose activation map (fp32) has at least this many bytes is computed in bands, and so
 #: is every block above it: 256 px FFHQ layout streams b128 and b256, 512 px b128 to b512
 BAND_BYTES = 8 << 20
-#: image rows per band. Measured at 2 threads, FFHQ layout (``dragwalk bench step``): at 256 px
-#: 64 rows cost +6 % over the whole frame and hold 35 MB instead of 65; 32 rows cost +22 %
-BAND_ROWS = 64
+#: image rows per band: halo rows are recomputed at every banded level, so taller bands cost less
+#: time and more memory. Frames of the FFHQ layout, 2 threads, interleaved (ms, peak tensor MB;
+#: Winograd on): 256 px whole 214 / 42, 64 rows 204 / 28, 128 rows 195 / 28; 512 px whole
+#: 834 / 163, 64 rows 871 / 35, 128 rows 727 / 53; 1024 px (before Winograd) whole 1446 / 330,
+#: 64 rows 1681 / 76, 128 rows 1185 / 84
+BAND_ROWS = 128
 
 
 def block_hw(block) -> tuple[int, int]:

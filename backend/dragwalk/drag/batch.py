@@ -8,8 +8,9 @@ variables, optimiser state, points and method; only the generator's work is shar
    not have are zeros, which add nothing);
 2. one pass to the feature layer with autograd (and, when any run shows a frame, one
    inference pass of the rest, as in :meth:`DragRun.step`);
-3. each run tracks, checks and computes its loss on its own slice
-   (:meth:`DragRun.advance`);
+3. each run tracks, checks and computes its loss on its own slice (:meth:`DragRun.advance`);
+   runs whose methods allow it (:func:`advance_together`) track and compute their losses as
+   one batch, each still on its own slice;
 4. one backward of the summed losses: the runs' variables are separate leaves and each
    loss reads only its own slice, so each run receives exactly its own gradient;
 5. each run's optimiser steps.
@@ -21,7 +22,6 @@ rounding: batched convolutions may sum in another order).
 from __future__ import annotations
 
 from typing import Hashable, Sequence
-
 
 import torch
 from torch import Tensor

@@ -408,8 +408,9 @@ class DragRun:
         """A step's work between the forward pass and the backward: track the handles on ``raw``
         (the feature map of ``latent``, with its graph), check arrival and the step budget, and
         return the loss to minimise, or ``None`` when the run has ended.
-        :func:`~dragwalk.drag.batch.step_together` calls this for several runs after one batched
-        forward pass."""
+        :func:`~dragwalk.drag.batch.advance_together` calls this, or its parts (:meth:`blurred`,
+        :meth:`tracked`, :meth:`with_terms`) around one batched tracking and loss, for several
+        runs after one batched forward pass."""
         feats = self.blurred(raw)
         with torch.no_grad():
             handles = self.method.track(feats.detach(), self._handles, self._targets)

@@ -32,7 +32,8 @@ BAND_BYTES = 8 << 20
 #: time and more memory. Frames of the FFHQ layout, 2 threads, interleaved (ms, peak tensor MB;
 #: Winograd on): 256 px whole 214 / 42, 64 rows 204 / 28, 128 rows 195 / 28; 512 px whole
 #: 834 / 163, 64 rows 871 / 35, 128 rows 727 / 53; 1024 px (before Winograd) whole 1446 / 330,
-#: 64 rows 1681 / 76, 128 rows 1185 / 84
+#: 64 rows 1681 / 76, 128 rows 1185 / 84 (with Winograd, another run: whole 1493 / 330, 128 rows
+#: 1372 / 84)
 BAND_ROWS = 128
 
 
